@@ -1,0 +1,3 @@
+"""prunecli: prune saved neural-network models."""
+
+__version__ = "0.1.0"

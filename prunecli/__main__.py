@@ -1,0 +1,3 @@
+from prunecli.cli.app import main
+
+main()

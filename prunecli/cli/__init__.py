@@ -1,0 +1,1 @@
+"""The command-line layer: thin Typer commands over the library (DESIGN §7)."""

@@ -1,0 +1,61 @@
+"""`prunecli inspect`: per-layer and total sparsity, with CI gates."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from prunecli.cli import options as opt
+from prunecli.cli.errors import handle_errors
+from prunecli.cli.output import Output
+
+
+@handle_errors
+def inspect_command(
+    model: opt.ModelArg,
+    min_sparsity: Annotated[
+        str | None,
+        typer.Option(
+            "--min-sparsity",
+            help="Exit 1 if prunable sparsity is below this (0.9 or 90%).",
+            show_default=False,
+        ),
+    ] = None,
+    all_tensors: Annotated[
+        bool, typer.Option("--all", help="List every tensor, not only prunable ones.")
+    ] = False,
+    arch: opt.Arch = None,
+    arch_kwargs: opt.ArchKwargs = None,
+    include: opt.Include = None,
+    exclude: opt.Exclude = None,
+    json_mode: opt.Json = False,
+    quiet: opt.Quiet = False,
+    report_file: opt.ReportFile = None,
+) -> None:
+    """Show per-layer and total sparsity of MODEL; gate CI pipelines on it.
+
+    Examples:
+
+      prunecli inspect model.safetensors
+
+      prunecli inspect model.safetensors --json
+
+      prunecli inspect model.safetensors --min-sparsity 0.9
+    """
+    from prunecli.core.gates import min_sparsity_check
+    from prunecli.core.report import build_report
+    from prunecli.core.session import open_model
+    from prunecli.errors import CheckFailed
+
+    out = Output(json_mode, quiet)
+    loaded, names = open_model(model, arch, arch_kwargs, include, exclude, check_weights=False)
+    if all_tensors:
+        names = list(loaded.tensors)
+    report = build_report("inspect", loaded, names)
+    if min_sparsity is not None:
+        report.checks.append(min_sparsity_check(report, min_sparsity))
+    out.report(report, report_file)
+    failed = [check for check in report.checks if not check.passed]
+    if failed:
+        raise CheckFailed(failed[0].message)

@@ -1,0 +1,76 @@
+"""Options shared by several commands, declared once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ModelArg = Annotated[
+    str, typer.Argument(help="Model file (.safetensors, .pt2) or - for stdin.", show_default=False)
+]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+ReportFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--report", help="Also save the report: .json, .md, .svg or .html.", show_default=False
+    ),
+]
+Arch = Annotated[
+    str | None,
+    typer.Option(
+        "--arch",
+        help="Architecture: a zoo name (see `prunecli init --help`) or pkg.module:factory.",
+        show_default=False,
+    ),
+]
+ArchKwargs = Annotated[
+    str | None,
+    typer.Option(
+        "--arch-kwargs",
+        help="JSON keyword arguments for --arch, e.g. '{\"widths\":[40,100,10]}'.",
+        show_default=False,
+    ),
+]
+Include = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--include",
+        help="Prune only tensors matching this glob (re: for a regex). Repeatable.",
+        show_default=False,
+    ),
+]
+Exclude = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--exclude",
+        help="Never prune tensors matching this glob (re: for a regex). Repeatable.",
+        show_default=False,
+    ),
+]
+Output = Annotated[
+    str | None,
+    typer.Option("--output", "-o", help="Output path, or - for stdout.", show_default=False),
+]
+Force = Annotated[bool, typer.Option("--force", help="Replace an existing output file.")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed for every random choice.")]
+Method = Annotated[
+    str | None,
+    typer.Option(
+        "--method", "-m", help="Pruning criterion (see `prunecli methods`).", show_default=False
+    ),
+]
+Scope = Annotated[str, typer.Option("--scope", help="Allocation: global, layer or erk.")]
+Iterations = Annotated[
+    int | None,
+    typer.Option(
+        "--iterations",
+        help="Prune in K rounds, rescoring each round (default: the method's).",
+        show_default=False,
+    ),
+]
+Schedule = Annotated[
+    str, typer.Option("--schedule", help="Density schedule over rounds: exponential or linear.")
+]

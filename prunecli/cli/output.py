@@ -1,0 +1,192 @@
+"""The one output object: every command hands it results; it renders human, JSON or nothing.
+
+Data goes to stdout, everything else to stderr; when the model bytes go to stdout (``-o -``) the
+report moves to stderr. Rich decides colour itself (no colour off a terminal or with NO_COLOR).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from prunecli.errors import BadInput
+from prunecli.io.paths import atomic_output
+
+if TYPE_CHECKING:
+    from prunecli.core.report import Report
+
+_BAR_WIDTH = 10
+
+
+def human_size(nbytes: int | None) -> str:
+    if nbytes is None or nbytes < 0:
+        return "?"
+    size = float(nbytes)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"
+
+
+def sparsity_bar(sparsity: float) -> Text:
+    filled = round(sparsity * _BAR_WIDTH)
+    bar = Text(f"{sparsity:7.2%} ")
+    bar.append("█" * filled, style="green")
+    bar.append("░" * (_BAR_WIDTH - filled), style="dim")
+    return bar
+
+
+def _mixed_dtypes(report: Report) -> bool:
+    return len({layer.dtype for layer in report.layers}) > 1
+
+
+def report_table(report: Report) -> Table:
+    """Layer, shape, (dtype when mixed), params, non-zero, sparsity with a bar; totals as footer."""
+    mixed = _mixed_dtypes(report)
+    table = Table(show_footer=True, header_style="bold", footer_style="bold")
+    table.add_column("layer", footer="total", overflow="fold", ratio=1)
+    table.add_column("shape", no_wrap=True)
+    if mixed:
+        table.add_column("dtype", no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True, footer=f"{report.prunable_params:,}")
+    table.add_column(
+        "non-zero", justify="right", no_wrap=True, footer=f"{report.prunable_nonzero:,}"
+    )
+    table.add_column("sparsity", no_wrap=True, footer=sparsity_bar(report.sparsity))
+    for layer in report.layers:
+        shape = "×".join(str(d) for d in layer.shape)
+        cells = [layer.name, shape, *([layer.dtype] if mixed else [])]
+        table.add_row(
+            *cells, f"{layer.params:,}", f"{layer.nonzero:,}", sparsity_bar(layer.sparsity)
+        )
+    return table
+
+
+def render_report(console: Console, report: Report) -> None:
+    model = report.model
+    about = [model["format"], model["arch"] or "weights only", human_size(model["file_bytes"])]
+    if report.layers and not _mixed_dtypes(report):
+        about.append(report.layers[0].dtype)
+    console.print(Text.assemble((str(model["path"]), "bold"), "  ", " · ".join(about)))
+    console.print(report_table(report))
+    console.print(
+        f"all tensors: {report.all_params:,} parameters, {report.all_nonzero:,} non-zero "
+        f"({1 - report.all_nonzero / max(report.all_params, 1):.2%} sparse)"
+    )
+    if report.pruning:
+        p = report.pruning
+        rounds = f"{p['iterations']} round{'s' if p['iterations'] != 1 else ''}"
+        console.print(
+            f"pruned by [bold]{p['method']}[/] ({p['scope']}, {rounds}, seed {p['seed']}): "
+            f"target {p['target_sparsity']:.2%}, achieved {p['achieved_sparsity']:.2%}"
+        )
+    if report.output:
+        took = f" in {report.seconds:.2f} s" if report.seconds is not None else ""
+        console.print(
+            f"wrote {report.output['path']} ({human_size(report.output['file_bytes'])}){took}"
+        )
+    for check in report.checks:
+        verdict = "[green]passed[/]" if check.passed else "[red]FAILED[/]"
+        console.print(f"check {check.name}: {verdict} — {check.message}")
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+
+
+def report_markdown(report: Report) -> str:
+    lines = [
+        f"# prunecli {report.command}: {report.model['path']}",
+        "",
+        "| layer | shape | dtype | params | non-zero | sparsity |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for layer in report.layers:
+        shape = "×".join(str(d) for d in layer.shape)
+        lines.append(
+            f"| {layer.name} | {shape} | {layer.dtype} | {layer.params:,} | {layer.nonzero:,} | {layer.sparsity:.2%} |"
+        )
+    lines.append(
+        f"| **prunable total** | | | {report.prunable_params:,} | {report.prunable_nonzero:,} | {report.sparsity:.2%} |"
+    )
+    if report.pruning:
+        lines += ["", "```json", json.dumps(report.pruning, indent=2), "```"]
+    lines += [
+        f"- {c.name}: {'passed' if c.passed else 'FAILED'} — {c.message}" for c in report.checks
+    ]
+    lines += [f"- warning: {w}" for w in report.warnings]
+    return "\n".join(lines) + "\n"
+
+
+class Output:
+    """Renders results for one command run: human (Rich), ``--json``, or ``-q``."""
+
+    def __init__(
+        self, json_mode: bool = False, quiet: bool = False, data_to_stderr: bool = False
+    ) -> None:
+        self.json_mode = json_mode
+        self.quiet = quiet
+        stream = sys.stderr if data_to_stderr else sys.stdout
+        self.console = Console(file=stream, highlight=False, soft_wrap=False)
+        self.err = Console(file=sys.stderr, highlight=False)
+
+    def document(self, doc: dict[str, Any], human: Callable[[Console], None]) -> None:
+        if self.quiet:
+            return
+        if self.json_mode:
+            self.console.file.write(json.dumps(doc, indent=2) + "\n")
+            self.console.file.flush()
+        else:
+            human(self.console)
+
+    def report(self, report: Report, save_to: Path | None = None) -> None:
+        if save_to is not None:
+            save_report(report, save_to)
+        self.document(report.to_json(), lambda console: render_report(console, report))
+
+    def warn(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(f"[yellow]warning:[/] {message}")
+
+    @contextmanager
+    def progress(self, description: str, total: int) -> Iterator[Callable[[int, int], None]]:
+        """A progress bar on stderr when it is a terminal; a no-op callback otherwise."""
+        if self.quiet or not self.err.is_terminal:
+            yield lambda done, total: None
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.err,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def save_report(report: Report, path: Path) -> None:
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        text = json.dumps(report.to_json(), indent=2) + "\n"
+    elif suffix == ".md":
+        text = report_markdown(report)
+    elif suffix in (".svg", ".html"):
+        recorder = Console(record=True, file=io.StringIO(), width=120, force_terminal=True)
+        render_report(recorder, report)
+        text = recorder.export_svg(title="prunecli") if suffix == ".svg" else recorder.export_html()
+    else:
+        raise BadInput(f"--report {path}: unknown report format", "use .json, .md, .svg or .html")
+    with atomic_output(str(path)) as stream:
+        stream.write(text.encode("utf-8"))

@@ -1,0 +1,205 @@
+"""Model resolution (DESIGN §2): named tensors, plus a module when the architecture is known."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prunecli.errors import BadInput, Unsupported
+from prunecli.io import safetensors as st
+from prunecli.io.paths import STDIO
+
+# safetensors metadata keys written by prunecli (documented in docs/formats.md)
+META_ARCH = "prunecli.arch"
+META_ARCH_KWARGS = "prunecli.arch_kwargs"
+META_INPUT_SHAPE = "prunecli.input_shape"
+META_NUM_CLASSES = "prunecli.num_classes"
+
+
+@dataclass
+class Architecture:
+    name: str  # a zoo name or ``pkg.module:factory``
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    input_shape: tuple[int, ...] | None = None
+    num_classes: int | None = None
+
+
+@dataclass
+class LoadedModel:
+    """Tensors in file order; when ``module`` is set its parameters *are* these tensors."""
+
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+    source: str
+    format: str  # "safetensors" or "pt2"
+    file_bytes: int | None
+    module: torch.nn.Module | None = None
+    arch: Architecture | None = None
+    program: Any = None  # the torch.export program of a .pt2 input
+    arch_hint: str | None = None  # an import path seen in metadata but not imported
+
+    def require_graph(self, method: str) -> torch.nn.Module:
+        if self.module is not None:
+            return self.module
+        if self.arch_hint:
+            raise Unsupported(
+                f"{method} needs the model's architecture; the file names {self.arch_hint!r}, "
+                "which prunecli does not import on its own",
+                f"pass --arch {self.arch_hint} to use it",
+            )
+        raise Unsupported(
+            f"{method} needs the model's architecture, and {self.source} holds weights only",
+            "pass --arch NAME (see `prunecli init --help`) or --arch pkg.module:factory, "
+            "or give a .pt2 program",
+        )
+
+
+def parse_arch_kwargs(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInput(
+            f"--arch-kwargs is not valid JSON: {exc.msg} at character {exc.pos}"
+        ) from None
+    if not isinstance(value, dict):
+        raise BadInput("--arch-kwargs must be a JSON object, e.g. '{\"widths\": [40, 100, 10]}'")
+    return value
+
+
+def load_model(source: str, arch: str | None = None, arch_kwargs: str | None = None) -> LoadedModel:
+    """Load ``source`` (a path or ``-``) and, when known, build its architecture around it."""
+    if source != STDIO and Path(source).suffix == ".pt2":
+        if arch:
+            raise BadInput("a .pt2 program carries its own graph; drop --arch")
+        return _load_pt2(Path(source))
+    tensors, header, size = _read_safetensors(source)
+    model = LoadedModel(tensors, header.metadata, source, "safetensors", size)
+    architecture = _architecture(model.metadata, arch, arch_kwargs)
+    if architecture is None:
+        stored = model.metadata.get(META_ARCH)
+        model.arch_hint = stored if stored and ":" in stored else None
+        return model
+    _attach(model, architecture)
+    return model
+
+
+def _read_safetensors(source: str) -> tuple[dict[str, torch.Tensor], st.Header, int]:
+    if source == STDIO:
+        data = sys.stdin.buffer.read()
+        tensors, header = st.load_bytes(data, "standard input")
+        return tensors, header, len(data)
+    path = Path(source)
+    if not path.exists():
+        raise BadInput(f"{source} does not exist")
+    if path.is_dir():
+        raise BadInput(f"{source} is a folder", "pass a .safetensors or .pt2 file")
+    tensors, header = st.load_file(path)
+    return tensors, header, path.stat().st_size
+
+
+def _architecture(
+    metadata: dict[str, str], arch: str | None, kwargs_text: str | None
+) -> Architecture | None:
+    """The architecture asked for with ``--arch``, else a zoo name from trusted metadata."""
+    from prunecli import zoo
+
+    if arch is None:
+        stored = metadata.get(META_ARCH)
+        if not stored or not zoo.is_zoo_name(stored):
+            return None  # import paths in metadata are never imported on their own
+        arch = stored
+        if kwargs_text is None:
+            kwargs_text = metadata.get(META_ARCH_KWARGS)
+    architecture = Architecture(arch, parse_arch_kwargs(kwargs_text))
+    if META_INPUT_SHAPE in metadata:
+        architecture.input_shape = tuple(json.loads(metadata[META_INPUT_SHAPE]))
+    if META_NUM_CLASSES in metadata:
+        architecture.num_classes = int(metadata[META_NUM_CLASSES])
+    return architecture
+
+
+def build_module(architecture: Architecture) -> torch.nn.Module:
+    """Instantiate ``architecture`` (zoo or user factory), filling in its input shape and classes."""
+    from prunecli import zoo
+
+    if zoo.is_zoo_name(architecture.name):
+        built = zoo.build_arch(architecture.name, architecture.kwargs)
+        architecture.input_shape = built.input_shape
+        architecture.num_classes = built.num_classes
+        return built.module
+    module = _import_factory(architecture.name)(**architecture.kwargs)
+    if isinstance(module, zoo.ZooModel):
+        architecture.input_shape, architecture.num_classes = module.input_shape, module.num_classes
+        module = module.module
+    if not isinstance(module, torch.nn.Module):
+        raise BadInput(
+            f"--arch {architecture.name} returned {type(module).__name__}, not a torch.nn.Module"
+        )
+    architecture.input_shape = architecture.input_shape or getattr(module, "input_shape", None)
+    return module
+
+
+def _import_factory(spec: str) -> Any:
+    from prunecli import zoo
+
+    if ":" not in spec:
+        zoo.build_arch(spec)  # raises the unknown-architecture error with a suggestion
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise BadInput(f"cannot import --arch {spec}: {exc}") from None
+    if not callable(factory):
+        raise BadInput(f"--arch {spec} is not callable")
+    return factory
+
+
+def _attach(model: LoadedModel, architecture: Architecture) -> None:
+    """Build the module and make its parameters the file's tensors, or say where they differ."""
+    module = build_module(architecture)
+    expected = module.state_dict()
+    for name, tensor in expected.items():
+        if name not in model.tensors:
+            raise BadInput(
+                f"{model.source} does not fit {architecture.name}: tensor {name!r} "
+                f"(shape {list(tensor.shape)}) is missing from the file"
+            )
+        if tuple(model.tensors[name].shape) != tuple(tensor.shape):
+            raise BadInput(
+                f"{model.source} does not fit {architecture.name}: tensor {name!r} has shape "
+                f"{list(model.tensors[name].shape)} in the file but {list(tensor.shape)} in the architecture"
+            )
+    extra = [name for name in model.tensors if name not in expected]
+    if extra:
+        raise BadInput(
+            f"{model.source} does not fit {architecture.name}: the file has tensor {extra[0]!r}, which the architecture lacks"
+        )
+    module.load_state_dict(model.tensors, strict=True, assign=True)
+    module.eval()
+    model.module = module
+    model.arch = architecture
+
+
+def _load_pt2(path: Path) -> LoadedModel:
+    from prunecli.io.pt2 import load_program
+
+    if not path.is_file():
+        raise BadInput(f"{path} does not exist")
+    program = load_program(path)
+    tensors = dict(program.state_dict)
+    example = program.example_inputs[0] if program.example_inputs else ()
+    shape = (
+        tuple(example[0].shape[1:]) if example and isinstance(example[0], torch.Tensor) else None
+    )
+    arch = Architecture("torch.export", input_shape=shape)
+    return LoadedModel(
+        tensors, {}, str(path), "pt2", path.stat().st_size, program.module(), arch, program
+    )

@@ -1,0 +1,151 @@
+"""The pruning loop: score → allocate → select → zero, once or along a schedule."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from prunecli.core.allocation import keep_counts, prune_count
+from prunecli.core.masks import LazyScores, prune_lowest
+from prunecli.core.model import LoadedModel
+from prunecli.core.schedule import round_densities
+from prunecli.criteria.base import Criterion, ScoreContext
+from prunecli.errors import BadInput
+
+#: called after each round with (round index from 1, number of rounds)
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class PruneResult:
+    method: str
+    names: list[str]
+    target_sparsity: float
+    achieved_sparsity: float
+    scope: str
+    iterations: int
+    schedule: str
+    seed: int
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+
+def parse_sparsity(text: str | float, option: str = "--sparsity") -> float:
+    """``0.9`` or ``90%`` → 0.9; anything outside [0, 1) (or not finite) is refused."""
+    raw = str(text).strip()
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise BadInput(f"{option} {text!r} is not a number", "write e.g. 0.9 or 90%") from None
+    if not 0.0 <= value < 1.0:  # also refuses nan
+        raise BadInput(
+            f"{option} {text} is outside [0, 1)", "it is the fraction of weights that are zero"
+        )
+    return value
+
+
+class FixedScores(Criterion):
+    """Scores read from a file (``prune --scores``): one round, no rescoring."""
+
+    name = "scores"
+    summary = "precomputed scores from `prunecli score`"
+
+    def __init__(self, scores: Mapping[str, torch.Tensor]) -> None:
+        self._scores = scores
+
+    def score(self, ctx: ScoreContext) -> Mapping[str, torch.Tensor]:
+        return {name: self._scores[name] for name in ctx.names}
+
+
+def check_scores(scores: Mapping[str, torch.Tensor], ctx: ScoreContext, method: str) -> None:
+    """Every prunable tensor has a finite floating score of its own shape."""
+    for name in ctx.names:
+        if name not in scores:
+            raise BadInput(f"{method}: no score for prunable tensor {name!r}")
+        score, weight = scores[name], ctx.tensor(name)
+        if tuple(score.shape) != tuple(weight.shape):
+            raise BadInput(
+                f"{method}: score for {name!r} has shape {list(score.shape)}, "
+                f"the weight has {list(weight.shape)}"
+            )
+        if not score.is_floating_point() or not bool(torch.isfinite(score).all()):
+            raise BadInput(f"{method}: score for {name!r} is not a finite floating tensor")
+
+
+def prune_model(
+    model: LoadedModel,
+    names: list[str],
+    criterion: Criterion,
+    sparsity: float,
+    scope: str = "global",
+    iterations: int | None = None,
+    schedule: str = "exponential",
+    seed: int = 0,
+    options: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> PruneResult:
+    """Zero ``round(sparsity · N)`` of the prunable weights ``names`` of ``model`` in place."""
+    started = time.perf_counter()
+    rounds = iterations or criterion.default_iterations
+    densities = round_densities(1.0 - sparsity, rounds, schedule)
+    shapes = {name: tuple(model.tensors[name].shape) for name in names}
+    total = sum(model.tensors[name].numel() for name in names)
+    for index, density in enumerate(densities):
+        ctx = ScoreContext(model, names, seed=seed, round=index, options=dict(options or {}))
+        scores = criterion.score(ctx)
+        if not isinstance(scores, LazyScores):
+            check_scores(scores, ctx, criterion.name)
+        _apply(model, scores, names, shapes, scope, 1.0 - density)
+        if progress:
+            progress(index + 1, rounds)
+    zeros = sum(int((model.tensors[name] == 0).sum()) for name in names)
+    result = PruneResult(
+        method=criterion.name,
+        names=names,
+        target_sparsity=sparsity,
+        achieved_sparsity=zeros / total,
+        scope=scope,
+        iterations=rounds,
+        schedule=schedule,
+        seed=seed,
+        seconds=time.perf_counter() - started,
+    )
+    if zeros > prune_count(sparsity, total):
+        result.warnings.append(
+            f"the model already had {zeros / total:.4%} zeros among its prunable weights, "
+            f"more than the {sparsity:.4%} asked for; pruning never revives a zero"
+        )
+    return result
+
+
+def _apply(
+    model: LoadedModel,
+    scores: Mapping[str, torch.Tensor],
+    names: list[str],
+    shapes: Mapping[str, tuple[int, ...]],
+    scope: str,
+    sparsity: float,
+) -> None:
+    alive = LazyScores(names, lambda name: model.tensors[name] != 0)
+    counts = keep_counts(scope, shapes, sparsity)
+    if counts is None:
+        total = sum(model.tensors[name].numel() for name in names)
+        masks = prune_lowest(scores, alive, prune_count(sparsity, total) - _zeros(model, names))
+    else:
+        masks = {}
+        for name in names:
+            n_prune = math.prod(shapes[name]) - counts[name] - _zeros(model, [name])
+            masks.update(prune_lowest({name: scores[name]}, {name: alive[name]}, n_prune))
+    for name, keep in masks.items():
+        model.tensors[name].masked_fill_(~keep, 0)
+
+
+def _zeros(model: LoadedModel, names: list[str]) -> int:
+    return sum(
+        int(model.tensors[name].numel() - model.tensors[name].count_nonzero()) for name in names
+    )

@@ -1,0 +1,54 @@
+"""What a criterion is: a named scorer that declares what it needs (DESIGN §3)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+if TYPE_CHECKING:
+    from prunecli.core.model import LoadedModel
+
+#: what a criterion can need, in the order `prunecli methods` lists them
+NEEDS = ("weights", "graph", "input_shape", "data", "training")
+
+
+@dataclass
+class ScoreContext:
+    """Everything a criterion may read. The current mask of a tensor is ``tensor != 0``."""
+
+    model: LoadedModel
+    names: list[str]  # prunable tensors, in file order
+    seed: int = 0
+    round: int = 0  # 0-based round of an iterative schedule
+    device: str = "cpu"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def tensor(self, name: str) -> torch.Tensor:
+        return self.model.tensors[name]
+
+    def alive(self, name: str) -> torch.Tensor:
+        return self.model.tensors[name] != 0
+
+
+class Criterion:
+    """Base class: subclasses set the class attributes and implement :meth:`score`.
+
+    ``score`` returns, for every name in ``ctx.names``, a finite floating tensor of the weight's
+    shape; higher means keep. Scores of already-pruned weights are ignored (they stay pruned).
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    needs: ClassVar[tuple[str, ...]] = ("weights",)
+    default_iterations: ClassVar[int] = 1
+    default_scope: ClassVar[str] = "global"
+
+    def score(self, ctx: ScoreContext) -> Mapping[str, torch.Tensor]:
+        raise NotImplementedError
+
+    @classmethod
+    def needs_graph(cls) -> bool:
+        return "graph" in cls.needs

@@ -1,0 +1,81 @@
+"""Where outputs go: checks made before any work, and atomic writes (DESIGN §1 "never lose data")."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from prunecli.errors import BadInput
+
+STDIO = "-"
+
+
+def default_output(model: str, suffix: str = ".pruned.safetensors") -> str:
+    """``model.safetensors`` -> ``model.pruned.safetensors`` beside it; stdin input -> stdout."""
+    if model == STDIO:
+        return STDIO
+    path = Path(model)
+    return str(path.with_name(path.stem + suffix))
+
+
+def check_output(output: str, inputs: list[str], force: bool) -> None:
+    """Refuse an output that would overwrite an input, land nowhere, or replace a file silently."""
+    if output == STDIO:
+        if sys.stdout.isatty():
+            raise BadInput(
+                "refusing to write a binary model to the terminal", "pipe or redirect it"
+            )
+        return
+    target = Path(output)
+    for source in inputs:
+        if source != STDIO and _same_file(target, Path(source)):
+            raise BadInput(f"output {output} is the input file", "choose another path with -o")
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise BadInput(f"output folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BadInput(f"output folder {folder} is not writable")
+    if target.is_dir():
+        raise BadInput(f"output {output} is a folder", "pass a file path with -o")
+    if target.exists() and not force:
+        raise BadInput(f"{output} already exists", "pass --force to replace it")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+@contextmanager
+def atomic_output(output: str) -> Iterator[BinaryIO]:
+    """A binary stream for ``output``: a temporary file renamed into place only on success."""
+    if output == STDIO:
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    target = Path(output)
+    handle = tempfile.NamedTemporaryFile(
+        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
+    )
+    try:
+        with handle:
+            yield handle  # type: ignore[misc]
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(handle.name, 0o666 & ~_umask())
+        os.replace(handle.name, target)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

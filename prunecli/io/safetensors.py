@@ -1,0 +1,188 @@
+"""Dense safetensors: a validating reader and a tensor-by-tensor writer.
+
+The header is checked before the safetensors library sees the file, so a truncated or foreign file
+gets a message that says what is wrong. The writer emits the documented format directly
+(8-byte little-endian header length, JSON header padded to 8 bytes, raw little-endian data), one
+tensor at a time, so writing never builds a second copy of the model in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import torch
+
+from prunecli.errors import BadInput
+
+DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "U16": torch.uint16,
+    "U32": torch.uint32,
+    "U64": torch.uint64,
+    "BOOL": torch.bool,
+}
+DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+_MAX_HEADER = 100_000_000  # the safetensors library's own limit
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int  # offsets relative to the start of the data section
+    end: int
+
+
+@dataclass(frozen=True)
+class Header:
+    entries: dict[str, TensorEntry]  # in file order
+    metadata: dict[str, str]
+    data_start: int
+
+
+def parse_header(prefix: bytes, file_size: int, source: str) -> Header:
+    """Validate and parse a safetensors header; ``prefix`` holds at least the header bytes."""
+    if file_size == 0:
+        raise BadInput(f"{source} is empty")
+    if file_size < 8:
+        raise BadInput(f"{source} is not a safetensors file: only {file_size} bytes")
+    (length,) = struct.unpack("<Q", prefix[:8])
+    if length > file_size - 8:
+        raise BadInput(
+            f"{source} is truncated or not a safetensors file: its header length field "
+            f"claims {length} bytes but only {file_size - 8} follow"
+        )
+    if length > _MAX_HEADER:
+        raise BadInput(f"{source}: header of {length} bytes exceeds the 100 MB limit")
+    try:
+        raw = json.loads(prefix[8 : 8 + length].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise BadInput(f"{source} is not a safetensors file: its header is not JSON") from None
+    if not isinstance(raw, dict):
+        raise BadInput(f"{source} is not a safetensors file: its header is not a JSON object")
+    metadata = raw.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise BadInput(f"{source}: __metadata__ must map strings to strings")
+    entries = {name: _entry(name, info, source) for name, info in raw.items()}
+    data_size = file_size - 8 - length
+    for name, entry in entries.items():
+        if entry.end > data_size:
+            raise BadInput(
+                f"{source} is truncated: tensor {name!r} needs {entry.end} data bytes "
+                f"but the file holds {data_size}"
+            )
+    return Header(entries=entries, metadata=dict(metadata), data_start=8 + length)
+
+
+def _entry(name: str, info: object, source: str) -> TensorEntry:
+    try:
+        dtype = info["dtype"]  # type: ignore[index]
+        shape = tuple(int(d) for d in info["shape"])  # type: ignore[index]
+        begin, end = (int(o) for o in info["data_offsets"])  # type: ignore[index]
+    except (TypeError, KeyError, ValueError):
+        raise BadInput(f"{source}: malformed header entry for tensor {name!r}") from None
+    if dtype not in DTYPES:
+        raise BadInput(f"{source}: tensor {name!r} has unknown dtype {dtype!r}")
+    nbytes = math.prod(shape) * DTYPES[dtype].itemsize
+    if begin < 0 or end - begin != nbytes or any(d < 0 for d in shape):
+        raise BadInput(
+            f"{source}: tensor {name!r} of shape {list(shape)} {dtype} needs {nbytes} bytes "
+            f"but its offsets span {end - begin}"
+        )
+    return TensorEntry(dtype, shape, begin, end)
+
+
+def read_header_file(path: Path) -> Header:
+    """Parse the header of a safetensors file without reading its data."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        if len(head) == 8:
+            (length,) = struct.unpack("<Q", head)
+            if length <= min(size - 8, _MAX_HEADER):
+                head += handle.read(length)
+    return parse_header(head, size, str(path))
+
+
+def load_file(path: Path) -> tuple[dict[str, torch.Tensor], Header]:
+    """Every tensor of a validated safetensors file, in file order."""
+    header = read_header_file(path)
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            tensors = {name: handle.get_tensor(name) for name in header.entries}
+    except SafetensorError as exc:
+        raise BadInput(f"{path} is not a valid safetensors file: {exc}") from None
+    return tensors, header
+
+
+def load_bytes(data: bytes, source: str) -> tuple[dict[str, torch.Tensor], Header]:
+    """Every tensor of a safetensors document held in memory (e.g. read from stdin)."""
+    header = parse_header(data, len(data), source)
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        loaded = load(data)
+    except SafetensorError as exc:
+        raise BadInput(f"{source} is not a valid safetensors document: {exc}") from None
+    return {name: loaded[name] for name in header.entries}, header
+
+
+def tensor_bytes(tensor: torch.Tensor) -> memoryview:
+    """The raw little-endian bytes of ``tensor`` without copying when it is contiguous on CPU."""
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    if flat.dtype == torch.bool:
+        flat = flat.view(torch.uint8)
+    return memoryview(flat.view(torch.uint8).numpy())
+
+
+def encode_header(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
+    header: dict[str, object] = {"__metadata__": dict(metadata)} if metadata else {}
+    offset = 0
+    for name, tensor in tensors.items():
+        if tensor.dtype not in DTYPE_NAMES:
+            raise BadInput(
+                f"tensor {name!r} has dtype {tensor.dtype}, which safetensors cannot store"
+            )
+        nbytes = tensor.numel() * tensor.element_size()
+        header[name] = {
+            "dtype": DTYPE_NAMES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offset += nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)
+    return struct.pack("<Q", len(encoded)) + encoded
+
+
+def write(
+    stream: BinaryIO, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
+) -> int:
+    """Write ``tensors`` (in order) with ``metadata`` to ``stream``; returns the bytes written."""
+    header = encode_header(tensors, metadata)
+    stream.write(header)
+    written = len(header)
+    for tensor in tensors.values():
+        data = tensor_bytes(tensor)
+        stream.write(data)
+        written += data.nbytes
+    return written
