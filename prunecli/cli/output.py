@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -159,7 +160,7 @@ class Output:
     @contextmanager
     def progress(self, description: str, total: int) -> Iterator[Callable[[int, int], None]]:
         """A progress bar on stderr when it is a terminal; a no-op callback otherwise."""
-        if self.quiet or not self.err.is_terminal:
+        if self.quiet or not self.err.is_terminal or os.environ.get("NO_COLOR"):
             yield lambda done, total: None
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
