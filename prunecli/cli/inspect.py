@@ -8,7 +8,7 @@ import typer
 
 from prunecli.cli import options as opt
 from prunecli.cli.errors import handle_errors
-from prunecli.cli.output import Output
+from prunecli.cli.output import Output, check_report
 
 
 @handle_errors
@@ -48,6 +48,8 @@ def inspect_command(
     from prunecli.core.session import open_model
     from prunecli.errors import CheckFailed
 
+    # inspect only reads: rerunning a CI job replaces its last report without asking for --force
+    check_report(report_file, [model], force=True)
     out = Output(json_mode, quiet)
     loaded, names = open_model(model, arch, arch_kwargs, include, exclude, check_weights=False)
     if all_tensors:

@@ -20,12 +20,13 @@ from rich.table import Table
 from rich.text import Text
 
 from prunecli.errors import BadInput
-from prunecli.io.paths import atomic_output
+from prunecli.io.paths import atomic_output, check_output
 
 if TYPE_CHECKING:
     from prunecli.core.report import Report
 
 _BAR_WIDTH = 10
+REPORT_SUFFIXES = (".json", ".md", ".svg", ".html")
 
 
 def human_size(nbytes: int | None) -> str:
@@ -175,6 +176,15 @@ class Output:
         ) as bar:
             task = bar.add_task(description, total=total)
             yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def check_report(path: Path | None, inputs: list[str], force: bool) -> None:
+    """Refuse a bad ``--report`` before any work: a failed run leaves neither model nor report."""
+    if path is None:
+        return
+    if path.suffix.lower() not in REPORT_SUFFIXES:
+        raise BadInput(f"--report {path}: unknown report format", "use .json, .md, .svg or .html")
+    check_output(str(path), inputs, force)
 
 
 def save_report(report: Report, path: Path) -> None:

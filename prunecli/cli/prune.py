@@ -9,7 +9,7 @@ import typer
 
 from prunecli.cli import options as opt
 from prunecli.cli.errors import handle_errors
-from prunecli.cli.output import Output
+from prunecli.cli.output import Output, check_report
 
 
 @handle_errors
@@ -59,12 +59,12 @@ def prune_command(
       prunecli prune model.safetensors --scores scores.safetensors --sparsity 0.5 --scope layer
     """
     from prunecli.core.allocation import SCOPES
-    from prunecli.core.pruning import FixedScores, parse_sparsity, prune_model
+    from prunecli.core.pruning import FixedScores, check_scores, parse_sparsity, prune_model
     from prunecli.core.report import build_report
     from prunecli.core.schedule import SCHEDULES
     from prunecli.core.session import open_model
     from prunecli.core.writing import write_model
-    from prunecli.criteria import get_criterion
+    from prunecli.criteria import ScoreContext, get_criterion
     from prunecli.errors import BadInput
     from prunecli.io import safetensors as st
     from prunecli.io.paths import check_output, default_output
@@ -82,7 +82,9 @@ def prune_command(
         raise BadInput("--scores are fixed: they cannot be rescored over --iterations")
     criterion_class = get_criterion(method) if method else None
     output = output or default_output(model)
-    check_output(output, [model, str(scores_file) if scores_file else "-"], force)
+    inputs = [model, str(scores_file) if scores_file else "-"]
+    check_output(output, inputs, force)
+    check_report(report_file, [*inputs, output], force)
 
     out = Output(json_mode, quiet, data_to_stderr=output == "-")
     loaded, names = open_model(model, arch, arch_kwargs, include, exclude)
@@ -93,7 +95,10 @@ def prune_command(
     else:
         if not scores_file.is_file():
             raise BadInput(f"--scores {scores_file} does not exist")
-        criterion = FixedScores(st.load_file(scores_file)[0])
+        scores = st.load_file(scores_file)[0]
+        # checked here: a file lacking a prunable tensor's score is bad input, not a crash mid-prune
+        check_scores(scores, ScoreContext(loaded, names, seed=seed), f"--scores {scores_file}")
+        criterion = FixedScores(scores)
     rounds = iterations or criterion.default_iterations
     with out.progress(f"pruning ({criterion.name})", rounds) as tick:
         result = prune_model(

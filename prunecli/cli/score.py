@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prunecli.cli import options as opt
 from prunecli.cli.errors import handle_errors
-from prunecli.cli.output import Output
+from prunecli.cli.output import Output, check_report
 
 
 @handle_errors
@@ -47,6 +47,7 @@ def score_command(
     criterion_class = get_criterion(method)
     output = output or default_output(model, ".scores.safetensors")
     check_output(output, [model], force)
+    check_report(report_file, [model, output], force)
 
     out = Output(json_mode, quiet, data_to_stderr=output == "-")
     loaded, names = open_model(model, arch, arch_kwargs, include, exclude)

@@ -25,7 +25,8 @@ def erk_densities(shapes: Mapping[str, Sequence[int]], density: float) -> dict[s
     Layers whose density would exceed 1 are made dense and eps is solved again over the rest.
     """
     sizes = {name: math.prod(shape) for name, shape in shapes.items()}
-    raw = {name: sum(shape) / sizes[name] for name, shape in shapes.items()}
+    # an empty tensor keeps nothing (and must not divide by zero)
+    raw = {name: sum(shape) / sizes[name] if sizes[name] else 0.0 for name, shape in shapes.items()}
     dense: set[str] = set()
     while True:
         budget = density * sum(sizes.values()) - sum(sizes[name] for name in dense)

@@ -46,9 +46,12 @@ def order_keys(scores: torch.Tensor) -> torch.Tensor:
     """Signed integers that sort exactly as the float scores do (IEEE bit trick)."""
     if scores.dtype == torch.float64:
         bits = scores.contiguous().view(torch.int64)
-        return bits ^ ((bits >> 63) & 0x7FFF_FFFF_FFFF_FFFF)
-    bits = scores.to(torch.float32).contiguous().view(torch.int32)
-    return bits ^ ((bits >> 31) & 0x7FFF_FFFF)
+        keys = bits ^ ((bits >> 63) & 0x7FFF_FFFF_FFFF_FFFF)
+    else:
+        bits = scores.to(torch.float32).contiguous().view(torch.int32)
+        keys = bits ^ ((bits >> 31) & 0x7FFF_FFFF)
+    # -0.0 maps to -1 (no other float does): make it equal +0.0 so the two tie, as floats do
+    return keys.masked_fill_(keys == -1, 0)
 
 
 def _key_bits(scores: Mapping[str, torch.Tensor]) -> int:
@@ -64,7 +67,8 @@ def _live_keys(score: torch.Tensor, alive: torch.Tensor, bits: int) -> Iterator[
         if bits == 64:
             chunk = chunk.to(torch.float64)
         keys = order_keys(chunk)
-        yield keys[flat_alive[start : start + _CHUNK]]
+        live = flat_alive[start : start + _CHUNK]
+        yield keys if bool(live.all()) else keys[live]  # indexing copies: skip it when it can
 
 
 def _find_threshold(

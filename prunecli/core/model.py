@@ -60,17 +60,16 @@ class LoadedModel:
         )
 
 
-def parse_arch_kwargs(text: str | None) -> dict[str, Any]:
+def parse_arch_kwargs(text: str | None, origin: str = "--arch-kwargs") -> dict[str, Any]:
+    """JSON keyword arguments; ``origin`` names where they came from in error messages."""
     if not text:
         return {}
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BadInput(
-            f"--arch-kwargs is not valid JSON: {exc.msg} at character {exc.pos}"
-        ) from None
+        raise BadInput(f"{origin} is not valid JSON: {exc.msg} at character {exc.pos}") from None
     if not isinstance(value, dict):
-        raise BadInput("--arch-kwargs must be a JSON object, e.g. '{\"widths\": [40, 100, 10]}'")
+        raise BadInput(f"{origin} must be a JSON object, e.g. '{{\"widths\": [40, 100, 10]}}'")
     return value
 
 
@@ -82,7 +81,7 @@ def load_model(source: str, arch: str | None = None, arch_kwargs: str | None = N
         return _load_pt2(Path(source))
     tensors, header, size = _read_safetensors(source)
     model = LoadedModel(tensors, header.metadata, source, "safetensors", size)
-    architecture = _architecture(model.metadata, arch, arch_kwargs)
+    architecture = _architecture(model.metadata, arch, arch_kwargs, source)
     if architecture is None:
         stored = model.metadata.get(META_ARCH)
         model.arch_hint = stored if stored and ":" in stored else None
@@ -106,7 +105,7 @@ def _read_safetensors(source: str) -> tuple[dict[str, torch.Tensor], st.Header, 
 
 
 def _architecture(
-    metadata: dict[str, str], arch: str | None, kwargs_text: str | None
+    metadata: dict[str, str], arch: str | None, kwargs_text: str | None, source: str
 ) -> Architecture | None:
     """The architecture asked for with ``--arch``, else a zoo name from trusted metadata."""
     from prunecli import zoo
@@ -116,14 +115,35 @@ def _architecture(
         if not stored or not zoo.is_zoo_name(stored):
             return None  # import paths in metadata are never imported on their own
         arch = stored
-        if kwargs_text is None:
-            kwargs_text = metadata.get(META_ARCH_KWARGS)
-    architecture = Architecture(arch, parse_arch_kwargs(kwargs_text))
-    if META_INPUT_SHAPE in metadata:
-        architecture.input_shape = tuple(json.loads(metadata[META_INPUT_SHAPE]))
-    if META_NUM_CLASSES in metadata:
-        architecture.num_classes = int(metadata[META_NUM_CLASSES])
+    if kwargs_text is None and arch == metadata.get(META_ARCH):
+        kwargs = parse_arch_kwargs(
+            metadata.get(META_ARCH_KWARGS), f"{source}: metadata {META_ARCH_KWARGS}"
+        )
+    else:
+        kwargs = parse_arch_kwargs(kwargs_text)
+    architecture = Architecture(arch, kwargs)
+    shape = _metadata_json(metadata, META_INPUT_SHAPE, source)
+    if shape is not None:
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d > 0 for d in shape):
+            raise BadInput(f"{source}: metadata {META_INPUT_SHAPE} must list positive integers")
+        architecture.input_shape = tuple(shape)
+    classes = _metadata_json(metadata, META_NUM_CLASSES, source)
+    if classes is not None:
+        if not isinstance(classes, int) or classes < 1:
+            raise BadInput(f"{source}: metadata {META_NUM_CLASSES} must be a positive integer")
+        architecture.num_classes = classes
     return architecture
+
+
+def _metadata_json(metadata: dict[str, str], key: str, source: str) -> Any:
+    if key not in metadata:
+        return None
+    try:
+        return json.loads(metadata[key])
+    except json.JSONDecodeError:
+        raise BadInput(
+            f"{source}: metadata {key} is not valid JSON: {metadata[key][:60]!r}"
+        ) from None
 
 
 def build_module(architecture: Architecture) -> torch.nn.Module:

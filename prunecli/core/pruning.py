@@ -59,6 +59,7 @@ class FixedScores(Criterion):
         self._scores = scores
 
     def score(self, ctx: ScoreContext) -> Mapping[str, torch.Tensor]:
+        check_scores(self._scores, ctx, "--scores")
         return {name: self._scores[name] for name in ctx.names}
 
 
@@ -95,12 +96,16 @@ def prune_model(
     densities = round_densities(1.0 - sparsity, rounds, schedule)
     shapes = {name: tuple(model.tensors[name].shape) for name in names}
     total = sum(model.tensors[name].numel() for name in names)
-    for index, density in enumerate(densities):
+    zeros_before = _zeros(model, names)
+    # the last round uses ``sparsity`` itself: 1 - (1 - S) can differ from S by an ulp, which
+    # flips round(S * N) at .5 (e.g. S = 0.1, N = 15)
+    round_sparsities = [1.0 - density for density in densities[:-1]] + [sparsity]
+    for index, round_sparsity in enumerate(round_sparsities):
         ctx = ScoreContext(model, names, seed=seed, round=index, options=dict(options or {}))
         scores = criterion.score(ctx)
         if not isinstance(scores, LazyScores):
             check_scores(scores, ctx, criterion.name)
-        _apply(model, scores, names, shapes, scope, 1.0 - density)
+        _apply(model, scores, names, shapes, scope, round_sparsity)
         if progress:
             progress(index + 1, rounds)
     zeros = sum(int((model.tensors[name] == 0).sum()) for name in names)
@@ -108,17 +113,24 @@ def prune_model(
         method=criterion.name,
         names=names,
         target_sparsity=sparsity,
-        achieved_sparsity=zeros / total,
+        achieved_sparsity=zeros / total if total else 0.0,  # every prunable tensor may be empty
         scope=scope,
         iterations=rounds,
         schedule=schedule,
         seed=seed,
         seconds=time.perf_counter() - started,
     )
-    if zeros > prune_count(sparsity, total):
+    if zeros_before > prune_count(sparsity, total):
         result.warnings.append(
-            f"the model already had {zeros / total:.4%} zeros among its prunable weights, "
+            f"the model already had {zeros_before / total:.4%} zeros among its prunable weights, "
             f"more than the {sparsity:.4%} asked for; pruning never revives a zero"
+        )
+    elif zeros > prune_count(sparsity, total):
+        # per-layer scopes: a layer already sparser than its budget keeps its zeros
+        result.warnings.append(
+            f"{zeros / total:.4%} of the prunable weights are zero, more than the {sparsity:.4%} "
+            f"asked for: some layers already had more zeros than their --scope {scope} budget, "
+            "and pruning never revives a zero"
         )
     return result
 
@@ -132,6 +144,9 @@ def _apply(
     sparsity: float,
 ) -> None:
     alive = LazyScores(names, lambda name: model.tensors[name] != 0)
+    if not isinstance(scores, LazyScores):
+        # file order breaks ties, whatever order a criterion returns; extra entries are ignored
+        scores = {name: scores[name] for name in names}
     counts = keep_counts(scope, shapes, sparsity)
     if counts is None:
         total = sum(model.tensors[name].numel() for name in names)
@@ -141,8 +156,9 @@ def _apply(
         for name in names:
             n_prune = math.prod(shapes[name]) - counts[name] - _zeros(model, [name])
             masks.update(prune_lowest({name: scores[name]}, {name: alive[name]}, n_prune))
-    for name, keep in masks.items():
-        model.tensors[name].masked_fill_(~keep, 0)
+    with torch.no_grad():  # weights may be leaf Parameters (e.g. of a .pt2 program)
+        for name, keep in masks.items():
+            model.tensors[name].masked_fill_(~keep, 0)
 
 
 def _zeros(model: LoadedModel, names: list[str]) -> int:

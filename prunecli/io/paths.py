@@ -38,12 +38,21 @@ def check_output(output: str, inputs: list[str], force: bool) -> None:
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise BadInput(f"output folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
+    if not os.access(folder, os.W_OK | os.X_OK) or not _can_create_in(folder):
         raise BadInput(f"output folder {folder} is not writable")
     if target.is_dir():
         raise BadInput(f"output {output} is a folder", "pass a file path with -o")
     if target.exists() and not force:
         raise BadInput(f"{output} already exists", "pass --force to replace it")
+
+
+def _can_create_in(folder: Path) -> bool:
+    """os.access says yes to root and misses read-only mounts: create the kind of file we will."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".prunecli-probe.", suffix=".tmp"):
+            return True
+    except OSError:
+        return False
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -60,9 +69,12 @@ def atomic_output(output: str) -> Iterator[BinaryIO]:
         sys.stdout.buffer.flush()
         return
     target = Path(output)
-    handle = tempfile.NamedTemporaryFile(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
-    )
+    try:
+        handle = tempfile.NamedTemporaryFile(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
+        )
+    except OSError as exc:  # the folder changed since check_output, or was never checked
+        raise BadInput(f"cannot write {output}: {exc.strerror}") from None
     try:
         with handle:
             yield handle  # type: ignore[misc]

@@ -49,4 +49,5 @@ def load_program(path: Path) -> torch.export.ExportedProgram:
 def save_program(program: torch.export.ExportedProgram, stream: io.BufferedIOBase) -> None:
     import torch
 
-    torch.export.save(program, stream)
+    # the buffered file under a tempfile wrapper: torch.export logs a warning for the wrapper
+    torch.export.save(program, getattr(stream, "file", stream))

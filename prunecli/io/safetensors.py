@@ -81,6 +81,7 @@ def parse_header(prefix: bytes, file_size: int, source: str) -> Header:
         raise BadInput(f"{source}: __metadata__ must map strings to strings")
     entries = {name: _entry(name, info, source) for name, info in raw.items()}
     data_size = file_size - 8 - length
+    _check_layout(entries, data_size, source)
     for name, entry in entries.items():
         if entry.end > data_size:
             raise BadInput(
@@ -90,14 +91,35 @@ def parse_header(prefix: bytes, file_size: int, source: str) -> Header:
     return Header(entries=entries, metadata=dict(metadata), data_start=8 + length)
 
 
+def _check_layout(entries: dict[str, TensorEntry], data_size: int, source: str) -> None:
+    """Tensors must tile the data section: no overlap, no gap (as the safetensors spec says)."""
+    position, previous = 0, None
+    for name, entry in sorted(entries.items(), key=lambda item: (item[1].begin, item[1].end)):
+        if entry.begin != position:
+            where = f"after tensor {previous!r}" if previous else "at the start of the data"
+            raise BadInput(f"{source}: tensor {name!r} overlaps or leaves a gap {where}")
+        position, previous = entry.end, name
+    if position < data_size:
+        raise BadInput(
+            f"{source}: {data_size - position} bytes after the last tensor belong to none"
+        )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _entry(name: str, info: object, source: str) -> TensorEntry:
-    try:
-        dtype = info["dtype"]  # type: ignore[index]
-        shape = tuple(int(d) for d in info["shape"])  # type: ignore[index]
-        begin, end = (int(o) for o in info["data_offsets"])  # type: ignore[index]
-    except (TypeError, KeyError, ValueError):
-        raise BadInput(f"{source}: malformed header entry for tensor {name!r}") from None
-    if dtype not in DTYPES:
+    malformed = BadInput(f"{source}: malformed header entry for tensor {name!r}")
+    if not isinstance(info, dict):
+        raise malformed
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if not isinstance(shape, list) or not all(_is_int(d) for d in shape):
+        raise malformed
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets):
+        raise malformed
+    shape, (begin, end) = tuple(shape), offsets
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise BadInput(f"{source}: tensor {name!r} has unknown dtype {dtype!r}")
     nbytes = math.prod(shape) * DTYPES[dtype].itemsize
     if begin < 0 or end - begin != nbytes or any(d < 0 for d in shape):

@@ -1,0 +1,116 @@
+"""Shared fixtures: run the CLI as a user would, and write small models into tmp_path."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from click.testing import Result
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from prunecli.cli.app import app
+from prunecli.zoo import build_arch
+
+SMALL_MLP = {"widths": [12, 16, 8, 4]}  # fc1 16×12, fc2 8×16, fc3 4×8: 352 prunable weights
+
+
+class Cli:
+    """``prunecli ARGS`` in-process through Typer's runner; stderr is kept apart from stdout."""
+
+    def __init__(self) -> None:
+        self.runner = CliRunner()
+
+    def __call__(self, *args: object, input: bytes | str | None = None) -> Result:
+        # catch_exceptions=False: an exception that escapes the CLI fails the test loudly
+        return self.runner.invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch) -> Cli:
+    monkeypatch.delenv("PRUNECLI_DEBUG", raising=False)
+    monkeypatch.setenv("NO_COLOR", "1")
+    return Cli()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """tmp_path as the current folder, so default output names land in it."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write_zoo(
+    path: Path, arch: str = "mlp", kwargs: Mapping[str, Any] | None = None, seed: int = 0
+) -> Path:
+    """A freshly initialised zoo model with its architecture in the metadata, as `init` writes."""
+    torch.manual_seed(seed)
+    built = build_arch(arch, dict(kwargs or {}))
+    tensors = {
+        name: t.detach().clone().contiguous() for name, t in built.module.state_dict().items()
+    }
+    metadata = {
+        "format": "pt",
+        "prunecli.arch": arch,
+        "prunecli.arch_kwargs": json.dumps(dict(kwargs or {}), sort_keys=True),
+    }
+    save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
+def write_weights(
+    path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> Path:
+    """A weights-only safetensors file (no architecture unless ``metadata`` names one)."""
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=dict(metadata or {})
+    )
+    return path
+
+
+@pytest.fixture
+def mlp_file(workdir: Path) -> Path:
+    return write_zoo(workdir / "model.safetensors", "mlp", SMALL_MLP)
+
+
+def files_in(folder: Path) -> set[str]:
+    """Every entry under ``folder``, hidden temporaries included."""
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def zeros(tensor: torch.Tensor) -> int:
+    return int((tensor == 0).sum())
+
+
+def prunable_total(tensors: Mapping[str, torch.Tensor], names: Sequence[str]) -> int:
+    return sum(tensors[name].numel() for name in names)
+
+
+def report_of(result: Result, stream: str = "stdout") -> dict[str, Any]:
+    """The JSON report a command printed, checked for its schema."""
+    document = json.loads(getattr(result, stream))
+    assert document["schema"] == "prunecli.report/1"
+    return document
+
+
+@pytest.fixture
+def fresh_module_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str, str], str]:
+    """Write ``source`` as a uniquely named module on sys.path; returns the module's name.
+
+    Unique names: Python caches imported modules, and every test must see its own source.
+    """
+    folder = tmp_path / "pymods"
+    folder.mkdir(exist_ok=True)
+    monkeypatch.syspath_prepend(str(folder))
+    counter = iter(range(1000))
+
+    def make(stem: str, source: str) -> str:
+        name = f"{stem}_{tmp_path.name.replace('-', '_')}_{next(counter)}"
+        (folder / f"{name}.py").write_text(source)
+        return name
+
+    return make
