@@ -65,7 +65,7 @@ def prune_command(
     from prunecli.core.session import open_model
     from prunecli.core.writing import write_model
     from prunecli.criteria import ScoreContext, get_criterion
-    from prunecli.errors import BadInput
+    from prunecli.errors import BadInput, Unsupported
     from prunecli.io import safetensors as st
     from prunecli.io.paths import check_output, default_output
 
@@ -82,6 +82,8 @@ def prune_command(
         raise BadInput("--scores are fixed: they cannot be rescored over --iterations")
     criterion_class = get_criterion(method) if method else None
     output = output or default_output(model)
+    if output.endswith(".pt2") and not model.endswith(".pt2"):
+        raise Unsupported("a .pt2 output needs a .pt2 input", "write .safetensors instead")
     inputs = [model, str(scores_file) if scores_file else "-"]
     check_output(output, inputs, force)
     check_report(report_file, [*inputs, output], force)

@@ -82,6 +82,11 @@ def atomic_output(output: str) -> Iterator[BinaryIO]:
             os.fsync(handle.fileno())
         os.chmod(handle.name, 0o666 & ~_umask())
         os.replace(handle.name, target)
+    except OSError as exc:  # disk full, quota, I/O error: the machine's problem, not a bug
+        Path(handle.name).unlink(missing_ok=True)
+        raise BadInput(
+            f"could not write {output}: {exc.strerror or exc}; nothing was written"
+        ) from None
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
