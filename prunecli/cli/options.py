@@ -74,3 +74,59 @@ Iterations = Annotated[
 Schedule = Annotated[
     str, typer.Option("--schedule", help="Density schedule over rounds: exponential or linear.")
 ]
+InputShape = Annotated[
+    str | None,
+    typer.Option(
+        "--input-shape",
+        help="Model input without the batch, e.g. 3,32,32 (default: from the zoo, metadata or .pt2).",
+        show_default=False,
+    ),
+]
+Data = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        help="Labelled data: .npz/.safetensors with x,y; image folder; module:callable; mnist1d; digits.",
+        show_default=False,
+    ),
+]
+Batches = Annotated[
+    int | None,
+    typer.Option(
+        "--batches",
+        help="Labelled batches a data criterion scores on (default 1).",
+        show_default=False,
+    ),
+]
+BatchSize = Annotated[
+    int | None,
+    typer.Option("--batch-size", help="Examples per batch (default 128).", show_default=False),
+]
+Device = Annotated[str, typer.Option("--device", help="Where tensors are computed: cpu or cuda.")]
+Alpha = Annotated[
+    float | None,
+    typer.Option(
+        "--alpha",
+        help="npb: weight of active nodes against paths (default 0.01).",
+        show_default=False,
+    ),
+]
+Beta = Annotated[
+    float | None,
+    typer.Option(
+        "--beta", help="npb: weight of distinct kernel connections (default 1).", show_default=False
+    ),
+]
+MaxP = Annotated[
+    int | None,
+    typer.Option(
+        "--max-p",
+        help="npb: most entries kept per kernel (default: kernel area).",
+        show_default=False,
+    ),
+]
+
+
+def method_options(**values: object) -> dict[str, object]:
+    """The method options given on the command line (unset ones are left to the method)."""
+    return {name: value for name, value in values.items() if value is not None}

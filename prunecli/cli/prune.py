@@ -44,6 +44,14 @@ def prune_command(
     json_mode: opt.Json = False,
     quiet: opt.Quiet = False,
     report_file: opt.ReportFile = None,
+    input_shape: opt.InputShape = None,
+    data: opt.Data = None,
+    batches: opt.Batches = None,
+    batch_size: opt.BatchSize = None,
+    alpha: opt.Alpha = None,
+    beta: opt.Beta = None,
+    max_p: opt.MaxP = None,
+    device: opt.Device = "cpu",
 ) -> None:
     """Prune MODEL to --sparsity with --method (or --scores) and write the sparse model.
 
@@ -59,14 +67,12 @@ def prune_command(
       prunecli prune model.safetensors --scores scores.safetensors --sparsity 0.5 --scope layer
     """
     from prunecli.core.allocation import SCOPES
-    from prunecli.core.pruning import FixedScores, check_scores, parse_sparsity, prune_model
-    from prunecli.core.report import build_report
+    from prunecli.core.jobs import PruneSettings, load_scores, prune_to_file
+    from prunecli.core.pruning import parse_sparsity
     from prunecli.core.schedule import SCHEDULES
-    from prunecli.core.session import open_model
-    from prunecli.core.writing import write_model
-    from prunecli.criteria import ScoreContext, get_criterion
+    from prunecli.core.session import check_request, open_model, resolve_inputs
+    from prunecli.criteria import get_criterion
     from prunecli.errors import BadInput, Unsupported
-    from prunecli.io import safetensors as st
     from prunecli.io.paths import check_output, default_output
 
     if (method is None) == (scores_file is None):
@@ -81,6 +87,8 @@ def prune_command(
     if scores_file is not None and iterations not in (None, 1):
         raise BadInput("--scores are fixed: they cannot be rescored over --iterations")
     criterion_class = get_criterion(method) if method else None
+    if criterion_class is not None:
+        check_request(criterion_class, data)
     output = output or default_output(model)
     if output.endswith(".pt2") and not model.endswith(".pt2"):
         raise Unsupported("a .pt2 output needs a .pt2 input", "write .safetensors instead")
@@ -90,49 +98,13 @@ def prune_command(
 
     out = Output(json_mode, quiet, data_to_stderr=output == "-")
     loaded, names = open_model(model, arch, arch_kwargs, include, exclude)
-    if criterion_class is not None:
-        if criterion_class.needs_graph():
-            loaded.require_graph(criterion_class.name)
-        criterion = criterion_class()
-    else:
-        if not scores_file.is_file():
-            raise BadInput(f"--scores {scores_file} does not exist")
-        scores = st.load_file(scores_file)[0]
-        # checked here: a file lacking a prunable tensor's score is bad input, not a crash mid-prune
-        check_scores(scores, ScoreContext(loaded, names, seed=seed), f"--scores {scores_file}")
-        criterion = FixedScores(scores)
+    criterion = criterion_class() if criterion_class else load_scores(scores_file)
+    options = opt.method_options(
+        batches=batches, batch_size=batch_size, alpha=alpha, beta=beta, max_p=max_p
+    )
+    run_inputs = resolve_inputs(type(criterion), loaded, input_shape, data, device, options)
+    settings = PruneSettings(target, scope, iterations, schedule, seed, run_inputs)
     rounds = iterations or criterion.default_iterations
     with out.progress(f"pruning ({criterion.name})", rounds) as tick:
-        result = prune_model(
-            loaded, names, criterion, target, scope, iterations, schedule, seed, progress=tick
-        )
-    pruning = {
-        "method": result.method,
-        "target_sparsity": result.target_sparsity,
-        "achieved_sparsity": result.achieved_sparsity,
-        "scope": result.scope,
-        "iterations": result.iterations,
-        "schedule": result.schedule,
-        "seed": result.seed,
-    }
-    metadata = {
-        "method": result.method,
-        "sparsity.target": repr(result.target_sparsity),
-        "sparsity.achieved": repr(result.achieved_sparsity),
-        "scope": result.scope,
-        "iterations": str(result.iterations),
-        "schedule": result.schedule,
-        "seed": str(result.seed),
-        "prunable": names,
-    }
-    written = write_model(loaded, output, metadata)
-    report = build_report("prune", loaded, names)
-    report.pruning = pruning
-    report.output = {
-        "path": output,
-        "format": "safetensors" if not output.endswith(".pt2") else "pt2",
-        "file_bytes": written,
-    }
-    report.seconds = result.seconds
-    report.warnings = result.warnings
+        report = prune_to_file(loaded, names, criterion, settings, output, tick)
     out.report(report, report_file)

@@ -21,6 +21,14 @@ def score_command(
     json_mode: opt.Json = False,
     quiet: opt.Quiet = False,
     report_file: opt.ReportFile = None,
+    input_shape: opt.InputShape = None,
+    data: opt.Data = None,
+    batches: opt.Batches = None,
+    batch_size: opt.BatchSize = None,
+    alpha: opt.Alpha = None,
+    beta: opt.Beta = None,
+    max_p: opt.MaxP = None,
+    device: opt.Device = "cpu",
 ) -> None:
     """Score every prunable weight of MODEL with --method (higher = keep).
 
@@ -33,45 +41,25 @@ def score_command(
 
       prunecli prune model.safetensors --scores scores.safetensors --sparsity 0.5
     """
-    import prunecli
-    from prunecli.core.pruning import check_scores
-    from prunecli.core.report import build_report
-    from prunecli.core.session import open_model
-    from prunecli.core.writing import write_tensors
-    from prunecli.criteria import ScoreContext, get_criterion
+    from prunecli.core.jobs import score_to_file
+    from prunecli.core.session import check_request, open_model, resolve_inputs
+    from prunecli.criteria import get_criterion
     from prunecli.errors import BadInput
     from prunecli.io.paths import check_output, default_output
 
     if method is None:
         raise BadInput("--method is required", "run `prunecli methods` for the list")
     criterion_class = get_criterion(method)
+    check_request(criterion_class, data)
     output = output or default_output(model, ".scores.safetensors")
     check_output(output, [model], force)
     check_report(report_file, [model, output], force)
 
     out = Output(json_mode, quiet, data_to_stderr=output == "-")
     loaded, names = open_model(model, arch, arch_kwargs, include, exclude)
-    if criterion_class.needs_graph():
-        loaded.require_graph(method)
-    ctx = ScoreContext(loaded, names, seed=seed)
-    scores = criterion_class().score(ctx)
-    check_scores(scores, ctx, method)
-    tensors = {name: scores[name].detach().contiguous() for name in names}
-    metadata = {
-        "format": "pt",
-        "prunecli.version": prunecli.__version__,
-        "prunecli.kind": "scores",
-        "prunecli.method": method,
-        "prunecli.seed": str(seed),
-    }
-    written = write_tensors(tensors, output, metadata)
-    report = build_report("score", loaded, names)
-    report.pruning = None
-    report.output = {
-        "path": output,
-        "format": "safetensors",
-        "file_bytes": written,
-        "kind": "scores",
-        "method": method,
-    }
+    options = opt.method_options(
+        batches=batches, batch_size=batch_size, alpha=alpha, beta=beta, max_p=max_p
+    )
+    run_inputs = resolve_inputs(criterion_class, loaded, input_shape, data, device, options)
+    report = score_to_file(loaded, names, criterion_class(), seed, run_inputs, output)
     out.report(report, report_file)

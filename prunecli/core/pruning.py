@@ -6,7 +6,6 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
@@ -14,7 +13,7 @@ from prunecli.core.allocation import keep_counts, prune_count
 from prunecli.core.masks import LazyScores, prune_lowest
 from prunecli.core.model import LoadedModel
 from prunecli.core.schedule import round_densities
-from prunecli.criteria.base import Criterion, ScoreContext
+from prunecli.criteria.base import Criterion, Inputs, ScoreContext
 from prunecli.errors import BadInput
 
 #: called after each round with (round index from 1, number of rounds)
@@ -87,7 +86,7 @@ def prune_model(
     iterations: int | None = None,
     schedule: str = "exponential",
     seed: int = 0,
-    options: dict[str, Any] | None = None,
+    inputs: Inputs | None = None,
     progress: Progress | None = None,
 ) -> PruneResult:
     """Zero ``round(sparsity · N)`` of the prunable weights ``names`` of ``model`` in place."""
@@ -101,7 +100,7 @@ def prune_model(
     # flips round(S * N) at .5 (e.g. S = 0.1, N = 15)
     round_sparsities = [1.0 - density for density in densities[:-1]] + [sparsity]
     for index, round_sparsity in enumerate(round_sparsities):
-        ctx = ScoreContext(model, names, seed=seed, round=index, options=dict(options or {}))
+        ctx = ScoreContext(model, names, seed=seed, round=index, inputs=inputs or Inputs())
         scores = criterion.score(ctx)
         if not isinstance(scores, LazyScores):
             check_scores(scores, ctx, criterion.name)

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+import torch
 
 from prunecli.core.model import LoadedModel, load_model
 from prunecli.core.selection import check_finite, select_prunable
+from prunecli.criteria.base import Criterion, Inputs
+from prunecli.errors import BadInput, Unsupported
 
 
 def open_model(
@@ -22,3 +27,65 @@ def open_model(
     if check_weights:
         check_finite(model, names)
     return model, names
+
+
+def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
+    """``3,32,32`` → (3, 32, 32): the model's input without the batch dimension."""
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(dim < 1 for dim in shape):
+        raise BadInput(
+            f"--input-shape {text!r} is not a shape",
+            "write positive integers separated by commas, without the batch, e.g. 3,32,32",
+        )
+    return shape
+
+
+def check_request(criterion: type[Criterion], data: str | None) -> None:
+    """Refuse what cannot work before anything is loaded (e.g. a data method without --data)."""
+    if "data" in criterion.needs and data is None:
+        raise BadInput(
+            f"--method {criterion.name} needs labelled data: pass --data",
+            "a .npz/.safetensors file with x and y, an image folder, module:callable, "
+            "mnist1d or digits",
+        )
+    if "training" in criterion.needs:
+        raise Unsupported(f"--method {criterion.name} trains the model; use `prunecli retrain`")
+
+
+def resolve_inputs(
+    criterion: type[Criterion],
+    model: LoadedModel,
+    input_shape: str | None = None,
+    data: str | None = None,
+    device: str = "cpu",
+    options: dict[str, Any] | None = None,
+) -> Inputs:
+    """What ``criterion`` needs from this run, or a clear error saying what to supply."""
+    check_request(criterion, data)
+    if criterion.needs_graph():
+        model.require_graph(criterion.name)
+    shape = parse_input_shape(input_shape) or (model.arch.input_shape if model.arch else None)
+    if "input_shape" in criterion.needs and shape is None:
+        raise Unsupported(
+            f"--method {criterion.name} needs the model's input shape",
+            "pass --input-shape, e.g. --input-shape 3,32,32",
+        )
+    dataset = None
+    if "data" in criterion.needs:
+        from prunecli.data import load_data
+
+        dataset = load_data(data)
+    return Inputs(shape, dataset, check_device(device), dict(options or {}))
+
+
+def check_device(device: str) -> str:
+    if device != "cpu" and not device.startswith("cuda"):
+        raise BadInput(f"--device {device!r} is not known", "use cpu or cuda (cuda:N)")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BadInput(f"--device {device} was asked for, but no CUDA device is available")
+    return device

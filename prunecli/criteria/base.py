@@ -10,9 +10,20 @@ import torch
 
 if TYPE_CHECKING:
     from prunecli.core.model import LoadedModel
+    from prunecli.data import Dataset
 
 #: what a criterion can need, in the order `prunecli methods` lists them
 NEEDS = ("weights", "graph", "input_shape", "data", "training")
+
+
+@dataclass
+class Inputs:
+    """What a run supplies beyond the model: checked against a criterion's ``needs`` up front."""
+
+    input_shape: tuple[int, ...] | None = None  # without the batch dimension
+    data: Dataset | None = None  # labelled data (``--data``)
+    device: str = "cpu"
+    options: dict[str, Any] = field(default_factory=dict)  # method options, e.g. alpha, batches
 
 
 @dataclass
@@ -23,11 +34,30 @@ class ScoreContext:
     names: list[str]  # prunable tensors, in file order
     seed: int = 0
     round: int = 0  # 0-based round of an iterative schedule
-    device: str = "cpu"
-    options: dict[str, Any] = field(default_factory=dict)
+    inputs: Inputs = field(default_factory=Inputs)
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        return self.inputs.input_shape
+
+    @property
+    def data(self) -> Dataset | None:
+        return self.inputs.data
+
+    @property
+    def device(self) -> str:
+        return self.inputs.device
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return self.inputs.options
 
     def tensor(self, name: str) -> torch.Tensor:
         return self.model.tensors[name]
+
+    def masks(self) -> dict[str, torch.Tensor]:
+        """The current keep-masks of every prunable tensor."""
+        return {name: self.model.tensors[name] != 0 for name in self.names}
 
     def alive(self, name: str) -> torch.Tensor:
         return self.model.tensors[name] != 0
