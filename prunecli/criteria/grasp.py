@@ -1,0 +1,1 @@
+"""grasp: being written (issue 3); registers nothing yet."""

@@ -1,0 +1,1 @@
+"""npb: being written (issue 3); registers nothing yet."""

@@ -1,0 +1,1 @@
+"""snip: being written (issue 3); registers nothing yet."""

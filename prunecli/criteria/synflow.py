@@ -1,0 +1,1 @@
+"""synflow: being written (issue 3); registers nothing yet."""
