@@ -13,6 +13,7 @@ from prunecli.core.allocation import keep_counts, prune_count
 from prunecli.core.masks import LazyScores, prune_lowest
 from prunecli.core.model import LoadedModel
 from prunecli.core.schedule import round_densities
+from prunecli.core.selection import all_finite
 from prunecli.criteria.base import Criterion, Inputs, ScoreContext
 from prunecli.errors import BadInput
 
@@ -73,7 +74,7 @@ def check_scores(scores: Mapping[str, torch.Tensor], ctx: ScoreContext, method: 
                 f"{method}: score for {name!r} has shape {list(score.shape)}, "
                 f"the weight has {list(weight.shape)}"
             )
-        if not score.is_floating_point() or not bool(torch.isfinite(score).all()):
+        if not score.is_floating_point() or not all_finite(score):
             raise BadInput(f"{method}: score for {name!r} is not a finite floating tensor")
 
 
@@ -107,7 +108,7 @@ def prune_model(
         _apply(model, scores, names, shapes, scope, round_sparsity)
         if progress:
             progress(index + 1, rounds)
-    zeros = sum(int((model.tensors[name] == 0).sum()) for name in names)
+    zeros = _zeros(model, names)
     result = PruneResult(
         method=criterion.name,
         names=names,

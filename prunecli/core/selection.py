@@ -84,7 +84,18 @@ def select_prunable(
     return names
 
 
+def all_finite(tensor: torch.Tensor) -> bool:
+    """NaN/inf check without a tensor-sized temporary: NaN propagates into min/max, inf is one."""
+    if tensor.numel() == 0:
+        return True
+    try:
+        low, high = torch.aminmax(tensor)
+    except (RuntimeError, NotImplementedError):  # dtypes without a min/max kernel (e.g. fp8)
+        return bool(torch.isfinite(tensor.float()).all())
+    return bool(torch.isfinite(low)) and bool(torch.isfinite(high))
+
+
 def check_finite(model: LoadedModel, names: Sequence[str]) -> None:
     for name in names:
-        if not bool(torch.isfinite(model.tensors[name]).all()):
+        if not all_finite(model.tensors[name]):
             raise BadInput(f"tensor {name!r} contains NaN or inf values; prunecli cannot rank them")
