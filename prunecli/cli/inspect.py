@@ -1,4 +1,4 @@
-"""`prunecli inspect`: per-layer and total sparsity, with CI gates."""
+"""`prunecli inspect`: per-layer and total sparsity and topology, with CI gates."""
 
 from __future__ import annotations
 
@@ -22,6 +22,15 @@ def inspect_command(
             show_default=False,
         ),
     ] = None,
+    max_collapsed: Annotated[
+        int | None,
+        typer.Option(
+            "--max-collapsed",
+            min=0,
+            help="Exit 1 if more than N layers collapsed (needs the architecture).",
+            show_default=False,
+        ),
+    ] = None,
     all_tensors: Annotated[
         bool, typer.Option("--all", help="List every tensor, not only prunable ones.")
     ] = False,
@@ -29,11 +38,15 @@ def inspect_command(
     arch_kwargs: opt.ArchKwargs = None,
     include: opt.Include = None,
     exclude: opt.Exclude = None,
+    input_shape: opt.InputShape = None,
     json_mode: opt.Json = False,
     quiet: opt.Quiet = False,
     report_file: opt.ReportFile = None,
 ) -> None:
-    """Show per-layer and total sparsity of MODEL; gate CI pipelines on it.
+    """Show per-layer and total sparsity and topology of MODEL; gate CI pipelines on them.
+
+    Topology (effective paths, effective sparsity, effective nodes, collapsed layers) is shown
+    whenever the architecture is known: from the file's metadata, --arch, or a .pt2 program.
 
     Examples:
 
@@ -42,21 +55,29 @@ def inspect_command(
       prunecli inspect model.safetensors --json
 
       prunecli inspect model.safetensors --min-sparsity 0.9
+
+      prunecli inspect vgg16.pruned.safetensors --max-collapsed 0
     """
-    from prunecli.core.gates import min_sparsity_check
+    from prunecli.core.gates import max_collapsed_check, min_sparsity_check
     from prunecli.core.report import build_report
-    from prunecli.core.session import open_model
+    from prunecli.core.session import open_model, parse_input_shape
     from prunecli.errors import CheckFailed
 
     # inspect only reads: rerunning a CI job replaces its last report without asking for --force
     check_report(report_file, [model], force=True)
+    shape = parse_input_shape(input_shape)
     out = Output(json_mode, quiet)
     loaded, names = open_model(model, arch, arch_kwargs, include, exclude, check_weights=False)
+    if max_collapsed is not None:
+        loaded.require_graph("--max-collapsed")
+    prunable = names
     if all_tensors:
         names = list(loaded.tensors)
-    report = build_report("inspect", loaded, names)
+    report = build_report("inspect", loaded, names, prunable, shape)
     if min_sparsity is not None:
         report.checks.append(min_sparsity_check(report, min_sparsity))
+    if max_collapsed is not None:
+        report.checks.append(max_collapsed_check(report, max_collapsed))
     out.report(report, report_file)
     failed = [check for check in report.checks if not check.passed]
     if failed:

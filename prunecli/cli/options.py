@@ -102,6 +102,12 @@ BatchSize = Annotated[
     int | None,
     typer.Option("--batch-size", help="Examples per batch (default 128).", show_default=False),
 ]
+Temperature = Annotated[
+    float | None,
+    typer.Option(
+        "--temperature", help="grasp: logits are divided by T (default 200).", show_default=False
+    ),
+]
 Device = Annotated[str, typer.Option("--device", help="Where tensors are computed: cpu or cuda.")]
 Alpha = Annotated[
     float | None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -40,11 +41,11 @@ def human_size(nbytes: int | None) -> str:
     return f"{size:.1f} TB"
 
 
-def sparsity_bar(sparsity: float) -> Text:
-    filled = round(sparsity * _BAR_WIDTH)
-    bar = Text(f"{sparsity:7.2%} ")
+def sparsity_bar(sparsity: float, width: int = _BAR_WIDTH) -> Text:
+    filled = round(sparsity * width)
+    bar = Text(f"{sparsity:7.2%}" + (" " if width else ""))
     bar.append("█" * filled, style="green")
-    bar.append("░" * (_BAR_WIDTH - filled), style="dim")
+    bar.append("░" * (width - filled), style="dim")
     return bar
 
 
@@ -52,25 +53,86 @@ def _mixed_dtypes(report: Report) -> bool:
     return len({layer.dtype for layer in report.layers}) > 1
 
 
-def report_table(report: Report) -> Table:
-    """Layer, shape, (dtype when mixed), params, non-zero, sparsity with a bar; totals as footer."""
+def paths_text(log10_paths: float | None) -> str:
+    """An effective-path count for people: exact when small, a power of ten when large."""
+    if log10_paths is None:
+        return "more than 10^616"
+    if log10_paths == -math.inf:
+        return "0"
+    if log10_paths < 6:
+        return f"{round(10**log10_paths):,}"
+    return f"10^{log10_paths:.1f}"
+
+
+def topology_line(report: Report) -> Text | None:
+    """One line: effective paths, effective sparsity, collapsed layers (red when any)."""
+    topology = report.topology
+    if topology is None:
+        return None
+    collapsed = topology.collapsed_layers
+    named = ", ".join(collapsed[:3]) + (", …" if len(collapsed) > 3 else "")
+    line = Text(
+        f"effective paths {paths_text(topology.log10_paths)}, "
+        f"effective sparsity {topology.effective_sparsity:.2%}, "
+        f"collapsed layers: {f'{len(collapsed)} ({named})' if collapsed else 'none'}"
+    )
+    if collapsed or topology.log10_paths == -math.inf:
+        line.stylize("red")
+    return line
+
+
+def report_table(report: Report, width: int | None = None) -> Table:
+    """Layer, shape, (dtype when mixed), params, non-zero, sparsity with a bar; totals as footer.
+
+    With topology also effective sparsity and effective/all nodes; collapsed layers in red. Below
+    100 columns params (the shape says it) and the bars go, so 80 columns stay readable.
+    """
     mixed = _mixed_dtypes(report)
+    topology = report.topology
+    wide = topology is None or width is None or width >= 100
+    bar = _BAR_WIDTH if wide else 0
     table = Table(show_footer=True, header_style="bold", footer_style="bold")
     table.add_column("layer", footer="total", overflow="fold", ratio=1)
     table.add_column("shape", no_wrap=True)
     if mixed:
         table.add_column("dtype", no_wrap=True)
-    table.add_column("params", justify="right", no_wrap=True, footer=f"{report.prunable_params:,}")
+    if wide:
+        table.add_column(
+            "params", justify="right", no_wrap=True, footer=f"{report.prunable_params:,}"
+        )
     table.add_column(
         "non-zero", justify="right", no_wrap=True, footer=f"{report.prunable_nonzero:,}"
     )
-    table.add_column("sparsity", no_wrap=True, footer=sparsity_bar(report.sparsity))
+    table.add_column("sparsity", no_wrap=True, footer=sparsity_bar(report.sparsity, bar))
+    if topology is not None:
+        table.add_column(
+            "eff.\nsparsity",
+            justify="right",
+            no_wrap=True,
+            footer=f"{topology.effective_sparsity:.2%}",
+        )
+        table.add_column(
+            "nodes",
+            justify="right",
+            no_wrap=True,
+            footer=f"{topology.effective_nodes:,}/{topology.nodes:,}",
+        )
     for layer in report.layers:
         shape = "×".join(str(d) for d in layer.shape)
-        cells = [layer.name, shape, *([layer.dtype] if mixed else [])]
-        table.add_row(
-            *cells, f"{layer.params:,}", f"{layer.nonzero:,}", sparsity_bar(layer.sparsity)
-        )
+        cells: list[str | Text] = [layer.name, shape, *([layer.dtype] if mixed else [])]
+        if wide:
+            cells.append(f"{layer.params:,}")
+        cells += [f"{layer.nonzero:,}", sparsity_bar(layer.sparsity, bar)]
+        style = None
+        if topology is not None:
+            found = topology.layer(layer.name)
+            cells += (
+                [f"{found.effective_sparsity:.2%}", f"{found.effective_nodes:,}/{found.nodes:,}"]
+                if found
+                else ["", ""]
+            )
+            style = "red" if found and found.collapsed else None
+        table.add_row(*cells, style=style)
     return table
 
 
@@ -80,11 +142,14 @@ def render_report(console: Console, report: Report) -> None:
     if report.layers and not _mixed_dtypes(report):
         about.append(report.layers[0].dtype)
     console.print(Text.assemble((str(model["path"]), "bold"), "  ", " · ".join(about)))
-    console.print(report_table(report))
+    console.print(report_table(report, console.width))
     console.print(
         f"all tensors: {report.all_params:,} parameters, {report.all_nonzero:,} non-zero "
         f"({1 - report.all_nonzero / max(report.all_params, 1):.2%} sparse)"
     )
+    line = topology_line(report)
+    if line is not None:
+        console.print(line)
     if report.pruning:
         p = report.pruning
         rounds = f"{p['iterations']} round{'s' if p['iterations'] != 1 else ''}"
@@ -105,20 +170,33 @@ def render_report(console: Console, report: Report) -> None:
 
 
 def report_markdown(report: Report) -> str:
+    topology = report.topology
+    extra = " eff. sparsity | nodes |" if topology else ""
     lines = [
         f"# prunecli {report.command}: {report.model['path']}",
         "",
-        "| layer | shape | dtype | params | non-zero | sparsity |",
-        "|---|---|---|---:|---:|---:|",
+        f"| layer | shape | dtype | params | non-zero | sparsity |{extra}",
+        "|---|---|---|---:|---:|---:|" + ("---:|---:|" if topology else ""),
     ]
     for layer in report.layers:
         shape = "×".join(str(d) for d in layer.shape)
-        lines.append(
-            f"| {layer.name} | {shape} | {layer.dtype} | {layer.params:,} | {layer.nonzero:,} | {layer.sparsity:.2%} |"
-        )
-    lines.append(
-        f"| **prunable total** | | | {report.prunable_params:,} | {report.prunable_nonzero:,} | {report.sparsity:.2%} |"
-    )
+        row = f"| {layer.name} | {shape} | {layer.dtype} | {layer.params:,} | {layer.nonzero:,} | {layer.sparsity:.2%} |"
+        if topology:
+            found = topology.layer(layer.name)
+            row += (
+                f" {found.effective_sparsity:.2%} | {found.effective_nodes:,}/{found.nodes:,}"
+                f"{' **collapsed**' if found.collapsed else ''} |"
+                if found
+                else " | |"
+            )
+        lines.append(row)
+    total = f"| **prunable total** | | | {report.prunable_params:,} | {report.prunable_nonzero:,} | {report.sparsity:.2%} |"
+    if topology:
+        total += f" {topology.effective_sparsity:.2%} | {topology.effective_nodes:,}/{topology.nodes:,} |"
+    lines.append(total)
+    line = topology_line(report)
+    if line is not None:
+        lines += ["", line.plain]
     if report.pruning:
         lines += ["", "```json", json.dumps(report.pruning, indent=2), "```"]
     lines += [

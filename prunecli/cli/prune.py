@@ -51,6 +51,7 @@ def prune_command(
     alpha: opt.Alpha = None,
     beta: opt.Beta = None,
     max_p: opt.MaxP = None,
+    temperature: opt.Temperature = None,
     device: opt.Device = "cpu",
 ) -> None:
     """Prune MODEL to --sparsity with --method (or --scores) and write the sparse model.
@@ -100,7 +101,12 @@ def prune_command(
     loaded, names = open_model(model, arch, arch_kwargs, include, exclude)
     criterion = criterion_class() if criterion_class else load_scores(scores_file)
     options = opt.method_options(
-        batches=batches, batch_size=batch_size, alpha=alpha, beta=beta, max_p=max_p
+        batches=batches,
+        batch_size=batch_size,
+        alpha=alpha,
+        beta=beta,
+        max_p=max_p,
+        temperature=temperature,
     )
     run_inputs = resolve_inputs(type(criterion), loaded, input_shape, data, device, options)
     settings = PruneSettings(target, scope, iterations, schedule, seed, run_inputs)

@@ -28,6 +28,7 @@ def score_command(
     alpha: opt.Alpha = None,
     beta: opt.Beta = None,
     max_p: opt.MaxP = None,
+    temperature: opt.Temperature = None,
     device: opt.Device = "cpu",
 ) -> None:
     """Score every prunable weight of MODEL with --method (higher = keep).
@@ -58,7 +59,12 @@ def score_command(
     out = Output(json_mode, quiet, data_to_stderr=output == "-")
     loaded, names = open_model(model, arch, arch_kwargs, include, exclude)
     options = opt.method_options(
-        batches=batches, batch_size=batch_size, alpha=alpha, beta=beta, max_p=max_p
+        batches=batches,
+        batch_size=batch_size,
+        alpha=alpha,
+        beta=beta,
+        max_p=max_p,
+        temperature=temperature,
     )
     run_inputs = resolve_inputs(criterion_class, loaded, input_shape, data, device, options)
     report = score_to_file(loaded, names, criterion_class(), seed, run_inputs, output)

@@ -73,7 +73,7 @@ def prune_to_file(
         "prunable": names,
     }
     written = write_model(model, output, metadata)
-    report = build_report("prune", model, names)
+    report = build_report("prune", model, names, input_shape=settings.inputs.input_shape)
     report.pruning = pruning
     report.output = {
         "path": output,
@@ -106,7 +106,7 @@ def score_to_file(
         "prunecli.seed": str(seed),
     }
     written = write_tensors(tensors, output, metadata)
-    report = build_report("score", model, names)
+    report = build_report("score", model, names, input_shape=inputs.input_shape)
     report.output = {
         "path": output,
         "format": "safetensors",

@@ -1,13 +1,16 @@
 """Exact-count mask selection: prune the ``n`` lowest-scoring live weights across many tensors.
 
-The selection is a radix select over order-preserving integer keys of the scores, so it never
-concatenates or sorts all scores: memory stays at one tensor's temporaries however large the model.
+The selection streams over the tensors and never concatenates or sorts all scores: memory stays
+at one tensor's temporaries (plus a small sample and a narrow band of scores) however large the
+model. A sampled pivot band finds the threshold in three passes; a radix select over
+order-preserving integer keys is the exact fallback when the band misses.
 Ties at the threshold are broken by position (tensor order, then flat index): the earliest go first,
 so the same inputs always give the same masks. Weights that are already zero stay pruned.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -106,24 +109,206 @@ def prune_lowest(
 
     ``alive`` holds the current masks (True = kept); dead entries stay dead whatever their score.
     Scores must be finite. ``n`` is clipped to the number of live entries.
+
+    Three passes: count the live entries of each tensor (gathering them when few are left, as
+    in late rounds of an iterative schedule) and sample their scores at random; count the live
+    scores below a pivot band taken from the sample and gather those inside it; write the masks.
+    The band holds the exact threshold unless the sample misled (then the radix select finds it),
+    so the result never depends on the sample.
     """
-    live_total = sum(int(alive[name].sum()) for name in scores)
+    names = list(scores)
+    dtype = _compare_dtype(scores)
+    live, sample = _survey(scores, alive, names, dtype)
+    live_total = sum(entry.count for entry in live.values())
     n = max(0, min(n, live_total))
     if n == 0:
-        return {name: alive[name].clone() for name in scores}
-    threshold = _find_threshold(scores, alive, n)
-    bits = _key_bits(scores)
-    ties_left = threshold.ties_to_prune
+        return {name: alive[name].clone() for name in names}
+    if n == live_total:
+        return {name: _dead(entry) for name, entry in live.items()}
+    cut = _threshold_from_band(scores, live, _pivots(sample, n, live_total), n, dtype)
+    if cut is None:
+        found = _find_threshold(scores, alive, n)
+        cut = _Cut(_key_value(found.key, _key_bits(scores)), found.ties_to_prune)
+    return _write_masks(scores, live, cut, dtype)
+
+
+_SAMPLE = 1 << 16  # sampled scores when every entry is live (fewer as entries die)
+_BAND_LIMIT = 1 << 22  # most band entries gathered before giving up on the sample
+_GATHER = 0.25  # gather a tensor's live entries when at most this fraction is live
+
+
+@dataclass(frozen=True)
+class _Cut:
+    value: float  # the n-th smallest live score
+    ties_to_prune: int  # how many live scores equal to ``value`` are pruned (earliest first)
+    tie_tensors: frozenset[str] | None = None  # the tensors holding ``value``; None: unknown
+
+
+@dataclass
+class _Live:
+    """The live entries of one tensor: their count, and either their flat mask (kept when some
+    but not all are live: ``alive`` may be computed on access) or, when few, their positions
+    and scores."""
+
+    count: int
+    shape: torch.Size
+    device: torch.device
+    mask: torch.Tensor | None = None
+    positions: torch.Tensor | None = None  # flat indices, ascending
+    values: torch.Tensor | None = None  # their scores, in the comparison dtype
+
+
+def _dead(entry: _Live) -> torch.Tensor:
+    return torch.zeros(entry.shape, dtype=torch.bool, device=entry.device)
+
+
+def _compare_dtype(scores: Mapping[str, torch.Tensor]) -> torch.dtype:
+    """One floating type that holds every score exactly (as order_keys: fp16/bf16 → fp32)."""
+    return torch.float64 if _key_bits(scores) == 64 else torch.float32
+
+
+def _flat(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.reshape(-1)
+
+
+def _survey(
+    scores: Mapping[str, torch.Tensor],
+    alive: Mapping[str, torch.Tensor],
+    names: list[str],
+    dtype: torch.dtype,
+) -> tuple[dict[str, _Live], torch.Tensor]:
+    """Live entries per tensor, and the sorted scores of a random sample of them.
+
+    Random positions (from a fixed seed), one in ``total / _SAMPLE`` of every tensor's entries:
+    a strided sample can fall in step with a layout, e.g. always the same entry of 3x3 kernels.
+    """
+    rate = _SAMPLE / max(1, sum(scores[name].numel() for name in names))
+    generator = torch.Generator().manual_seed(0)
+    live: dict[str, _Live] = {}
+    picked = []
+    for name in names:
+        full = alive[name]  # may be computed on access: once per call
+        mask = _flat(full)
+        entry = _Live(int(mask.count_nonzero()), full.shape, mask.device)
+        live[name] = entry
+        size = mask.numel()
+        if not entry.count:
+            continue
+        if entry.count <= _GATHER * size:
+            entry.positions = torch.nonzero(mask).reshape(-1)
+            entry.values = _flat(scores[name])[entry.positions].to(dtype)
+            draws = min(entry.count, math.ceil(entry.count * rate))
+            where = torch.randint(entry.count, (draws,), generator=generator)
+            picked.append(entry.values[where.to(entry.values.device)])
+        else:
+            entry.mask = mask if entry.count < size else None
+            draws = min(size, math.ceil(size * rate))
+            where = torch.randint(size, (draws,), generator=generator).to(mask.device)
+            where = where[mask[where]]
+            picked.append(_flat(scores[name])[where].to(dtype))
+    sample = torch.cat(picked).cpu() if picked else torch.empty(0, dtype=dtype)
+    return live, torch.sort(sample).values
+
+
+def _pivots(sample: torch.Tensor, n: int, live_total: int) -> tuple[float, float]:
+    """A band [low, high] of score values holding the ``n``-th smallest live score, most likely."""
+    m = sample.numel()
+    q = n / live_total
+    margin = 6.0 * math.sqrt(m * q * (1.0 - q)) + 16.0  # sample ranks: several standard errors
+    low_rank, high_rank = math.floor(q * m - margin), math.ceil(q * m + margin)
+    low = float(sample[low_rank]) if low_rank >= 0 else -math.inf
+    high = float(sample[high_rank]) if high_rank < m else math.inf
+    return low, high
+
+
+def _live_chunks(
+    scores: Mapping[str, torch.Tensor], live: Mapping[str, _Live], dtype: torch.dtype
+) -> Iterator[tuple[str, torch.Tensor, torch.Tensor | None]]:
+    """Scores chunk by chunk, each with its tensor's name and the mask of its live entries
+    (None: all are live)."""
+    for name, entry in live.items():
+        if entry.values is not None:
+            yield name, entry.values, None
+        elif entry.count:
+            score = _flat(scores[name])
+            for start in range(0, score.numel(), _CHUNK):
+                mask = None if entry.mask is None else entry.mask[start : start + _CHUNK]
+                yield name, score[start : start + _CHUNK].to(dtype), mask
+
+
+def _threshold_from_band(
+    scores: Mapping[str, torch.Tensor],
+    live: Mapping[str, _Live],
+    band: tuple[float, float],
+    n: int,
+    dtype: torch.dtype,
+) -> _Cut | None:
+    """The cut at the ``n``-th smallest live score, or None when the band [low, high] misses
+    it or holds too many scores."""
+    low, high = band
+    below = 0
+    inside: list[tuple[str, torch.Tensor]] = []
+    band_size = 0
+    for name, values, mask in _live_chunks(scores, live, dtype):
+        # mostly-live chunks are masked rather than gathered: comparisons are cheaper than that
+        under = values < low
+        within = values <= high
+        if mask is not None:
+            under &= mask
+            within &= mask
+        within ^= under  # under ⊆ within, as low <= high: this leaves low <= values <= high
+        below += int(under.count_nonzero())
+        if low == high:  # a band of equal scores (e.g. many zeros): counting is enough
+            band_size += int(within.count_nonzero())
+            continue
+        inside.append((name, values[within]))
+        band_size += inside[-1][1].numel()
+        if band_size > _BAND_LIMIT:
+            return None
+    rank = n - below  # 1-based rank of the wanted score within the band
+    if not 1 <= rank <= band_size:
+        return None
+    if low == high:
+        return _Cut(low, rank)
+    values = torch.cat([chunk for _, chunk in inside])
+    value = float(torch.kthvalue(values.cpu(), rank).values)
+    holders = frozenset(name for name, chunk in inside if bool((chunk == value).any()))
+    return _Cut(value, rank - int((values < value).count_nonzero()), holders)
+
+
+def _key_value(key: int, bits: int) -> float:
+    """The float whose order key is ``key`` (inverse of order_keys)."""
+    if bits == 64:
+        raw = key if key >= 0 else key ^ 0x7FFF_FFFF_FFFF_FFFF
+        return float(torch.tensor(raw, dtype=torch.int64).view(torch.float64))
+    raw = key if key >= 0 else key ^ 0x7FFF_FFFF
+    return float(torch.tensor(raw, dtype=torch.int32).view(torch.float32))
+
+
+def _write_masks(
+    scores: Mapping[str, torch.Tensor], live: Mapping[str, _Live], cut: _Cut, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """Keep live scores above the cut's value; of those equal to it, prune the first ones."""
     masks: dict[str, torch.Tensor] = {}
-    for name in scores:
-        score, live = scores[name], alive[name]
-        flat = score.reshape(-1).to(torch.float64) if bits == 64 else score.reshape(-1)
-        keys = order_keys(flat)
-        keep = live.reshape(-1) & (keys >= threshold.key)
-        if ties_left > 0:
-            tie_positions = torch.nonzero(keep & (keys == threshold.key)).reshape(-1)
-            take = tie_positions[:ties_left]
-            keep[take] = False
+    value, ties_left = cut.value, cut.ties_to_prune
+    for name, entry in live.items():
+        if not entry.count:
+            masks[name] = _dead(entry)
+            continue
+        may_tie = ties_left > 0 and (cut.tie_tensors is None or name in cut.tie_tensors)
+        if entry.positions is not None and entry.values is not None:
+            keep = torch.zeros(math.prod(entry.shape), dtype=torch.bool, device=entry.device)
+            keep.index_fill_(0, entry.positions[entry.values >= value], True)
+            ties = entry.positions[entry.values == value] if may_tie else None
+        else:
+            score = _flat(scores[name]).to(dtype)
+            keep = score >= value
+            if entry.mask is not None:
+                keep &= entry.mask
+            ties = torch.nonzero(keep & (score == value)).reshape(-1) if may_tie else None
+        if ties is not None:
+            take = ties[:ties_left]  # ascending flat positions: the earliest go first
+            keep.index_fill_(0, take, False)
             ties_left -= take.numel()
-        masks[name] = keep.reshape(score.shape)
+        masks[name] = keep.reshape(entry.shape)
     return masks

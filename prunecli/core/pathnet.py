@@ -106,11 +106,21 @@ def _batchnorm_eps(module: torch.nn.Module, prefix: str) -> float:
     return float(getattr(layer, "eps", 1e-5))
 
 
+class _Captured(Exception):
+    """Raised by a capture hook to end the forward pass once every asked-for input is in."""
+
+
 def layer_inputs(
-    network: PathNetwork, layer_names: list[str], input_shape: tuple[int, ...]
+    network: PathNetwork,
+    layer_names: list[str],
+    input_shape: tuple[int, ...],
+    stop_early: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Per prunable layer (named by its weight, e.g. ``conv1.weight``): the path counts reaching
-    each of its input channels/features, summed over positions — one forward pass on ones."""
+    each of its input channels/features, summed over positions — one forward pass on ones.
+
+    ``stop_early`` ends the pass as soon as every named layer's input is captured (layer-by-layer
+    callers such as NPB need only the part of the network before the layer)."""
     captured: dict[str, torch.Tensor] = {}
     handles = []
     for name in layer_names:
@@ -123,12 +133,40 @@ def layer_inputs(
             captured[name] = (
                 x.sum(dim=[d for d in range(x.dim()) if d != 1]) if x.dim() > 2 else x.sum(0)
             )
+            if stop_early and len(captured) == len(layer_names):
+                raise _Captured
 
         handles.append(layer.register_forward_pre_hook(capture))
+    try:
+        with torch.no_grad():
+            network.module(network.ones(input_shape))
+    except _Captured:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
+
+
+def call_order(
+    network: PathNetwork, layer_names: list[str], input_shape: tuple[int, ...]
+) -> list[str]:
+    """The prunable layers (named by their weights) in the order one forward pass first calls
+    them; layers the pass never calls (e.g. in a flat ``.pt2`` graph) are left out."""
+    order: list[str] = []
+    handles = []
+    for name in layer_names:
+        layer = network.module.get_submodule(name.removesuffix(".weight"))
+
+        def record(_module: torch.nn.Module, _inputs: object, name: str = name) -> None:
+            if name not in order:
+                order.append(name)
+
+        handles.append(layer.register_forward_pre_hook(record))
     try:
         with torch.no_grad():
             network.module(network.ones(input_shape))
     finally:
         for handle in handles:
             handle.remove()
-    return captured
+    return order

@@ -101,7 +101,15 @@ def prune_model(
     # flips round(S * N) at .5 (e.g. S = 0.1, N = 15)
     round_sparsities = [1.0 - density for density in densities[:-1]] + [sparsity]
     for index, round_sparsity in enumerate(round_sparsities):
-        ctx = ScoreContext(model, names, seed=seed, round=index, inputs=inputs or Inputs())
+        ctx = ScoreContext(
+            model,
+            names,
+            seed=seed,
+            round=index,
+            inputs=inputs or Inputs(),
+            sparsity=round_sparsity,
+            scope=scope,
+        )
         scores = criterion.score(ctx)
         if not isinstance(scores, LazyScores):
             check_scores(scores, ctx, criterion.name)

@@ -1,10 +1,12 @@
-"""The report every command produces: per-layer sparsity, totals, what was done, checks.
+"""The report every command produces: per-layer sparsity, totals, topology, what was done, checks.
 
 One record, rendered three ways by the CLI (Rich table, JSON ``prunecli.report/1``, Markdown).
+The topology (DESIGN §4) is there whenever the graph and the input shape are known.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +15,7 @@ import torch
 
 import prunecli
 from prunecli.core.model import LoadedModel
+from prunecli.core.topology import Topology, model_topology
 
 SCHEMA = "prunecli.report/1"
 
@@ -51,6 +54,8 @@ class Report:
     seconds: float | None = None
     checks: list[Check] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    topology: Topology | None = None
+    topology_error: str | None = None  # why the topology is missing although the graph is known
 
     @property
     def prunable_params(self) -> int:
@@ -71,17 +76,7 @@ class Report:
             "command": self.command,
             "prunecli_version": prunecli.__version__,
             "model": self.model,
-            "layers": [
-                {
-                    "name": layer.name,
-                    "shape": list(layer.shape),
-                    "dtype": layer.dtype,
-                    "params": layer.params,
-                    "nonzero": layer.nonzero,
-                    "sparsity": layer.sparsity,
-                }
-                for layer in self.layers
-            ],
+            "layers": [layer_json(layer, self.topology) for layer in self.layers],
             "totals": {
                 "prunable_params": self.prunable_params,
                 "prunable_nonzero": self.prunable_nonzero,
@@ -89,6 +84,7 @@ class Report:
                 "all_params": self.all_params,
                 "all_nonzero": self.all_nonzero,
             },
+            "topology": topology_json(self.topology) if self.topology else None,
             "pruning": self.pruning,
             "output": self.output,
             "seconds": self.seconds,
@@ -96,6 +92,38 @@ class Report:
             "warnings": self.warnings,
         }
         return document
+
+
+def layer_json(layer: LayerStats, topology: Topology | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": layer.name,
+        "shape": list(layer.shape),
+        "dtype": layer.dtype,
+        "params": layer.params,
+        "nonzero": layer.nonzero,
+        "sparsity": layer.sparsity,
+    }
+    if topology is not None:  # null for tensors outside it (biases under `inspect --all`)
+        found = topology.layer(layer.name)
+        entry["effective_weights"] = found.effective_weights if found else None
+        entry["effective_nodes"] = found.effective_nodes if found else None
+        entry["nodes"] = found.nodes if found else None
+        entry["collapsed"] = found.collapsed if found else None
+    return entry
+
+
+def topology_json(topology: Topology) -> dict[str, Any]:
+    paths = topology.log10_paths
+    return {
+        # null when no path is left (the count is 0), or when too many to count (a warning says so)
+        "log10_effective_paths": paths if paths is not None and math.isfinite(paths) else None,
+        "effective_weights": topology.effective_weights,
+        "prunable_weights": topology.weights,
+        "effective_sparsity": topology.effective_sparsity,
+        "effective_nodes": topology.effective_nodes,
+        "nodes": topology.nodes,
+        "collapsed_layers": topology.collapsed_layers,
+    }
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -128,13 +156,48 @@ def model_summary(model: LoadedModel) -> dict[str, Any]:
     }
 
 
-def build_report(command: str, model: LoadedModel, names: Sequence[str]) -> Report:
+def build_report(
+    command: str,
+    model: LoadedModel,
+    names: Sequence[str],
+    prunable: Sequence[str] | None = None,
+    input_shape: tuple[int, ...] | None = None,
+) -> Report:
+    """The report on ``names``; its topology covers ``prunable`` (default: ``names``)."""
     all_params = sum(tensor.numel() for tensor in model.tensors.values())
     all_nonzero = sum(int(tensor.count_nonzero()) for tensor in model.tensors.values())
-    return Report(
+    report = Report(
         command=command,
         model=model_summary(model),
         layers=layer_stats(model, names),
         all_params=all_params,
         all_nonzero=all_nonzero,
     )
+    add_topology(report, model, list(names if prunable is None else prunable), input_shape)
+    return report
+
+
+def add_topology(
+    report: Report,
+    model: LoadedModel,
+    prunable: Sequence[str],
+    input_shape: tuple[int, ...] | None = None,
+) -> None:
+    """Attach the topology when the graph is known; silently nothing for weights-only models."""
+    if model.module is None:
+        return
+    if input_shape is None and (model.arch is None or model.arch.input_shape is None):
+        report.topology_error = "the model's input shape is unknown"
+        return
+    try:
+        report.topology = model_topology(model, prunable, input_shape)
+    except Exception as exc:  # noqa: BLE001 - the user's module may refuse an all-ones input
+        detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        report.topology_error = f"it could not be computed ({detail})"
+        report.warnings.append(f"topology not computed: {detail}")
+        return
+    if report.topology is not None and report.topology.log10_paths is None:
+        report.warnings.append(
+            "more effective paths than float64 can count (over 10^616, with skip connections); "
+            "effective weights, nodes and collapsed layers are exact"
+        )

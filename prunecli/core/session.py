@@ -77,9 +77,12 @@ def resolve_inputs(
         )
     dataset = None
     if "data" in criterion.needs:
-        from prunecli.data import load_data
+        from prunecli.data import batch_options, check_fits, load_data
 
+        _, batch_size = batch_options(options or {})
         dataset = load_data(data)
+        if model.module is not None:  # one batch through the model: shapes and labels fit
+            check_fits(dataset, model.module, shape, batch_size)
     return Inputs(shape, dataset, check_device(device), dict(options or {}))
 
 

@@ -35,6 +35,10 @@ class ScoreContext:
     seed: int = 0
     round: int = 0  # 0-based round of an iterative schedule
     inputs: Inputs = field(default_factory=Inputs)
+    # what this round prunes to (``prune``); None when only scoring. Mask-producing criteria
+    # (npb) need them to size their per-layer budgets the way the selection will
+    sparsity: float | None = None
+    scope: str | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...] | None:
