@@ -292,7 +292,7 @@ def baselines() -> dict[str, tuple[float, int]]:
 
 def test_npb_keeps_more_paths_than_snip_and_erk_random(resnet20_npb, baselines) -> None:
     paths, _ = paths_and_nodes(*resnet20_npb)
-    assert paths > baselines["snip"][0] + 3  # measured: 10^25.2 against 10^12.2
+    assert paths > baselines["snip"][0] + 3  # measured: 10^26.2 against 10^12.2
     assert paths > baselines["random"][0] + 3  # and 10^14.2
 
 

@@ -16,10 +16,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from prunecli.core.model import META_ARCH, META_ARCH_KWARGS, Architecture, LoadedModel
+from prunecli.core.pathflow import cut_points
 from prunecli.core.pruning import prune_model
 from prunecli.criteria import Criterion, ScoreContext, get_criterion
 from prunecli.criteria.base import Inputs
-from prunecli.criteria.synflow import SynFlow, cut_points
+from prunecli.criteria.synflow import SynFlow
 from prunecli.zoo import build_arch
 
 Scores = Mapping[str, torch.Tensor]
@@ -253,7 +254,7 @@ def test_rescaling_inside_a_residual_branch_would_change_the_ranking() -> None:
 
 def test_cut_points_of_a_residual_block() -> None:
     """source → conv(0) → relu(1) → conv(2) → add(3, source) → relu(4); a side branch off 1."""
-    from prunecli.criteria.synflow import _Op
+    from prunecli.core.pathflow import _Op
 
     ops = [
         _Op(None, frozenset({-1}), True),

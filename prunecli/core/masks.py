@@ -110,11 +110,12 @@ def prune_lowest(
     ``alive`` holds the current masks (True = kept); dead entries stay dead whatever their score.
     Scores must be finite. ``n`` is clipped to the number of live entries.
 
-    Three passes: count the live entries of each tensor (gathering them when few are left, as
-    in late rounds of an iterative schedule) and sample their scores at random; count the live
-    scores below a pivot band taken from the sample and gather those inside it; write the masks.
-    The band holds the exact threshold unless the sample misled (then the radix select finds it),
-    so the result never depends on the sample.
+    Two passes over the scores: count the live entries of each tensor (gathering them when few
+    are left, as in late rounds of an iterative schedule) and sample their scores at random;
+    then split the live scores at a band [low, high] around the wanted rank, taken from the
+    sample — below (pruned), above (kept), inside (gathered) — and settle the band exactly.
+    If the sample misled, the band misses the rank and a radix select finds it: the result
+    never depends on the sample.
     """
     names = list(scores)
     dtype = _compare_dtype(scores)
@@ -125,10 +126,11 @@ def prune_lowest(
         return {name: alive[name].clone() for name in names}
     if n == live_total:
         return {name: _dead(entry) for name, entry in live.items()}
-    cut = _threshold_from_band(scores, live, _pivots(sample, n, live_total), n, dtype)
-    if cut is None:
-        found = _find_threshold(scores, alive, n)
-        cut = _Cut(_key_value(found.key, _key_bits(scores)), found.ties_to_prune)
+    split = _split_at_band(scores, live, _pivots(sample, n, live_total), n, dtype)
+    if split is not None:
+        return _settle_band(split, live)
+    found = _find_threshold(scores, alive, n)
+    cut = _Cut(_key_value(found.key, _key_bits(scores)), found.ties_to_prune)
     return _write_masks(scores, live, cut, dtype)
 
 
@@ -141,7 +143,6 @@ _GATHER = 0.25  # gather a tensor's live entries when at most this fraction is l
 class _Cut:
     value: float  # the n-th smallest live score
     ties_to_prune: int  # how many live scores equal to ``value`` are pruned (earliest first)
-    tie_tensors: frozenset[str] | None = None  # the tensors holding ``value``; None: unknown
 
 
 @dataclass
@@ -156,6 +157,17 @@ class _Live:
     mask: torch.Tensor | None = None
     positions: torch.Tensor | None = None  # flat indices, ascending
     values: torch.Tensor | None = None  # their scores, in the comparison dtype
+
+
+@dataclass
+class _Split:
+    """Live scores split at a band: flat keep-masks of those above it, and the band's entries
+    (flat positions, ascending within each tensor, tensors in order) with the cut inside it."""
+
+    keep: dict[str, torch.Tensor]
+    band: list[tuple[str, torch.Tensor]]
+    cut: _Cut
+    band_values: list[torch.Tensor] | None  # None: every band score equals the cut's value
 
 
 def _dead(entry: _Live) -> torch.Tensor:
@@ -221,59 +233,98 @@ def _pivots(sample: torch.Tensor, n: int, live_total: int) -> tuple[float, float
     return low, high
 
 
-def _live_chunks(
-    scores: Mapping[str, torch.Tensor], live: Mapping[str, _Live], dtype: torch.dtype
-) -> Iterator[tuple[str, torch.Tensor, torch.Tensor | None]]:
-    """Scores chunk by chunk, each with its tensor's name and the mask of its live entries
-    (None: all are live)."""
-    for name, entry in live.items():
-        if entry.values is not None:
-            yield name, entry.values, None
-        elif entry.count:
-            score = _flat(scores[name])
-            for start in range(0, score.numel(), _CHUNK):
-                mask = None if entry.mask is None else entry.mask[start : start + _CHUNK]
-                yield name, score[start : start + _CHUNK].to(dtype), mask
+def _split_tensor(
+    values: torch.Tensor, mask: torch.Tensor | None, low: float, high: float
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(above high, inside [low, high], how many below low) among the live ``values``."""
+    above = values > high
+    under = values < low
+    if mask is not None:
+        above &= mask
+        under &= mask
+    inside = above | under  # each live entry is in exactly one of the three
+    if mask is None:
+        inside.logical_not_()
+    else:
+        inside ^= mask
+    return above, inside, int(under.count_nonzero())
 
 
-def _threshold_from_band(
+def _split_at_band(
     scores: Mapping[str, torch.Tensor],
     live: Mapping[str, _Live],
     band: tuple[float, float],
     n: int,
     dtype: torch.dtype,
-) -> _Cut | None:
-    """The cut at the ``n``-th smallest live score, or None when the band [low, high] misses
-    it or holds too many scores."""
+) -> _Split | None:
+    """The live scores split at ``band``, or None when it misses the ``n``-th smallest or holds
+    too many scores."""
     low, high = band
+    equal = low == high  # a band of equal scores (e.g. many zeros): positions are enough
     below = 0
-    inside: list[tuple[str, torch.Tensor]] = []
+    keep: dict[str, torch.Tensor] = {}
+    positions: list[tuple[str, torch.Tensor]] = []
+    values: list[torch.Tensor] = []
     band_size = 0
-    for name, values, mask in _live_chunks(scores, live, dtype):
-        # mostly-live chunks are masked rather than gathered: comparisons are cheaper than that
-        under = values < low
-        within = values <= high
-        if mask is not None:
-            under &= mask
-            within &= mask
-        within ^= under  # under ⊆ within, as low <= high: this leaves low <= values <= high
-        below += int(under.count_nonzero())
-        if low == high:  # a band of equal scores (e.g. many zeros): counting is enough
-            band_size += int(within.count_nonzero())
+    for name, entry in live.items():
+        if not entry.count:
             continue
-        inside.append((name, values[within]))
-        band_size += inside[-1][1].numel()
-        if band_size > _BAND_LIMIT:
-            return None
+        if entry.values is not None and entry.positions is not None:
+            above, inside, under = _split_tensor(entry.values, None, low, high)
+            flat = torch.zeros(math.prod(entry.shape), dtype=torch.bool, device=entry.device)
+            keep[name] = flat.index_fill_(0, entry.positions[above], True)
+            where = entry.positions[inside]
+            chunks = [(where, entry.values[inside])] if not equal else [(where, None)]
+        else:
+            score = _flat(scores[name])
+            parts, chunks, under = [], [], 0
+            for start in range(0, score.numel(), _CHUNK):
+                mask = None if entry.mask is None else entry.mask[start : start + _CHUNK]
+                chunk = score[start : start + _CHUNK].to(dtype)
+                above, inside, count = _split_tensor(chunk, mask, low, high)
+                parts.append(above)
+                under += count
+                where = torch.nonzero(inside).reshape(-1)
+                chunks.append((where + start, None if equal else chunk[where]))
+            keep[name] = parts[0] if len(parts) == 1 else torch.cat(parts)
+        below += under
+        for where, chunk_values in chunks:
+            band_size += where.numel()
+            if not equal and band_size > _BAND_LIMIT:
+                return None
+            positions.append((name, where))
+            if chunk_values is not None:
+                values.append(chunk_values)
     rank = n - below  # 1-based rank of the wanted score within the band
     if not 1 <= rank <= band_size:
         return None
-    if low == high:
-        return _Cut(low, rank)
-    values = torch.cat([chunk for _, chunk in inside])
-    value = float(torch.kthvalue(values.cpu(), rank).values)
-    holders = frozenset(name for name, chunk in inside if bool((chunk == value).any()))
-    return _Cut(value, rank - int((values < value).count_nonzero()), holders)
+    if equal:
+        return _Split(keep, positions, _Cut(low, rank), None)
+    band_values = torch.cat(values)
+    value = float(torch.kthvalue(band_values.cpu(), rank).values)
+    cut = _Cut(value, rank - int((band_values < value).count_nonzero()))
+    return _Split(keep, positions, cut, values)
+
+
+def _settle_band(split: _Split, live: Mapping[str, _Live]) -> dict[str, torch.Tensor]:
+    """Keep the band's entries above the cut, and those equal to it after the first
+    ``ties_to_prune`` (in tensor, then position order)."""
+    ties_left = split.cut.ties_to_prune
+    value = split.cut.value
+    for index, (name, where) in enumerate(split.band):
+        if split.band_values is None:
+            ties = where
+        else:
+            chunk = split.band_values[index]
+            split.keep[name].index_fill_(0, where[chunk > value], True)
+            ties = where[chunk == value]
+        take = min(ties_left, ties.numel())
+        split.keep[name].index_fill_(0, ties[take:], True)
+        ties_left -= take
+    return {
+        name: split.keep[name].reshape(entry.shape) if entry.count else _dead(entry)
+        for name, entry in live.items()
+    }
 
 
 def _key_value(key: int, bits: int) -> float:
@@ -295,17 +346,16 @@ def _write_masks(
         if not entry.count:
             masks[name] = _dead(entry)
             continue
-        may_tie = ties_left > 0 and (cut.tie_tensors is None or name in cut.tie_tensors)
         if entry.positions is not None and entry.values is not None:
             keep = torch.zeros(math.prod(entry.shape), dtype=torch.bool, device=entry.device)
             keep.index_fill_(0, entry.positions[entry.values >= value], True)
-            ties = entry.positions[entry.values == value] if may_tie else None
+            ties = entry.positions[entry.values == value] if ties_left > 0 else None
         else:
             score = _flat(scores[name]).to(dtype)
             keep = score >= value
             if entry.mask is not None:
                 keep &= entry.mask
-            ties = torch.nonzero(keep & (score == value)).reshape(-1) if may_tie else None
+            ties = torch.nonzero(keep & (score == value)).reshape(-1) if ties_left > 0 else None
         if ties is not None:
             take = ties[:ties_left]  # ascending flat positions: the earliest go first
             keep.index_fill_(0, take, False)

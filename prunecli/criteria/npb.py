@@ -1,5 +1,6 @@
-"""npb: node-path balancing (Pham et al., "Understanding Pruning at Initialization: An Effective
-Node-Path Balancing Perspective"; reference code pvh1602/NPB).
+"""npb: node-path balancing ("Understanding Pruning at Initialization: An Effective Node-Path
+Balancing Perspective", ICLR 2023 submission; NeurIPS 2023 as "Towards Data-Agnostic Pruning at
+Initialization"; reference code pvh1602/NPB).
 
 NPB chooses a mask, not a ranking. Layer by layer in execution order, with P_in[i] the number of
 paths that reach input channel i through the layers already decided, an integer program picks
@@ -269,6 +270,8 @@ def layer_counts(
     n_out, n_in = alive.shape[:2]
     area = math.prod(alive.shape[2:])
     live = alive.reshape(n_out, n_in, area).sum(-1).numpy().astype(np.int64)
+    if budget >= int(live.sum()):  # keeps everything still alive: nothing to choose
+        return live, live
     caps = np.minimum(live, _max_p(options.max_p, area, live, budget))
     blocks = _blocks(n_out, n_in, groups)
     room = {str(k): int(caps[start:end].sum()) for k, (start, end, _) in enumerate(blocks)}
@@ -292,6 +295,8 @@ def place_entries(
     alive: torch.Tensor, counts: np.ndarray, generator: torch.Generator
 ) -> torch.Tensor:
     """Switch on counts[j, i] live entries at random inside each kernel (j, i)."""
+    if alive.numel() == 0:
+        return alive.clone()
     kernels = alive.reshape(counts.size, -1)
     keys = torch.rand(kernels.shape, generator=generator, dtype=torch.float64)
     keys[~kernels] = -1.0  # dead entries come last and are never switched on
@@ -365,21 +370,31 @@ def _refill(
         masks[name] = flat.reshape(mask.shape)
 
 
-def _groups(network: PathNetwork, name: str, paths: torch.Tensor, shape: torch.Size) -> int:
-    layer = network.module.get_submodule(name.removesuffix(".weight"))
-    if not isinstance(layer, _LAYERS):
-        raise Unsupported(
-            f"npb solves Linear and Conv layers one at a time; {name!r} belongs to a "
-            f"{type(layer).__name__}",
-            "leave it out with --exclude",
-        )
-    groups = getattr(layer, "groups", 1)
-    if paths.dim() != 1 or paths.numel() != shape[1] * groups:
+def _layer_groups(network: PathNetwork, names: list[str]) -> dict[str, int]:
+    """The groups of each prunable layer, or Unsupported for a weight NPB cannot solve."""
+    groups = {}
+    for name in names:
+        prefix, _, attr = name.rpartition(".")
+        try:
+            layer = network.module.get_submodule(prefix)
+        except AttributeError:
+            layer = None
+        if attr != "weight" or not isinstance(layer, _LAYERS):
+            kind = type(layer).__name__ if layer is not None else "no module"
+            raise Unsupported(
+                f"npb solves Linear and Conv layers one at a time; {name!r} belongs to {kind}",
+                "leave it out with --exclude",
+            )
+        groups[name] = getattr(layer, "groups", 1)
+    return groups
+
+
+def _check_inputs(name: str, paths: torch.Tensor, expected: int) -> None:
+    if paths.dim() != 1 or paths.numel() != expected:
         raise Unsupported(
             f"npb: the input of {name!r} has {paths.numel()} channels/features where "
-            f"{shape[1] * groups} were expected (npb supports inputs laid out channels-first)"
+            f"{expected} were expected (npb supports inputs laid out channels-first)"
         )
-    return groups
 
 
 def npb_masks(
@@ -392,31 +407,38 @@ def npb_masks(
     device: str = "cpu",
 ) -> dict[str, torch.Tensor]:
     """The NPB keep-mask of every prunable weight named in ``alive`` (current keep-masks)."""
+    if isinstance(module, torch.fx.GraphModule):
+        raise Unsupported(
+            "npb solves the model layer by layer and needs its Linear/Conv modules; a .pt2 "
+            "program is a flat graph",
+            "prune the weights as .safetensors with --arch NAME instead",
+        )
     network = PathNetwork(module, batchnorm="identity", device=device)
+    groups = _layer_groups(network, list(alive))
     connectivity = {
         f"{name}.weight": layer.weight != 0
         for name, layer in network.module.named_modules()
-        if isinstance(layer, _LAYERS) and f"{name}.weight" not in alive
+        if name and isinstance(layer, _LAYERS) and f"{name}.weight" not in alive
     }
     network.set_weights({**connectivity, **alive})  # later layers: their live entries
     order = call_order(network, list(alive), input_shape)
     missing = [name for name in alive if name not in order]
     if missing:
         raise Unsupported(
-            f"npb follows the forward pass layer by layer, and {missing[0]!r} is not called as a "
-            "module in it (e.g. a .pt2 program's flat graph)",
-            "load the safetensors weights with --arch instead",
+            f"npb follows the forward pass layer by layer, and the layer of {missing[0]!r} is "
+            "never called in it",
+            "leave it out with --exclude",
         )
     masks: dict[str, torch.Tensor] = {}
     caps: dict[str, np.ndarray] = {}
     for name in order:
         paths = layer_inputs(network, [name], input_shape, stop_early=True)[name].to("cpu")
         live = alive[name].to("cpu")
-        groups = _groups(network, name, paths, live.shape)
+        _check_inputs(name, paths, live.shape[1] * groups[name])
         values = paths.numpy()
         if not np.isfinite(values).all():  # beyond float64: the overflowing channels lead
             values = np.isposinf(values).astype(np.float64)
-        counts, caps[name] = layer_counts(live, values, budgets[name], groups, options)
+        counts, caps[name] = layer_counts(live, values, budgets[name], groups[name], options)
         generator = torch.Generator().manual_seed(seeds[name])
         masks[name] = place_entries(live, counts, generator)
         network.set_weights({name: masks[name]})
@@ -428,8 +450,8 @@ def npb_masks(
 class Npb(Criterion):
     name = "npb"
     summary = (
-        "node-path balancing: per layer, an integer program balancing effective nodes and paths "
-        "(Pham et al. 2023; ERK budgets)"
+        "node-path balancing: per layer, an integer program balancing effective nodes and "
+        "paths on ERK budgets (a mask, for prune)"
     )
     needs = ("graph", "input_shape")
     default_scope = "erk"

@@ -2,164 +2,64 @@
 
 R = 1ᵀ f(1): the sum of the output of the path network (core/pathnet.py: float64, eval mode,
 prunable weights |θ|·mask, biases zero, BatchNorm as |γ|/√(var+ε)) on an all-ones input of
-batch 1. The score of a weight is the sum of the products of the weights along every
-input→output path through it.
+batch 1. The score of a weight is the sum, over every input→output path through it, of the
+product of the weights along the path.
 
-Rescaling. Path products of deep networks leave float64's range (a 200-layer MLP of width 64
-reaches 1e120 at initialisation, trained BatchNorm scales make it worse), so activations are
-divided by a power of two at *cut points*: operations that every input→output path goes through
-exactly once (in a chain, every layer; in a ResNet, the block outputs after each addition, but
-never a layer inside a residual branch, which the skip path bypasses). Dividing at a cut divides
-every path product, hence every score, by the same factor. Powers of two are exact in binary
-floating point, so a rescaled run gives bit for bit the unscaled scores times one global power
-of two wherever the unscaled run is finite, and the same masks.
-
-Cut points are found once per pruning run from a traced forward pass: every torch operation
-whose inputs descend from the input is a node of a DAG, in execution (topological) order; an
-operation is on every path exactly when no edge of the DAG jumps over it.
+The forward pass runs under core/pathflow.py: activations are divided by powers of two at the
+points every path crosses (so deep networks stay finite and the ranking is exactly that of an
+unscaled float64 run), and layers with few live weights left are evaluated from those alone.
+Scores therefore equal the path sums up to one power of two shared by every weight; only their
+order matters. The score tensors of sparsely evaluated layers are reused by the next call of
+the same instance (copy them to keep them across rounds).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.overrides import TorchFunctionMode
 
+from prunecli.core.pathflow import FlowPlan, FlowTrace, SparseLayer, record_plan
 from prunecli.core.pathnet import PathNetwork
 from prunecli.criteria import register
 from prunecli.criteria.base import Criterion, ScoreContext
 from prunecli.errors import Unsupported
 
-_SOURCE = -1  # the node of the all-ones input
-_MAX_EXPONENT = 1000  # float64 powers of two stay normal within ±1022
-
-
-@dataclass(frozen=True)
-class _Op:
-    func: Callable[..., Any]
-    parents: frozenset[int]  # producing ops of its flow inputs (_SOURCE: the input)
-    scalable: bool  # one new floating tensor out: it can be replaced by a rescaled copy
-
-
-@dataclass(frozen=True)
-class RescalePlan:
-    """The operations of one forward pass and which of them to rescale (the cut points)."""
-
-    funcs: tuple[Callable[..., Any], ...]
-    cuts: frozenset[int]
-
-
-def _tensors(value: Any) -> Iterator[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _tensors(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _tensors(item)
-
-
-def power_of_two_scale(x: torch.Tensor) -> torch.Tensor:
-    """A float64 power of two bringing max|x| into [0.5, 1); 1 for an all-zero tensor.
-
-    Built from the exponent bits, so it is exact; no host synchronisation."""
-    _, exponent = torch.frexp(x.detach().abs().amax().to(torch.float64))
-    exponent = exponent.to(torch.int64).clamp(-_MAX_EXPONENT, _MAX_EXPONENT)
-    return ((1023 - exponent) << 52).view(torch.float64)
-
-
-class FlowTrace(TorchFunctionMode):
-    """Follows one forward pass: each operation with an input descending from ``source``.
-
-    With a ``plan``, the outputs of its cut operations are divided by a power of two. If the
-    pass does not follow the plan (the network's operations depend on values), it stops
-    rescaling and sets ``diverged``.
-    """
-
-    def __init__(self, source: torch.Tensor, plan: RescalePlan | None = None) -> None:
-        super().__init__()
-        self.ops: list[_Op] = []
-        self.plan = plan
-        self.diverged = False
-        self._producer: dict[int, int] = {id(source): _SOURCE}
-        self._keep: list[torch.Tensor] = [source]  # ids stay unique while the pass runs
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        kwargs = kwargs or {}
-        inputs = list(_tensors((args, kwargs)))
-        parents = frozenset(self._producer[id(t)] for t in inputs if id(t) in self._producer)
-        out = func(*args, **kwargs)
-        if not parents:
-            return out
-        outputs = list(_tensors(out))
-        if out is None and args and isinstance(args[0], torch.Tensor):
-            outputs = [args[0]]  # e.g. __setitem__: a new version of its first argument
-        scalable = (
-            isinstance(out, torch.Tensor)
-            and out.is_floating_point()
-            and out.numel() > 0
-            and not any(out is t for t in inputs)  # in place: other references see the result
-        )
-        index = len(self.ops)
-        self.ops.append(_Op(func, parents, scalable))
-        if self.plan is not None and not self.diverged:
-            if index >= len(self.plan.funcs) or self.plan.funcs[index] != func:
-                self.diverged = True
-            elif index in self.plan.cuts and scalable:
-                out = out * power_of_two_scale(out)
-                outputs = [out]
-        for tensor in outputs:
-            self._producer[id(tensor)] = index
-            self._keep.append(tensor)
-        return out
-
-    def plan_for(self, output: Any) -> RescalePlan:
-        """The plan that rescales every cut point of the pass that produced ``output``."""
-        sink_parents = frozenset(
-            self._producer[id(t)] for t in _tensors(output) if id(t) in self._producer
-        )
-        funcs = tuple(op.func for op in self.ops)
-        return RescalePlan(funcs, cut_points(self.ops, sink_parents))
-
-
-def cut_points(ops: list[_Op], sink_parents: frozenset[int]) -> frozenset[int]:
-    """Scalable operations on every source→sink path of the DAG ``ops`` (in topological order).
-
-    On the sub-DAG of operations that reach the sink, a node is on every path exactly when no
-    edge (u, w) has u before it and w after it.
-    """
-    parents = [op.parents for op in ops] + [sink_parents]
-    sink = len(ops)
-    on_path: set[int] = set()
-    stack = [sink]
-    while stack:
-        node = stack.pop()
-        if node == _SOURCE or node in on_path:
-            continue
-        on_path.add(node)
-        stack.extend(parents[node])
-    furthest_consumer: dict[int, int] = {}
-    for node in on_path:
-        for parent in parents[node]:
-            furthest_consumer[parent] = max(furthest_consumer.get(parent, node), node)
-    cuts = set()
-    reach = furthest_consumer.get(_SOURCE, sink)  # furthest node an earlier edge leads to
-    for node in sorted(on_path - {sink}):
-        if reach <= node and ops[node].scalable:
-            cuts.add(node)
-        reach = max(reach, furthest_consumer.get(node, node))
-    return frozenset(cuts)
+#: a Conv2d/Linear layer is evaluated from its live entries once at most this fraction is live
+SPARSE_DENSITY = 1 / 16
 
 
 def _path_norm(output: Any) -> torch.Tensor:
-    parts = [t.sum() for t in _tensors(output) if t.is_floating_point()]
+    parts = [t.sum() for t in _floating(output)]
     if not parts:
         raise Unsupported("synflow needs a model whose output is a floating tensor")
     return torch.stack(parts).sum()
+
+
+def _floating(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value] if value.is_floating_point() else []
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in _floating(item)]
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in _floating(item)]
+    return []
+
+
+@dataclass
+class _Run:
+    """What the rounds of one pruning run share: the path network, built once, and its plan."""
+
+    key: tuple[Any, ...]
+    network: PathNetwork
+    plan: FlowPlan | None  # None: the operations vary between passes; plain dense passes
+    layers: dict[str, SparseLayer] = field(default_factory=dict)
+    # score tensors of sparse layers, rewritten at their live entries each round: filling
+    # a fresh tensor of zeros every round would cost as much as the sparse pass itself
+    buffers: dict[str, torch.Tensor] = field(default_factory=dict)
+    written: dict[str, torch.Tensor] = field(default_factory=dict)  # positions last written
 
 
 @register
@@ -174,75 +74,97 @@ class SynFlow(Criterion):
 
     def __init__(self, rescale: bool = True) -> None:
         self.rescale = rescale
-        # one path network per pruning run, reused by every round: (key, network, plan)
-        self._cache: tuple[tuple[Any, ...], PathNetwork, RescalePlan | None] | None = None
+        self._run: _Run | None = None
 
     def score(self, ctx: ScoreContext) -> Mapping[str, torch.Tensor]:
-        network, plan = self._network(ctx)
-        weights = [network.parameter(name) for name in ctx.names]
-        with torch.no_grad():
-            for name, weight in zip(ctx.names, weights, strict=True):
-                weight.copy_(ctx.tensor(name)).abs_()  # |θ|·mask: pruned weights are zero
-        path_norm = _path_norm(self._forward(network, plan, self._input_shape(ctx)))
+        run = self._run_for(ctx)
+        ones, output, sparse = self._forward(ctx, run)
+        path_norm = _path_norm(output)
         if not bool(torch.isfinite(path_norm)):
             raise Unsupported(
                 "synflow: the path norm of this model is not finite in float64",
                 "the model may hold inf/nan buffers, or its graph has no point every path "
                 "crosses to rescale at",
             )
-        grads = torch.autograd.grad(path_norm, weights, allow_unused=True)
+        dense = [name for name in ctx.names if name not in sparse]
+        weights = [run.network.parameter(name) for name in dense]
+        grads = torch.autograd.grad(path_norm, [ones, *weights], allow_unused=True)[1:]
         scores = {}
-        for name, weight, grad in zip(ctx.names, weights, grads, strict=True):
-            score = torch.zeros_like(weight) if grad is None else grad.mul_(weight.detach())
-            scores[name] = score.to(ctx.tensor(name).device)
-        return scores
+        for name, weight, grad in zip(dense, weights, grads, strict=True):
+            with torch.no_grad():
+                scores[name] = torch.zeros_like(weight) if grad is None else grad.mul_(weight)
+        for name, layer in sparse.items():
+            scores[name] = self._sparse_scores(run, name, layer)
+        return {name: scores[name].to(ctx.tensor(name).device) for name in ctx.names}
+
+    @staticmethod
+    def _sparse_scores(run: _Run, name: str, layer: SparseLayer) -> torch.Tensor:
+        buffer = run.buffers.get(name)
+        if buffer is None:
+            buffer = run.buffers[name] = torch.zeros(
+                layer.shape, dtype=torch.float64, device=layer.device
+            )
+        flat = buffer.view(-1)
+        if name in run.written:
+            flat.index_fill_(0, run.written[name], 0.0)
+        if layer.scores is not None:  # None: the layer is on no input→output path
+            flat.index_copy_(0, layer.positions, layer.scores)
+            run.written[name] = layer.positions
+        return buffer
 
     def _forward(
-        self, network: PathNetwork, plan: RescalePlan | None, input_shape: tuple[int, ...]
-    ) -> Any:
-        ones = network.ones(input_shape)
-        if plan is None:
-            return network.module(ones)
-        trace = FlowTrace(ones, plan)
-        with trace:
-            output = network.module(ones)
-        if not trace.diverged:
-            return output
-        # the operations depend on values: plan from this pass's order and run again, and
-        # give up rescaling if that order does not hold either
-        plan = self._replan(trace.plan_for(output))
-        trace = FlowTrace(ones, plan)
-        with trace:
-            output = network.module(ones)
-        if not trace.diverged:
-            return output
-        self._replan(None)
-        return network.module(ones)
+        self, ctx: ScoreContext, run: _Run
+    ) -> tuple[torch.Tensor, Any, dict[str, SparseLayer]]:
+        """(the all-ones input, the output, the layers evaluated sparsely) of one pass."""
+        shape = self._input_shape(ctx)
+        for _ in range(2):
+            sparse = self._load_weights(ctx, run)
+            ones = run.network.ones(shape).requires_grad_(True)
+            by_weight = {id(run.network.parameter(name)): layer for name, layer in sparse.items()}
+            trace = FlowTrace(ones, run.plan, by_weight)
+            with trace:
+                output = run.network.module(ones)
+            if not trace.diverged:
+                return ones, output, sparse
+            # the operations depend on values: plan again from this pass's order
+            run.plan = trace.plan_for(output, self.rescale)
+        run.plan = None  # the order changes every time: plain dense passes, no rescaling
+        self._load_weights(ctx, run)
+        ones = run.network.ones(shape).requires_grad_(True)
+        return ones, run.network.module(ones), {}
 
-    def _network(self, ctx: ScoreContext) -> tuple[PathNetwork, RescalePlan | None]:
+    def _load_weights(self, ctx: ScoreContext, run: _Run) -> dict[str, SparseLayer]:
+        """Set the path network's weights to |θ|·mask; returns the layers that go sparse."""
+        sparse = {}
+        with torch.no_grad():
+            for name in ctx.names:
+                weight, param = ctx.tensor(name), run.network.parameter(name)
+                capable = run.plan is not None and id(param) in run.plan.sparse_capable
+                limit = SPARSE_DENSITY * weight.numel()
+                # a layer sparse last round is still sparse (pruning only removes): no count
+                if capable and (name in run.layers or int(weight.count_nonzero()) <= limit):
+                    layer = run.layers.setdefault(name, SparseLayer(param.shape, ctx.device))
+                    layer.load(weight)
+                    if layer.values.numel() <= limit:
+                        sparse[name] = layer
+                        continue
+                    del run.layers[name]  # a new run on a denser model
+                param.copy_(weight).abs_()  # pruned weights are exactly zero
+        return sparse
+
+    def _run_for(self, ctx: ScoreContext) -> _Run:
         module = ctx.model.require_graph(self.name)
         key = (module, ctx.device, tuple(ctx.names))
-        if self._cache is not None and self._cache[0] == key:
-            return self._cache[1], self._cache[2]
+        if self._run is not None and self._run.key == key:
+            return self._run
         network = PathNetwork(module, batchnorm="scale", device=ctx.device)
         for param in network.module.parameters():
             param.requires_grad_(False)
         for name in ctx.names:
             network.parameter(name).requires_grad_(True)
-        plan = None
-        if self.rescale:
-            ones = network.ones(self._input_shape(ctx))
-            trace = FlowTrace(ones)
-            with torch.no_grad(), trace:
-                output = network.module(ones)
-            plan = trace.plan_for(output)
-        self._cache = (key, network, plan)
-        return network, plan
-
-    def _replan(self, plan: RescalePlan | None) -> RescalePlan | None:
-        assert self._cache is not None
-        self._cache = (self._cache[0], self._cache[1], plan)
-        return plan
+        plan = record_plan(network.module, network.ones(self._input_shape(ctx)), self.rescale)
+        self._run = _Run(key, network, plan)
+        return self._run
 
     @staticmethod
     def _input_shape(ctx: ScoreContext) -> tuple[int, ...]:
