@@ -218,6 +218,62 @@ def test_prune_lowest_chunking_is_invisible(monkeypatch: pytest.MonkeyPatch) -> 
         _masks_equal(prune_lowest(scores, alive_t, n), stable_sort_reference(ref_values, alive, n))
 
 
+ROUTES = {  # the selection's internal routes, each forced; all must give the stable-sort cut
+    "default": {},
+    "radix (band too large)": {"_BAND_LIMIT": 0},
+    "tiny sample": {"_SAMPLE": 3},
+    "band misses": {"_pivots": lambda sample, n, live: (-3.0, -2.9)},
+    "always gather live entries": {"_GATHER": 1.0},
+    "never gather live entries": {"_GATHER": 0.0},
+    "tiny chunks": {"_CHUNK": 7},
+}
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_prune_lowest_routes_agree_with_stable_sort(
+    route: str, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import prunecli.core.masks as masks
+
+    for attribute, value in ROUTES[route].items():
+        monkeypatch.setattr(masks, attribute, value)
+    for seed in range(3):
+        values, alive = tied_values(seed)
+        rng = np.random.default_rng(seed)
+        # continuous values as well as ties, and tensors from all-live to nearly dead
+        values.append(rng.standard_normal((30, 20)).astype(np.float16))
+        alive.append(rng.random((30, 20)) > [0.0, 0.5, 0.97][seed])
+        scores = {f"t{i}": torch.from_numpy(v).to(dtype) for i, v in enumerate(values)}
+        ref_values = [scores[f"t{i}"].double().numpy() for i in range(len(values))]
+        alive_t = {f"t{i}": torch.from_numpy(a) for i, a in enumerate(alive)}
+        live = sum(int(a.sum()) for a in alive)
+        for n in [1, 7, live // 10, live // 2, live - 3]:
+            got = prune_lowest(scores, alive_t, n)
+            _masks_equal(got, stable_sort_reference(ref_values, alive, n))
+
+
+def test_prune_lowest_large_float64_against_sort() -> None:
+    """A million continuous float64 scores over uneven tensors: the exact sort-based cut."""
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(512, 512), (64, 3, 3, 3), (1000, 700), (10,)]
+    scores = {
+        f"t{i}": torch.rand(s, generator=generator, dtype=torch.float64) ** 4
+        for i, s in enumerate(shapes)
+    }
+    for density in (1.0, 0.3, 0.01):
+        alive = {k: torch.rand(v.shape, generator=generator) < density for k, v in scores.items()}
+        live_scores = torch.cat([scores[k][alive[k]] for k in scores])
+        n = live_scores.numel() // 7
+        threshold = torch.sort(live_scores).values[n - 1]
+        got = prune_lowest(scores, alive, n)
+        assert sum(int(m.sum()) for m in got.values()) == live_scores.numel() - n
+        for k in scores:
+            assert not bool((got[k] & ~alive[k]).any())
+            assert bool((scores[k][got[k]] >= threshold).all())
+            assert bool((scores[k][alive[k] & ~got[k]] <= threshold).all())
+
+
 # --- 2. exact counts ------------------------------------------------------------------------------
 
 SHAPES_TINY = [[(1, 1)], [(1, 2)], [(1, 1), (1, 2)], [(2, 3), (1, 1), (3, 1)]]

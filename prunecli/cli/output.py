@@ -30,6 +30,15 @@ _BAR_WIDTH = 10
 REPORT_SUFFIXES = (".json", ".md", ".svg", ".html")
 
 
+def percent(fraction: float) -> str:
+    """Two decimals, more when two would round a fraction strictly inside (0, 1) to 0% or 100%."""
+    for digits in range(2, 8):
+        text = f"{fraction:.{digits}%}"
+        if not (0 < fraction < 1) or text not in (f"{0:.{digits}%}", f"{1:.{digits}%}"):
+            return text
+    return text
+
+
 def human_size(nbytes: int | None) -> str:
     if nbytes is None or nbytes < 0:
         return "?"
@@ -43,7 +52,7 @@ def human_size(nbytes: int | None) -> str:
 
 def sparsity_bar(sparsity: float, width: int = _BAR_WIDTH) -> Text:
     filled = round(sparsity * width)
-    bar = Text(f"{sparsity:7.2%}" + (" " if width else ""))
+    bar = Text(f"{percent(sparsity):>7}" + (" " if width else ""))
     bar.append("█" * filled, style="green")
     bar.append("░" * (width - filled), style="dim")
     return bar
@@ -73,7 +82,7 @@ def topology_line(report: Report) -> Text | None:
     named = ", ".join(collapsed[:3]) + (", …" if len(collapsed) > 3 else "")
     line = Text(
         f"effective paths {paths_text(topology.log10_paths)}, "
-        f"effective sparsity {topology.effective_sparsity:.2%}, "
+        f"effective sparsity {percent(topology.effective_sparsity)}, "
         f"collapsed layers: {f'{len(collapsed)} ({named})' if collapsed else 'none'}"
     )
     if collapsed or topology.log10_paths == -math.inf:
@@ -109,7 +118,7 @@ def report_table(report: Report, width: int | None = None) -> Table:
             "eff.\nsparsity",
             justify="right",
             no_wrap=True,
-            footer=f"{topology.effective_sparsity:.2%}",
+            footer=f"{percent(topology.effective_sparsity)}",
         )
         table.add_column(
             "nodes",
@@ -127,7 +136,7 @@ def report_table(report: Report, width: int | None = None) -> Table:
         if topology is not None:
             found = topology.layer(layer.name)
             cells += (
-                [f"{found.effective_sparsity:.2%}", f"{found.effective_nodes:,}/{found.nodes:,}"]
+                [f"{percent(found.effective_sparsity)}", f"{found.effective_nodes:,}/{found.nodes:,}"]
                 if found
                 else ["", ""]
             )
@@ -145,7 +154,7 @@ def render_report(console: Console, report: Report) -> None:
     console.print(report_table(report, console.width))
     console.print(
         f"all tensors: {report.all_params:,} parameters, {report.all_nonzero:,} non-zero "
-        f"({1 - report.all_nonzero / max(report.all_params, 1):.2%} sparse)"
+        f"({percent(1 - report.all_nonzero / max(report.all_params, 1))} sparse)"
     )
     line = topology_line(report)
     if line is not None:
@@ -155,7 +164,7 @@ def render_report(console: Console, report: Report) -> None:
         rounds = f"{p['iterations']} round{'s' if p['iterations'] != 1 else ''}"
         console.print(
             f"pruned by [bold]{p['method']}[/] ({p['scope']}, {rounds}, seed {p['seed']}): "
-            f"target {p['target_sparsity']:.2%}, achieved {p['achieved_sparsity']:.2%}"
+            f"target {percent(p['target_sparsity'])}, achieved {percent(p['achieved_sparsity'])}"
         )
     if report.output:
         took = f" in {report.seconds:.2f} s" if report.seconds is not None else ""
@@ -180,19 +189,19 @@ def report_markdown(report: Report) -> str:
     ]
     for layer in report.layers:
         shape = "×".join(str(d) for d in layer.shape)
-        row = f"| {layer.name} | {shape} | {layer.dtype} | {layer.params:,} | {layer.nonzero:,} | {layer.sparsity:.2%} |"
+        row = f"| {layer.name} | {shape} | {layer.dtype} | {layer.params:,} | {layer.nonzero:,} | {percent(layer.sparsity)} |"
         if topology:
             found = topology.layer(layer.name)
             row += (
-                f" {found.effective_sparsity:.2%} | {found.effective_nodes:,}/{found.nodes:,}"
+                f" {percent(found.effective_sparsity)} | {found.effective_nodes:,}/{found.nodes:,}"
                 f"{' **collapsed**' if found.collapsed else ''} |"
                 if found
                 else " | |"
             )
         lines.append(row)
-    total = f"| **prunable total** | | | {report.prunable_params:,} | {report.prunable_nonzero:,} | {report.sparsity:.2%} |"
+    total = f"| **prunable total** | | | {report.prunable_params:,} | {report.prunable_nonzero:,} | {percent(report.sparsity)} |"
     if topology:
-        total += f" {topology.effective_sparsity:.2%} | {topology.effective_nodes:,}/{topology.nodes:,} |"
+        total += f" {percent(topology.effective_sparsity)} | {topology.effective_nodes:,}/{topology.nodes:,} |"
     lines.append(total)
     line = topology_line(report)
     if line is not None:
