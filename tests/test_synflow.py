@@ -184,9 +184,7 @@ def effective_weights(masks: list[torch.Tensor]) -> list[torch.Tensor]:
     reach_out = [torch.ones(masks[-1].shape[0], dtype=torch.bool)]
     for mask in reversed(masks):
         reach_out.insert(0, (mask.double().T @ reach_out[0].double()) > 0)
-    return [
-        mask & torch.outer(reach_out[i + 1], reach_in[i]) for i, mask in enumerate(masks)
-    ]
+    return [mask & torch.outer(reach_out[i + 1], reach_in[i]) for i, mask in enumerate(masks)]
 
 
 def test_deep_mlp_masks_equal_an_unscaled_float64_run() -> None:
@@ -203,7 +201,9 @@ def test_deep_mlp_masks_equal_an_unscaled_float64_run() -> None:
 # --- residual networks: rescale only where every path passes --------------------------------------
 
 
-def plain_float64_scores(module: nn.Module, names: list[str], input_shape: tuple[int, ...]) -> Scores:
+def plain_float64_scores(
+    module: nn.Module, names: list[str], input_shape: tuple[int, ...]
+) -> Scores:
     """SynFlow by plain autograd: |θ|, biases zero, BatchNorm folded to |γ|/√(var+ε) by hand."""
     net = copy.deepcopy(module).double().eval()
     params = dict(net.named_parameters())

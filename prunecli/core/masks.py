@@ -117,6 +117,13 @@ def prune_lowest(
     If the sample misled, the band misses the rank and a radix select finds it: the result
     never depends on the sample.
     """
+    with torch.no_grad():  # scores may come straight from autograd
+        return _prune_lowest(scores, alive, n)
+
+
+def _prune_lowest(
+    scores: Mapping[str, torch.Tensor], alive: Mapping[str, torch.Tensor], n: int
+) -> dict[str, torch.Tensor]:
     names = list(scores)
     dtype = _compare_dtype(scores)
     live, sample = _survey(scores, alive, names, dtype)

@@ -250,11 +250,18 @@ class SparseLayer:
         self.columns = math.prod(shape[1:])  # a row of the weight as a matrix
         self.device = device
         self.positions = torch.empty(0, dtype=torch.int64)
+        self.host_positions = self.positions  # on the weight's own device
         self.scores: torch.Tensor | None = None
 
-    def load(self, weight: torch.Tensor) -> None:
+    def load(self, weight: torch.Tensor, only_zeroed: bool = False) -> None:
+        """Take the live entries of ``weight``. ``only_zeroed``: since the last load, entries
+        have only been set to zero, so the live ones are among those of the last load."""
         flat = weight.reshape(-1)
-        positions = torch.nonzero(flat).reshape(-1)
+        if only_zeroed and self.host_positions.device == flat.device:
+            positions = self.host_positions[flat[self.host_positions] != 0]
+        else:
+            positions = torch.nonzero(flat).reshape(-1)
+        self.host_positions = positions
         self.values = flat[positions].to(device=self.device, dtype=torch.float64).abs()
         self.positions = positions.to(self.device)
         self.rows = self.positions // self.columns

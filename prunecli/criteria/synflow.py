@@ -90,11 +90,11 @@ class SynFlow(Criterion):
         weights = [run.network.parameter(name) for name in dense]
         grads = torch.autograd.grad(path_norm, [ones, *weights], allow_unused=True)[1:]
         scores = {}
-        for name, weight, grad in zip(dense, weights, grads, strict=True):
-            with torch.no_grad():
+        with torch.no_grad():
+            for name, weight, grad in zip(dense, weights, grads, strict=True):
                 scores[name] = torch.zeros_like(weight) if grad is None else grad.mul_(weight)
-        for name, layer in sparse.items():
-            scores[name] = self._sparse_scores(run, name, layer)
+            for name, layer in sparse.items():
+                scores[name] = self._sparse_scores(run, name, layer)
         return {name: scores[name].to(ctx.tensor(name).device) for name in ctx.names}
 
     @staticmethod
@@ -140,22 +140,23 @@ class SynFlow(Criterion):
             for name in ctx.names:
                 weight, param = ctx.tensor(name), run.network.parameter(name)
                 capable = run.plan is not None and id(param) in run.plan.sparse_capable
+                # within a run pruning only zeroes weights: a layer sparse last round is
+                # still sparse, and its live entries are among last round's
+                was_sparse = name in run.layers
                 limit = SPARSE_DENSITY * weight.numel()
-                # a layer sparse last round is still sparse (pruning only removes): no count
-                if capable and (name in run.layers or int(weight.count_nonzero()) <= limit):
+                if capable and (was_sparse or int(weight.count_nonzero()) <= limit):
                     layer = run.layers.setdefault(name, SparseLayer(param.shape, ctx.device))
-                    layer.load(weight)
-                    if layer.values.numel() <= limit:
-                        sparse[name] = layer
-                        continue
-                    del run.layers[name]  # a new run on a denser model
-                param.copy_(weight).abs_()  # pruned weights are exactly zero
+                    layer.load(weight, only_zeroed=was_sparse)
+                    sparse[name] = layer
+                else:
+                    param.copy_(weight).abs_()  # pruned weights are exactly zero
         return sparse
 
     def _run_for(self, ctx: ScoreContext) -> _Run:
         module = ctx.model.require_graph(self.name)
         key = (module, ctx.device, tuple(ctx.names))
-        if self._run is not None and self._run.key == key:
+        # a new run (round 0) starts afresh: the model may have changed in any way since
+        if self._run is not None and self._run.key == key and ctx.round > 0:
             return self._run
         network = PathNetwork(module, batchnorm="scale", device=ctx.device)
         for param in network.module.parameters():
