@@ -195,16 +195,18 @@ def run(args: argparse.Namespace, folder: Path) -> dict:
         file=sys.stderr,
     )
 
-    def best_of(route):  # noqa: ANN001, ANN202
-        runs = [route() for _ in range(args.repeat)]
-        return runs[0][0], min((times for _, times in runs), key=lambda times: times[0])
-
-    print(f"prunecli, {iterations} iterations ...", file=sys.stderr)
-    ours, ours_t = best_of(lambda: prunecli_masks(folder, seed, sparsity, iterations))
-    print(f"baseline float32, {iterations} iterations ...", file=sys.stderr)
-    base, base_t = best_of(
-        lambda: baseline_masks(folder, seed, sparsity, iterations, torch.float32)
-    )
+    # repeats alternate between the routes, so that a busy spell on the machine hits both
+    ours_runs, base_runs = [], []
+    for repeat in range(args.repeat):
+        print(
+            f"run {repeat + 1}/{args.repeat}: prunecli, {iterations} iterations ...",
+            file=sys.stderr,
+        )
+        ours_runs.append(prunecli_masks(folder, seed, sparsity, iterations))
+        print(f"run {repeat + 1}/{args.repeat}: baseline float32 ...", file=sys.stderr)
+        base_runs.append(baseline_masks(folder, seed, sparsity, iterations, torch.float32))
+    ours, ours_t = ours_runs[0][0], min((times for _, times in ours_runs), key=lambda t: t[0])
+    base, base_t = base_runs[0][0], min((times for _, times in base_runs), key=lambda t: t[0])
     short = args.overlap_iterations
     print(f"prunecli and baseline float64, {short} iterations ...", file=sys.stderr)
     ours_short, ours_short_t = prunecli_masks(folder, seed, sparsity, short)
@@ -278,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="initialisation seed of vgg16")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument(
-        "--repeat", type=int, default=1, help="time the fastest of N runs per route"
+        "--repeat", type=int, default=1, help="time the fastest of N runs per route, alternating"
     )
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     args = parser.parse_args(argv)

@@ -270,6 +270,25 @@ def test_cut_points_of_a_residual_block() -> None:
     assert cut_points(ops, frozenset({4})) == {0, 1, 2, 3, 4}
 
 
+@pytest.mark.parametrize("arch", ["resnet20", "lenet5", "mlp"])
+def test_sparse_layers_compute_the_dense_scores(arch: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Layers with few live weights run on those alone; torch's dense layers are the reference."""
+    import prunecli.criteria.synflow as synflow
+
+    model, names = zoo_loaded(arch)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name in names:
+            tensor = model.tensors[name]
+            tensor.mul_(torch.rand(tensor.shape, generator=generator) < 0.04)
+    runs = []
+    for limit in (1.0, 0.0):  # every layer sparse, then none
+        monkeypatch.setattr(synflow, "SPARSE_DENSITY", limit)
+        runs.append(synflow_scores(model, names))
+    for name in names:
+        torch.testing.assert_close(runs[0][name], runs[1][name], rtol=1e-12, atol=0.0)
+
+
 # --- BatchNorm is its positive scale --------------------------------------------------------------
 
 

@@ -54,6 +54,14 @@ Output = Annotated[
     str | None,
     typer.Option("--output", "-o", help="Output path, or - for stdout.", show_default=False),
 ]
+Format = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        help="Safetensors layout: dense, or bitmask (packed bitmask + non-zero values, smaller "
+        "when sparse; every prunecli command reads it).",
+    ),
+]
 Force = Annotated[bool, typer.Option("--force", help="Replace an existing output file.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for every random choice.")]
 Method = Annotated[

@@ -145,6 +145,42 @@ def report_table(report: Report, width: int | None = None) -> Table:
     return table
 
 
+def export_lines(report: Report) -> list[str]:
+    """The `export` section in a few plain lines: artifact, sizes, zeros, notes."""
+    export = report.export
+    if not export:
+        return []
+    about = [export["storage"].replace("-", " ")]
+    if export["opset"]:
+        about.append(f"opset {export['opset']}")
+    if export["dynamic_batch"]:
+        about.append("dynamic batch")
+    sizes = f"{human_size(export['file_bytes'])}"
+    if export["dense_bytes"] != export["file_bytes"]:
+        sizes += (
+            f", {export['compression_ratio']:.3f}× the dense {export['format']} "
+            f"({human_size(export['dense_bytes'])})"
+        )
+    sizes += f"; source {human_size(export['source_bytes'])}"
+    lines = [f"export to {export['format']} ({', '.join(about)}): {sizes}"]
+    zeros = export["sparsity"]
+    kept = "zeros preserved" if zeros["zeros_preserved"] else "ZEROS LOST"
+    lines.append(
+        f"prunable weights: source {percent(zeros['source_sparsity'])} sparse, "
+        f"exported {percent(zeros['exported_sparsity'])} ({kept})"
+    )
+    if export["sparse_initializers"]:
+        sparse = export["sparse_initializers"]
+        lines.append(
+            f"sparse initializers: {sparse['converted']} of {sparse['candidates']} floating "
+            "initializers (the others are smaller dense)"
+        )
+    lines += [f"note: {note}" for note in export["notes"]]
+    if not export["written"]:
+        lines.append(f"nothing was written to {export['path']}")
+    return lines
+
+
 def render_report(console: Console, report: Report) -> None:
     model = report.model
     about = [model["format"], model["arch"] or "weights only", human_size(model["file_bytes"])]
@@ -168,9 +204,13 @@ def render_report(console: Console, report: Report) -> None:
         )
     if report.output:
         took = f" in {report.seconds:.2f} s" if report.seconds is not None else ""
+        layout = ", bitmask" if report.output.get("layout") == "bitmask" else ""
         console.print(
-            f"wrote {report.output['path']} ({human_size(report.output['file_bytes'])}){took}"
+            f"wrote {report.output['path']} "
+            f"({human_size(report.output['file_bytes'])}{layout}){took}"
         )
+    for line in export_lines(report):
+        console.print(Text(line))
     for check in report.checks:
         verdict = "[green]passed[/]" if check.passed else "[red]FAILED[/]"
         console.print(f"check {check.name}: {verdict} — {check.message}")
@@ -208,6 +248,7 @@ def report_markdown(report: Report) -> str:
         lines += ["", line.plain]
     if report.pruning:
         lines += ["", "```json", json.dumps(report.pruning, indent=2), "```"]
+    lines += [f"- {line}" for line in export_lines(report)]
     lines += [
         f"- {c.name}: {'passed' if c.passed else 'FAILED'} — {c.message}" for c in report.checks
     ]

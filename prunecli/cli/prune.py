@@ -40,6 +40,7 @@ def prune_command(
     include: opt.Include = None,
     exclude: opt.Exclude = None,
     output: opt.Output = None,
+    format: opt.Format = "dense",
     force: opt.Force = False,
     json_mode: opt.Json = False,
     quiet: opt.Quiet = False,
@@ -57,7 +58,8 @@ def prune_command(
     """Prune MODEL to --sparsity with --method (or --scores) and write the sparse model.
 
     The output defaults to MODEL's name with .pruned.safetensors; -o - writes it to stdout
-    (the report then goes to stderr).
+    (the report then goes to stderr). --format bitmask stores the pruned weights as a packed
+    bitmask and their non-zero values (docs/formats.md), so the file shrinks with sparsity.
 
     Examples:
 
@@ -66,12 +68,15 @@ def prune_command(
       prunecli prune model.safetensors --method random --sparsity 90% --scope erk --seed 3 -o out.safetensors
 
       prunecli prune model.safetensors --scores scores.safetensors --sparsity 0.5 --scope layer
+
+      prunecli prune model.safetensors --method magnitude --sparsity 0.9 --format bitmask
     """
     from prunecli.core.allocation import SCOPES
     from prunecli.core.jobs import PruneSettings, load_scores, prune_to_file
     from prunecli.core.pruning import parse_sparsity
     from prunecli.core.schedule import SCHEDULES
     from prunecli.core.session import check_request, open_model, resolve_inputs
+    from prunecli.core.writing import check_format
     from prunecli.criteria import get_criterion
     from prunecli.errors import BadInput, Unsupported
     from prunecli.io.paths import check_output, default_output
@@ -93,6 +98,7 @@ def prune_command(
     output = output or default_output(model)
     if output.endswith(".pt2") and not model.endswith(".pt2"):
         raise Unsupported("a .pt2 output needs a .pt2 input", "write .safetensors instead")
+    check_format(format, output)
     inputs = [model, str(scores_file) if scores_file else "-"]
     check_output(output, inputs, force)
     check_report(report_file, [*inputs, output], force)
@@ -112,5 +118,5 @@ def prune_command(
     settings = PruneSettings(target, scope, iterations, schedule, seed, run_inputs)
     rounds = iterations or criterion.default_iterations
     with out.progress(f"pruning ({criterion.name})", rounds) as tick:
-        report = prune_to_file(loaded, names, criterion, settings, output, tick)
+        report = prune_to_file(loaded, names, criterion, settings, output, tick, format)
     out.report(report, report_file)

@@ -9,7 +9,7 @@ import prunecli
 from prunecli.core.model import LoadedModel
 from prunecli.core.pruning import FixedScores, Progress, check_scores, prune_model
 from prunecli.core.report import Report, build_report
-from prunecli.core.writing import write_model, write_tensors
+from prunecli.core.writing import check_format, encoded_tensors, write_model, write_tensors
 from prunecli.criteria import Criterion, ScoreContext
 from prunecli.criteria.base import Inputs
 from prunecli.errors import BadInput
@@ -39,8 +39,10 @@ def prune_to_file(
     settings: PruneSettings,
     output: str,
     progress: Progress | None = None,
+    format: str = "dense",
 ) -> Report:
-    """Prune ``model`` in place, write it to ``output`` and return the report."""
+    """Prune ``model`` in place, write it to ``output`` (``format``: dense or bitmask), report."""
+    check_format(format, output)
     result = prune_model(
         model,
         names,
@@ -72,17 +74,32 @@ def prune_to_file(
         "seed": str(result.seed),
         "prunable": names,
     }
-    written = write_model(model, output, metadata)
+    written = write_model(model, output, metadata, format)
     report = build_report("prune", model, names, input_shape=settings.inputs.input_shape)
     report.pruning = pruning
-    report.output = {
-        "path": output,
-        "format": "pt2" if output.endswith(".pt2") else "safetensors",
-        "file_bytes": written,
-    }
+    report.output = output_summary(model, output, written, format, metadata)
     report.seconds = result.seconds
     report.warnings = result.warnings
     return report
+
+
+def output_summary(
+    model: LoadedModel, output: str, written: int, format: str, extra: dict[str, object]
+) -> dict[str, object]:
+    """The report's ``output``: path, file type and size; the layout of a safetensors file."""
+    if output != "-" and output.endswith(".pt2"):
+        return {"path": output, "format": "pt2", "file_bytes": written}
+    if model.format == "onnx":  # ONNX in, ONNX out
+        return {"path": output, "format": "onnx", "file_bytes": written}
+    summary: dict[str, object] = {
+        "path": output,
+        "format": "safetensors",
+        "file_bytes": written,
+        "layout": format,
+    }
+    if format == "bitmask":
+        summary["encoded"] = encoded_tensors(model, extra)
+    return summary
 
 
 def score_to_file(

@@ -1,9 +1,13 @@
 """Exact-count mask selection: prune the ``n`` lowest-scoring live weights across many tensors.
 
-The selection streams over the tensors and never concatenates or sorts all scores: memory stays
-at one tensor's temporaries (plus a small sample and a narrow band of scores) however large the
-model. A sampled pivot band finds the threshold in three passes; a radix select over
-order-preserving integer keys is the exact fallback when the band misses.
+The selection never concatenates or sorts all scores. It samples the live scores, takes a band
+of values around the wanted rank from the sample, and in one pass over the tensors counts the
+scores below the band, marks those above it as kept and gathers those inside it; the exact
+threshold is then found within the band. A band that misses (the sample misled) falls back to a
+radix select over order-preserving integer keys, so the result never depends on the sample.
+Besides the masks it returns, memory holds at most one byte per weight more (the live masks of
+partly pruned tensors, as ``alive`` may be computed on access), the gathered live entries of
+mostly pruned tensors, a sample and a band — never a copy of all scores.
 Ties at the threshold are broken by position (tensor order, then flat index): the earliest go first,
 so the same inputs always give the same masks. Weights that are already zero stay pruned.
 """

@@ -43,10 +43,18 @@ class LoadedModel:
     arch: Architecture | None = None
     program: Any = None  # the torch.export program of a .pt2 input
     arch_hint: str | None = None  # an import path seen in metadata but not imported
+    onnx: Any = None  # the onnx.ModelProto of an .onnx input (its tensors are the initializers)
+    weight_names: list[str] | None = None  # ONNX: initializers that are MatMul/Gemm/Conv weights
 
     def require_graph(self, method: str) -> torch.nn.Module:
         if self.module is not None:
             return self.module
+        if self.format == "onnx":
+            raise Unsupported(
+                f"{method} needs a PyTorch graph; an ONNX model supports inspect and the "
+                "weights-only methods (magnitude, random)",
+                "run it on the PyTorch model (with --arch), then export to ONNX",
+            )
         if self.arch_hint:
             raise Unsupported(
                 f"{method} needs the model's architecture; the file names {self.arch_hint!r}, "
@@ -79,6 +87,10 @@ def load_model(source: str, arch: str | None = None, arch_kwargs: str | None = N
         if arch:
             raise BadInput("a .pt2 program carries its own graph; drop --arch")
         return _load_pt2(Path(source))
+    if source != STDIO and Path(source).suffix == ".onnx":
+        if arch:
+            raise BadInput("an ONNX model carries its own graph; drop --arch")
+        return _load_onnx(Path(source))
     tensors, header, size = _read_safetensors(source)
     model = LoadedModel(tensors, header.metadata, source, "safetensors", size)
     architecture = _architecture(model.metadata, arch, arch_kwargs, source)
@@ -223,3 +235,12 @@ def _load_pt2(path: Path) -> LoadedModel:
     return LoadedModel(
         tensors, {}, str(path), "pt2", path.stat().st_size, program.module(), arch, program
     )
+
+
+def _load_onnx(path: Path) -> LoadedModel:
+    from prunecli.io.onnx import read_onnx
+
+    read = read_onnx(path)
+    model = LoadedModel(read.tensors, read.metadata, str(path), "onnx", path.stat().st_size)
+    model.onnx, model.weight_names = read.proto, read.weights
+    return model

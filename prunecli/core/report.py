@@ -51,6 +51,7 @@ class Report:
     all_nonzero: int
     pruning: dict[str, Any] | None = None
     output: dict[str, Any] | None = None
+    export: dict[str, Any] | None = None  # `export`: artifact, sizes, parity (docs/export.md)
     seconds: float | None = None
     checks: list[Check] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -87,6 +88,7 @@ class Report:
             "topology": topology_json(self.topology) if self.topology else None,
             "pruning": self.pruning,
             "output": self.output,
+            "export": self.export,
             "seconds": self.seconds,
             "checks": [check.__dict__ for check in self.checks],
             "warnings": self.warnings,
@@ -162,8 +164,10 @@ def build_report(
     names: Sequence[str],
     prunable: Sequence[str] | None = None,
     input_shape: tuple[int, ...] | None = None,
+    topology: bool = True,
 ) -> Report:
-    """The report on ``names``; its topology covers ``prunable`` (default: ``names``)."""
+    """The report on ``names``; its topology (unless ``topology`` is off) covers ``prunable``
+    (default: ``names``)."""
     all_params = sum(tensor.numel() for tensor in model.tensors.values())
     all_nonzero = sum(int(tensor.count_nonzero()) for tensor in model.tensors.values())
     report = Report(
@@ -173,7 +177,8 @@ def build_report(
         all_params=all_params,
         all_nonzero=all_nonzero,
     )
-    add_topology(report, model, list(names if prunable is None else prunable), input_shape)
+    if topology:
+        add_topology(report, model, list(names if prunable is None else prunable), input_shape)
     return report
 
 

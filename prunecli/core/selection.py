@@ -40,6 +40,8 @@ def _candidate(name: str, tensor: torch.Tensor) -> bool:
 
 
 def default_prunable(model: LoadedModel) -> list[str]:
+    if model.weight_names is not None:  # the file's graph says which tensors are weights
+        return list(model.weight_names)
     if model.module is not None and model.format != "pt2":
         layer_weights = {
             f"{name}.weight" if name else "weight"

@@ -1,4 +1,8 @@
-"""Writing a pruned model: the metadata of DESIGN §5 and the writer chosen by the output's suffix."""
+"""Writing a pruned model: the metadata of DESIGN §5 and the writer chosen by the output's suffix.
+
+Safetensors outputs come in two layouts (``format``): ``dense`` (the default) and ``bitmask``
+(prunecli/io/bitmask.py), which encodes the prunable tensors whose encoding is smaller.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,9 @@ from prunecli.core.model import (
     META_NUM_CLASSES,
     LoadedModel,
 )
-from prunecli.errors import Unsupported
+from prunecli.core.selection import default_prunable
+from prunecli.errors import BadInput, Unsupported
+from prunecli.io import bitmask
 from prunecli.io import safetensors as st
 from prunecli.io.paths import STDIO, atomic_output
 
@@ -25,6 +31,8 @@ from prunecli.io.paths import STDIO, atomic_output
 def model_metadata(model: LoadedModel, extra: Mapping[str, Any]) -> dict[str, str]:
     """The input's metadata, updated with the architecture and ``extra`` (prefixed ``prunecli.``)."""
     metadata = dict(model.metadata)
+    for key in bitmask.METADATA_KEYS:  # the layout of the input file, not of this one
+        metadata.pop(key, None)
     metadata["format"] = "pt"
     metadata["prunecli.version"] = prunecli.__version__
     arch = model.arch
@@ -40,13 +48,60 @@ def model_metadata(model: LoadedModel, extra: Mapping[str, Any]) -> dict[str, st
     return metadata
 
 
-def write_model(model: LoadedModel, output: str, extra: Mapping[str, Any]) -> int:
-    """Write ``model`` to ``output`` atomically; ``.pt2`` outputs need a ``.pt2`` input."""
+FORMATS = ("dense", "bitmask")
+
+
+def check_format(format: str, output: str) -> None:
+    """Refuse an unknown ``--format``, or a layout the output's file type cannot hold."""
+    if format not in FORMATS:
+        raise BadInput(f"unknown --format {format!r}", f"choose one of: {', '.join(FORMATS)}")
+    if format != "dense" and output != STDIO and Path(output).suffix == ".pt2":
+        raise BadInput(
+            f"--format {format} writes safetensors, not .pt2", "write .safetensors with -o"
+        )
+
+
+def write_model(
+    model: LoadedModel,
+    output: str,
+    extra: Mapping[str, Any],
+    format: str = "dense",
+) -> int:
+    """Write ``model`` to ``output`` atomically; returns the bytes written.
+
+    ``.pt2`` outputs need a ``.pt2`` input; ``format`` is ``dense`` or ``bitmask`` (the tensors of
+    :func:`encoded_tensors` stored as bitmask + values).
+    """
+    check_format(format, output)
+    if model.format == "onnx" or (output != STDIO and Path(output).suffix == ".onnx"):
+        return _write_onnx(model, output, extra, format)
     if output != STDIO and Path(output).suffix == ".pt2":
         return _write_pt2(model, output)
     metadata = model_metadata(model, extra)
+    if format == "bitmask":
+        names = encoded_tensors(model, extra)
+        with atomic_output(output) as stream:
+            return bitmask.write(stream, model.tensors, names, metadata)
     with atomic_output(output) as stream:
         return st.write(stream, model.tensors, metadata)
+
+
+def encoded_tensors(model: LoadedModel, extra: Mapping[str, Any]) -> list[str]:
+    """The tensors a bitmask output encodes: the prunable ones whose encoding is smaller.
+
+    Prunable means ``extra["prunable"]`` when given (as ``prune`` does), else the
+    ``prunecli.prunable`` list a pruned input carries, else the default selection (DESIGN §2).
+    """
+    candidates = extra.get("prunable")
+    if candidates is None:
+        try:
+            candidates = json.loads(model.metadata.get("prunecli.prunable", "null"))
+        except json.JSONDecodeError:
+            candidates = None
+    if not isinstance(candidates, list):
+        candidates = default_prunable(model)
+    names = [name for name in candidates if isinstance(name, str)]
+    return bitmask.choose_encoded(model.tensors, names)
 
 
 def write_tensors(
@@ -67,3 +122,20 @@ def _write_pt2(model: LoadedModel, output: str) -> int:
     with atomic_output(output) as stream:
         save_program(model.program, stream)
     return Path(output).stat().st_size if output != STDIO else -1
+
+
+def _write_onnx(model: LoadedModel, output: str, extra: Mapping[str, Any], format: str) -> int:
+    """An ONNX input is written back as ONNX, its initializers replaced by the tensors."""
+    from prunecli.io.onnx import write_onnx
+
+    if model.format != "onnx":
+        raise Unsupported(
+            "an .onnx output needs an ONNX input here", "use `prunecli export --to onnx`"
+        )
+    if output != STDIO and Path(output).suffix != ".onnx":
+        raise Unsupported("an ONNX input is written back as ONNX", "name the output *.onnx")
+    if format != "dense":
+        raise BadInput(f"--format {format} is a safetensors layout; an ONNX output is ONNX")
+    metadata = {k: v for k, v in model_metadata(model, extra).items() if k != "format"}
+    with atomic_output(output) as stream:
+        return write_onnx(model.onnx, model.tensors, metadata, stream)

@@ -16,10 +16,13 @@ STDIO = "-"
 
 
 def default_output(model: str, suffix: str = ".pruned.safetensors") -> str:
-    """``model.safetensors`` -> ``model.pruned.safetensors`` beside it; stdin input -> stdout."""
+    """``model.safetensors`` -> ``model.pruned.safetensors`` beside it (``model.onnx`` ->
+    ``model.pruned.onnx``: ONNX in, ONNX out); stdin input -> stdout."""
     if model == STDIO:
         return STDIO
     path = Path(model)
+    if path.suffix == ".onnx":
+        suffix = suffix.rsplit(".", 1)[0] + ".onnx"
     return str(path.with_name(path.stem + suffix))
 
 

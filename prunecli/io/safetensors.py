@@ -1,9 +1,11 @@
-"""Dense safetensors: a validating reader and a tensor-by-tensor writer.
+"""Safetensors: a validating reader and a tensor-by-tensor writer.
 
 The header is checked before the safetensors library sees the file, so a truncated or foreign file
-gets a message that says what is wrong. The writer emits the documented format directly
-(8-byte little-endian header length, JSON header padded to 8 bytes, raw little-endian data), one
-tensor at a time, so writing never builds a second copy of the model in memory.
+gets a message that says what is wrong; every read goes through ``load_file`` or ``load_bytes``,
+which decode compressed (bitmask) files transparently (prunecli/io/bitmask.py). The writer emits
+the documented format directly (8-byte little-endian header length, JSON header padded to 8 bytes,
+raw little-endian data), one tensor at a time, so writing never builds a second copy of the model
+in memory.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -105,7 +107,7 @@ def _check_layout(entries: dict[str, TensorEntry], data_size: int, source: str) 
         )
 
 
-def _is_int(value: object) -> bool:
+def is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -114,9 +116,9 @@ def _entry(name: str, info: object, source: str) -> TensorEntry:
     if not isinstance(info, dict):
         raise malformed
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-    if not isinstance(shape, list) or not all(_is_int(d) for d in shape):
+    if not isinstance(shape, list) or not all(is_int(d) for d in shape):
         raise malformed
-    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets):
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(is_int(o) for o in offsets):
         raise malformed
     shape, (begin, end) = tuple(shape), offsets
     if not isinstance(dtype, str) or dtype not in DTYPES:
@@ -142,14 +144,28 @@ def read_header_file(path: Path) -> Header:
     return parse_header(head, size, str(path))
 
 
+def read_tensors(
+    header: Header, read: Callable[[str], torch.Tensor], source: str
+) -> dict[str, torch.Tensor]:
+    """The model's tensors in file order, decoding a bitmask file tensor by tensor."""
+    from prunecli.io import bitmask
+
+    if bitmask.is_bitmask(header.metadata, source):
+        return bitmask.decode(header, read, source)
+    return {name: read(name) for name in header.entries}
+
+
 def load_file(path: Path) -> tuple[dict[str, torch.Tensor], Header]:
-    """Every tensor of a validated safetensors file, in file order."""
+    """Every tensor of a validated safetensors file (dense or bitmask), in file order.
+
+    The header returned describes the file as stored (its metadata included).
+    """
     header = read_header_file(path)
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as handle:
-            tensors = {name: handle.get_tensor(name) for name in header.entries}
+            tensors = read_tensors(header, handle.get_tensor, str(path))
     except SafetensorError as exc:
         raise BadInput(f"{path} is not a valid safetensors file: {exc}") from None
     return tensors, header
@@ -165,7 +181,7 @@ def load_bytes(data: bytes, source: str) -> tuple[dict[str, torch.Tensor], Heade
         loaded = load(data)
     except SafetensorError as exc:
         raise BadInput(f"{source} is not a valid safetensors document: {exc}") from None
-    return {name: loaded[name] for name in header.entries}, header
+    return read_tensors(header, loaded.pop, source), header
 
 
 def tensor_bytes(tensor: torch.Tensor) -> memoryview:

@@ -1,0 +1,131 @@
+"""`prunecli export`: a deployable artifact (ONNX, safetensors, pt2), verified before it lands."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from prunecli.cli import options as opt
+from prunecli.cli.errors import handle_errors
+from prunecli.cli.output import Output, check_report
+
+
+@handle_errors
+def export_command(
+    model: opt.ModelArg,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help="onnx, safetensors or pt2 (default: from the -o suffix).",
+            show_default=False,
+        ),
+    ] = None,
+    output: opt.Output = None,
+    format: opt.Format = "dense",
+    sparse_initializers: Annotated[
+        bool,
+        typer.Option(
+            "--sparse-initializers",
+            help="onnx: store pruned initializers as ONNX sparse_initializer (smaller file).",
+        ),
+    ] = False,
+    opset: Annotated[
+        int | None,
+        typer.Option(
+            "--opset", help="onnx: opset version (default: the exporter's).", show_default=False
+        ),
+    ] = None,
+    input_shape: opt.InputShape = None,
+    dynamic_batch: Annotated[
+        bool,
+        typer.Option("--dynamic-batch", help="onnx, pt2: leave the batch dimension free."),
+    ] = False,
+    atol: Annotated[
+        float,
+        typer.Option(
+            "--atol",
+            help="Parity tolerance: max|diff| / max(1, max|output|) must not exceed it.",
+        ),
+    ] = 1e-4,
+    no_verify: Annotated[
+        bool, typer.Option("--no-verify", help="Skip the parity run (onnx, pt2).")
+    ] = False,
+    seed: opt.Seed = 0,
+    arch: opt.Arch = None,
+    arch_kwargs: opt.ArchKwargs = None,
+    include: opt.Include = None,
+    exclude: opt.Exclude = None,
+    force: opt.Force = False,
+    json_mode: opt.Json = False,
+    quiet: opt.Quiet = False,
+    report_file: opt.ReportFile = None,
+) -> None:
+    """Export MODEL to ONNX, safetensors or a torch.export program, verified before it lands.
+
+    ONNX is written by torch.onnx.export (dynamo), checked with onnx.checker and run in
+    onnxruntime on --seed'ed random inputs against the PyTorch module; pt2 is reloaded with
+    torch.export.load and run the same way; safetensors is read back bit for bit. When a check
+    fails the command exits 1 and writes nothing. Needs the architecture for onnx and pt2.
+
+    Examples:
+
+      prunecli export model.pruned.safetensors --to onnx -o model.onnx
+
+      prunecli export model.pruned.safetensors --to onnx --sparse-initializers -o model.onnx
+
+      prunecli export model.pruned.safetensors --to safetensors --format bitmask -o model.bitmask.safetensors
+
+      prunecli export model.pruned.safetensors --to pt2 -o model.pt2
+
+      prunecli prune m.safetensors -m magnitude -s 0.9 -o - | prunecli export - --to onnx -o m.onnx
+    """
+    import math
+
+    from prunecli.core.export import (
+        ExportSettings,
+        default_export_output,
+        export_to_file,
+        target_of,
+    )
+    from prunecli.core.session import open_model, parse_input_shape
+    from prunecli.core.writing import check_format
+    from prunecli.errors import BadInput, CheckFailed
+    from prunecli.io.paths import check_output
+
+    target = target_of(to, output)
+    if not (math.isfinite(atol) and atol >= 0):
+        raise BadInput(f"--atol {atol} must be a finite number >= 0")
+    if sparse_initializers and target != "onnx":
+        raise BadInput("--sparse-initializers applies to --to onnx only")
+    if opset is not None and target != "onnx":
+        raise BadInput("--opset applies to --to onnx only")
+    if format != "dense" and target != "safetensors":
+        raise BadInput(f"--format {format} applies to --to safetensors only")
+    if dynamic_batch and target == "safetensors":
+        raise BadInput("--dynamic-batch applies to --to onnx and pt2 only")
+    settings = ExportSettings(
+        to=target,
+        input_shape=parse_input_shape(input_shape),
+        opset=opset,
+        dynamic_batch=dynamic_batch,
+        sparse_initializers=sparse_initializers,
+        format=format,
+        atol=atol,
+        verify=not no_verify,
+        seed=seed,
+    )
+    output = output or default_export_output(model, settings)
+    if target == "safetensors":
+        check_format(format, output)
+    check_output(output, [model], force)
+    check_report(report_file, [model, output], force)
+
+    out = Output(json_mode, quiet, data_to_stderr=output == "-")
+    loaded, names = open_model(model, arch, arch_kwargs, include, exclude)
+    report = export_to_file(loaded, names, settings, output)
+    out.report(report, report_file)
+    failed = [check for check in report.checks if not check.passed]
+    if failed:
+        raise CheckFailed(f"{failed[0].name} check failed: {failed[0].message}")

@@ -1,0 +1,113 @@
+"""A ``torch.nn.Module`` to an ONNX file with ``torch.onnx.export(..., dynamo=True)``.
+
+The exporter is noisy (progress on stdout, logged warnings, tracebacks of version-converter
+fallbacks): all of it is held back, since stdout may carry data. Its failures become one line: an
+operator without an ONNX translation is named, with ``--to pt2`` as the way out (torch.export
+keeps every operator).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import re
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from prunecli.errors import BadInput, Unsupported
+from prunecli.io.onnx import first_line
+
+_NOISY_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "onnxscript", "onnx_ir")
+_OP_PATTERNS = (
+    re.compile(r"OpOverload\(op='([\w.]+)', overload='(\w+)'\)"),
+    re.compile(r"target=torch\.ops\.([\w.]+)\.(\w+)"),
+)
+
+
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's prints, warnings and logs for the duration."""
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def dynamic_shapes(dynamic_batch: bool) -> tuple[dict[int, object]] | None:
+    return ({0: torch.export.Dim("batch")},) if dynamic_batch else None
+
+
+def export_onnx(
+    module: torch.nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    opset: int | None,
+    dynamic_batch: bool,
+) -> int:
+    """Write ``module`` traced on ``example`` to ``path``; returns the opset written."""
+    with quiet_exporter():
+        try:
+            program = torch.onnx.export(
+                module,
+                (example,),
+                dynamo=True,
+                opset_version=opset,
+                dynamic_shapes=dynamic_shapes(dynamic_batch),
+                verbose=False,
+            )
+        except Exception as exc:
+            raise export_error(exc, dynamic_batch) from None
+        written = next(
+            (o.version for o in program.model_proto.opset_import if o.domain in ("", "ai.onnx")),
+            None,
+        )
+        if opset is not None and written != opset:
+            raise Unsupported(
+                f"the exporter could not write opset {opset} (its version converter failed; "
+                f"it produced opset {written})",
+                f"use --opset {written} or newer, or leave --opset out",
+            )
+        if program.model_proto.ByteSize() > 2**31 - 1:
+            raise Unsupported(
+                "the ONNX model is over 2 GB, which needs external data; prunecli writes one file",
+                "export with --to pt2 or --to safetensors",
+            )
+        program.save(str(path), external_data=False)
+    return int(written or 0)
+
+
+def export_error(exc: Exception, dynamic_batch: bool) -> Exception:
+    """The exporter's failure as one actionable line."""
+    text = f"{exc}\n{exc.__cause__ or ''}"
+    for pattern in _OP_PATTERNS:
+        found = pattern.search(text)
+        if found:
+            op = f"{found.group(1)}.{found.group(2)}"
+            return Unsupported(
+                f"cannot export to ONNX: operator {op} has no ONNX translation",
+                "export with --to pt2 (torch.export keeps every operator), "
+                "or replace the operator in the module",
+            )
+    if dynamic_batch and re.search(r"Constraints violated|specializ|Dim\(", text):
+        return Unsupported(
+            f"the batch dimension cannot be dynamic for this model: {first_line(exc)}",
+            "drop --dynamic-batch",
+        )
+    cause = exc.__cause__ or exc
+    if isinstance(exc, ValueError | TypeError) and "opset" in text.lower():
+        return BadInput(f"cannot export with this --opset: {first_line(exc)}")
+    return Unsupported(
+        f"cannot export to ONNX: {type(cause).__name__}: {first_line(cause)}",
+        "export with --to pt2, or run with PRUNECLI_DEBUG=1 for the exporter's full message",
+    )
