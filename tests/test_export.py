@@ -358,3 +358,37 @@ def test_opset_the_exporter_cannot_write(cli, workdir: Path) -> None:
     result = cli("export", source, "-o", "old.onnx", "--opset", "9")
     assert result.exit_code == 3 and "opset 9" in result.stderr
     assert not (workdir / "old.onnx").exists()
+
+
+UNTRACEABLE = """
+import torch
+
+class Branchy(torch.nn.Module):
+    input_shape = (4,)
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(x) if x.sum() > 0 else -self.fc(x)  # data-dependent control flow
+
+class FixedBatch(Branchy):
+    def forward(self, x):
+        return self.fc(x).view(2, 3)  # only batch 2 fits
+"""
+
+
+def test_untraceable_and_fixed_batch(cli, workdir: Path, fresh_module_name) -> None:
+    name = fresh_module_name("untraceable", UNTRACEABLE)
+    weights = {"fc.weight": torch.randn(3, 4), "fc.bias": torch.zeros(3)}
+    path = write_weights(workdir / "n.safetensors", weights)
+    for target in ("onnx", "pt2"):
+        result = cli("export", path, "--arch", f"{name}:Branchy", "-o", f"b.{target}")
+        assert result.exit_code == 3
+        assert "cannot trace" in result.stderr and "control flow" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 2  # the tracer's dumps are held back
+        args = ("--arch", f"{name}:FixedBatch", "-o", f"f.{target}", "--dynamic-batch")
+        result = cli("export", path, *args)
+        assert result.exit_code == 3 and "drop --dynamic-batch" in result.stderr
+    assert not [p for p in files_in(workdir) if p.endswith((".onnx", ".pt2")) or p[0] == "."]

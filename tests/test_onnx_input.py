@@ -252,3 +252,18 @@ def test_external_data_too_short(cli, workdir: Path) -> None:
     result = cli("inspect", save(model, workdir / "m.onnx"))
     assert result.exit_code == 2
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_score_then_prune_from_scores(cli, onnx_file: Path, workdir: Path) -> None:
+    from safetensors.numpy import load_file
+
+    assert cli("score", onnx_file, "-m", "magnitude", "-q").exit_code == 0
+    scores = load_file(str(workdir / "model.scores.safetensors"))  # scores stay safetensors
+    original = initializers()
+    assert sorted(scores) == sorted(WEIGHTS)
+    assert all(np.array_equal(scores[n], np.abs(original[n])) for n in WEIGHTS)
+    args = ("prune", onnx_file, "--scores", "model.scores.safetensors", "-s", "0.5", "-q")
+    assert cli(*args).exit_code == 0
+    pruned = read_back(workdir / "model.pruned.onnx")
+    total = sum(original[n].size for n in WEIGHTS)
+    assert sum(int((pruned[n] == 0).sum()) for n in WEIGHTS) == round(0.5 * total)

@@ -55,8 +55,6 @@ def export_command(
     seed: opt.Seed = 0,
     arch: opt.Arch = None,
     arch_kwargs: opt.ArchKwargs = None,
-    include: opt.Include = None,
-    exclude: opt.Exclude = None,
     force: opt.Force = False,
     json_mode: opt.Json = False,
     quiet: opt.Quiet = False,
@@ -123,7 +121,7 @@ def export_command(
     check_report(report_file, [model, output], force)
 
     out = Output(json_mode, quiet, data_to_stderr=output == "-")
-    loaded, names = open_model(model, arch, arch_kwargs, include, exclude)
+    loaded, names = open_model(model, arch, arch_kwargs)
     report = export_to_file(loaded, names, settings, output)
     out.report(report, report_file)
     failed = [check for check in report.checks if not check.passed]

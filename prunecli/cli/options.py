@@ -8,7 +8,10 @@ from typing import Annotated
 import typer
 
 ModelArg = Annotated[
-    str, typer.Argument(help="Model file (.safetensors, .pt2) or - for stdin.", show_default=False)
+    str,
+    typer.Argument(
+        help="Model file (.safetensors, .pt2, .onnx) or - for stdin.", show_default=False
+    ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]

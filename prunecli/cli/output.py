@@ -173,7 +173,7 @@ def export_lines(report: Report) -> list[str]:
         sparse = export["sparse_initializers"]
         lines.append(
             f"sparse initializers: {sparse['converted']} of {sparse['candidates']} floating "
-            "initializers (the others are smaller dense)"
+            "initializers stored sparse (the rest are smaller dense)"
         )
     lines += [f"note: {note}" for note in export["notes"]]
     if not export["written"]:
@@ -248,7 +248,8 @@ def report_markdown(report: Report) -> str:
         lines += ["", line.plain]
     if report.pruning:
         lines += ["", "```json", json.dumps(report.pruning, indent=2), "```"]
-    lines += [f"- {line}" for line in export_lines(report)]
+    if report.export:
+        lines += ["", *[f"- {line}" for line in export_lines(report)]]
     lines += [
         f"- {c.name}: {'passed' if c.passed else 'FAILED'} — {c.message}" for c in report.checks
     ]

@@ -36,8 +36,8 @@ from prunecli.io.paths import STDIO, atomic_output
 TARGETS = ("onnx", "safetensors", "pt2")
 SUFFIXES = {".onnx": "onnx", ".safetensors": "safetensors", ".pt2": "pt2"}
 _BATCHNORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
-#: runs an artifact on one input batch, returning its outputs in order
-Runner = Callable[[torch.Tensor], Sequence[Any]]
+#: runs an artifact on input batches, returning the outputs of each batch in order
+Runner = Callable[[list[torch.Tensor]], list[Sequence[Any]]]
 
 
 @dataclass
@@ -57,10 +57,14 @@ class ExportSettings:
 @dataclass
 class Parity:
     max_abs_diff: float
-    output_scale: float  # max(1, max |reference output|)
+    reference_max: float  # max |reference output|
     atol: float
     samples: int
     seed: int
+
+    @property
+    def output_scale(self) -> float:
+        return max(1.0, self.reference_max)
 
     @property
     def relative(self) -> float:
@@ -74,6 +78,7 @@ class Parity:
         finite = math.isfinite(self.max_abs_diff)
         return {
             "max_abs_diff": self.max_abs_diff if finite else None,
+            "reference_max": self.reference_max,
             "output_scale": self.output_scale,
             "relative": self.relative if finite else None,
             "atol": self.atol,
@@ -148,7 +153,8 @@ def export_to_file(
                 "format": settings.to,
                 "file_bytes": artifact.path.stat().st_size,
             }
-        report.export = export_section(model, settings, artifact, parity, zeros, written, output)
+        report.export = export_section(settings, shape, model, artifact, parity, zeros)
+        report.export.update(path=output, written=written)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -206,7 +212,7 @@ def write_onnx(
         path=path,
         dense_bytes=dense.stat().st_size,
         tensors=onnx_io.initializer_arrays(proto, list(model.tensors)),
-        run=lambda x: onnx_io.run_onnx(path, [x.numpy()])[0],
+        run=lambda xs: onnx_io.run_onnx(path, [x.numpy() for x in xs]),  # one session
         opset=opset,
         notes=notes,
         sparse=sparse,
@@ -230,7 +236,7 @@ def write_pt2(
         path=path,
         dense_bytes=path.stat().st_size,
         tensors=reloaded.state_dict,
-        run=lambda x: run_module(runnable, x),
+        run=lambda xs: [run_module(runnable, x) for x in xs],
     )
 
 
@@ -295,11 +301,11 @@ def export_program(
                 raise Unsupported(
                     f"torch.export cannot trace the model with a dynamic batch: {detail}",
                     "drop --dynamic-batch",
-                ) from None
+                ) from exc
             raise Unsupported(
                 f"torch.export cannot trace the model: {detail}",
                 "the forward must be traceable (no data-dependent Python control flow)",
-            ) from None
+            ) from exc
 
 
 # --- inputs and checks ------------------------------------------------------------------------
@@ -357,10 +363,10 @@ def measure_parity(
     """max |artifact − module| and the output scale over seeded random inputs."""
     module = model.require_graph("export verification")
     inputs = parity_inputs(module, need_shape(shape), settings)
-    worst, scale = 0.0, 1.0
-    for x in inputs:
+    worst, largest = 0.0, 0.0
+    for x, outputs in zip(inputs, run(inputs), strict=True):
         expected = [torch.as_tensor(y).double() for y in run_module(module, x)]
-        got = [torch.as_tensor(np.asarray(y)).double() for y in run(x)]
+        got = [torch.as_tensor(np.asarray(y)).double() for y in outputs]
         if len(got) != len(expected) or any(
             a.shape != b.shape for a, b in zip(got, expected, strict=False)
         ):
@@ -370,8 +376,8 @@ def measure_parity(
             if a.numel():
                 diff = float((a - b).abs().max())
                 worst = max(worst, diff if math.isfinite(diff) else math.inf)
-                scale = max(scale, float(b.abs().max()))
-    return Parity(worst, scale, settings.atol, len(inputs), settings.seed)
+                largest = max(largest, float(b.abs().max()))
+    return Parity(worst, largest, settings.atol, len(inputs), settings.seed)
 
 
 def zero_mask(value: Any) -> np.ndarray:
@@ -435,7 +441,8 @@ def parity_check(parity: Parity) -> Check:
     )
     if not parity.passed:
         message += "; nothing was written"
-    return Check("parity", parity.atol, parity.relative, parity.passed, message)
+    value = parity.relative if math.isfinite(parity.relative) else None  # JSON has no inf
+    return Check("parity", parity.atol, value, parity.passed, message)
 
 
 def batchnorm_notes(module: torch.nn.Module, proto: Any) -> list[str]:
@@ -450,25 +457,23 @@ def batchnorm_notes(module: torch.nn.Module, proto: Any) -> list[str]:
 
 
 def export_section(
-    model: LoadedModel,
     settings: ExportSettings,
+    shape: tuple[int, ...] | None,
+    model: LoadedModel,
     artifact: Artifact,
     parity: Parity | None,
     zeros: Mapping[str, Any],
-    written: bool,
-    output: str,
 ) -> dict[str, Any]:
+    """The report's ``export`` section (docs/export.md)."""
     size = artifact.path.stat().st_size
     storage = "sparse-initializers" if settings.sparse_initializers else "dense"
     return {
         "format": settings.to,
-        "path": output,
-        "written": written,
+        "path": None,  # path and written: set by the caller once the checks are in
+        "written": False,
         "storage": settings.format if settings.to == "safetensors" else storage,
         "opset": artifact.opset,
-        "input_shape": list(settings.input_shape or model.arch.input_shape)
-        if (settings.input_shape or (model.arch and model.arch.input_shape))
-        else None,
+        "input_shape": list(shape) if shape else None,
         "dynamic_batch": settings.dynamic_batch,
         "source_bytes": model.file_bytes,
         "dense_bytes": artifact.dense_bytes,

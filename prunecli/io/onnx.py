@@ -146,8 +146,9 @@ def check_external_data(proto: onnx.ModelProto, folder: Path) -> None:
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        target = (folder / location).resolve()
-        if not location or Path(location).is_absolute() or not target.is_relative_to(root):
+        relative = Path(location)
+        outside = not location or relative.is_absolute() or ".." in relative.parts
+        if outside or not (folder / relative).resolve().is_relative_to(root):
             raise BadInput(
                 f"refusing tensor {tensor.name!r}: its external data location {location!r} "
                 f"is outside the model's folder {folder}",

@@ -15,13 +15,14 @@ import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from prunecli.errors import BadInput, Unsupported
 from prunecli.io.onnx import first_line
 
-_NOISY_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "onnxscript", "onnx_ir")
+_NOISY_PREFIXES = ("torch", "onnxscript", "onnx_ir", "onnx")
 _OP_PATTERNS = (
     re.compile(r"OpOverload\(op='([\w.]+)', overload='(\w+)'\)"),
     re.compile(r"target=torch\.ops\.([\w.]+)\.(\w+)"),
@@ -30,13 +31,19 @@ _OP_PATTERNS = (
 
 @contextlib.contextmanager
 def quiet_exporter() -> Iterator[None]:
-    """Silence the exporter's prints, warnings and logs for the duration."""
-    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    """Silence the exporter's prints (stdout and stderr), warnings and logs for the duration."""
+    # every logger of theirs, parents included: torch sets levels on its children itself
+    names = [n for n in list(logging.root.manager.loggerDict) if n.startswith(_NOISY_PREFIXES)]
+    loggers = [logging.getLogger(name) for name in {*names, *_NOISY_PREFIXES}]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.CRITICAL)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),  # graph dumps of failed traces
+        ):
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -67,7 +74,12 @@ def export_onnx(
                 verbose=False,
             )
         except Exception as exc:
-            raise export_error(exc, dynamic_batch) from None
+            raise export_error(exc, dynamic_batch) from exc  # the cause shows with PRUNECLI_DEBUG=1
+        if dynamic_batch and not batch_is_free(program.model_proto):
+            raise Unsupported(
+                "the batch dimension cannot be dynamic for this model: the exporter fixed it",
+                "drop --dynamic-batch",
+            )
         written = next(
             (o.version for o in program.model_proto.opset_import if o.domain in ("", "ai.onnx")),
             None,
@@ -107,7 +119,18 @@ def export_error(exc: Exception, dynamic_batch: bool) -> Exception:
     cause = exc.__cause__ or exc
     if isinstance(exc, ValueError | TypeError) and "opset" in text.lower():
         return BadInput(f"cannot export with this --opset: {first_line(exc)}")
+    if type(exc).__name__ == "TorchExportError":  # step 1, torch.export: pt2 fails the same way
+        return Unsupported(
+            f"torch.export cannot trace the model: {type(cause).__name__}: {first_line(cause)}",
+            "the forward must be traceable (no data-dependent Python control flow)",
+        )
     return Unsupported(
         f"cannot export to ONNX: {type(cause).__name__}: {first_line(cause)}",
         "export with --to pt2, or run with PRUNECLI_DEBUG=1 for the exporter's full message",
     )
+
+
+def batch_is_free(proto: Any) -> bool:
+    """Whether the first input's first dimension is symbolic in the exported graph."""
+    dims = proto.graph.input[0].type.tensor_type.shape.dim if proto.graph.input else []
+    return bool(dims) and dims[0].HasField("dim_param")

@@ -21,8 +21,8 @@ def default_output(model: str, suffix: str = ".pruned.safetensors") -> str:
     if model == STDIO:
         return STDIO
     path = Path(model)
-    if path.suffix == ".onnx":
-        suffix = suffix.rsplit(".", 1)[0] + ".onnx"
+    if path.suffix == ".onnx" and suffix == ".pruned.safetensors":
+        suffix = ".pruned.onnx"
     return str(path.with_name(path.stem + suffix))
 
 
