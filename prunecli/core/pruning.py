@@ -97,6 +97,7 @@ def prune_model(
     shapes = {name: tuple(model.tensors[name].shape) for name in names}
     total = sum(model.tensors[name].numel() for name in names)
     zeros_before = _zeros(model, names)
+    zeros = zeros_before  # kept up to date analytically for the global scope (no recount)
     # the last round uses ``sparsity`` itself: 1 - (1 - S) can differ from S by an ulp, which
     # flips round(S * N) at .5 (e.g. S = 0.1, N = 15)
     round_sparsities = [1.0 - density for density in densities[:-1]] + [sparsity]
@@ -113,10 +114,10 @@ def prune_model(
         scores = criterion.score(ctx)
         if not isinstance(scores, LazyScores):
             check_scores(scores, ctx, criterion.name)
-        _apply(model, scores, names, shapes, scope, round_sparsity)
+        zeros = _apply(model, scores, names, shapes, scope, round_sparsity, zeros)
         if progress:
             progress(index + 1, rounds)
-    zeros = _zeros(model, names)
+    zeros = _zeros(model, names)  # recounted once: the report states what the tensors hold
     result = PruneResult(
         method=criterion.name,
         names=names,
@@ -150,7 +151,9 @@ def _apply(
     shapes: Mapping[str, tuple[int, ...]],
     scope: str,
     sparsity: float,
-) -> None:
+    zeros: int,
+) -> int:
+    """Prune to ``sparsity`` given the current number of ``zeros``; returns the new number."""
     alive = LazyScores(names, lambda name: model.tensors[name] != 0)
     if not isinstance(scores, LazyScores):
         # file order breaks ties, whatever order a criterion returns; extra entries are ignored
@@ -158,7 +161,9 @@ def _apply(
     counts = keep_counts(scope, shapes, sparsity)
     if counts is None:
         total = sum(model.tensors[name].numel() for name in names)
-        masks = prune_lowest(scores, alive, prune_count(sparsity, total) - _zeros(model, names))
+        target = prune_count(sparsity, total)
+        masks = prune_lowest(scores, alive, target - zeros)
+        zeros = max(zeros, target)  # prune_lowest prunes exactly target - zeros live weights
     else:
         masks = {}
         for name in names:
@@ -166,7 +171,8 @@ def _apply(
             masks.update(prune_lowest({name: scores[name]}, {name: alive[name]}, n_prune))
     with torch.no_grad():  # weights may be leaf Parameters (e.g. of a .pt2 program)
         for name, keep in masks.items():
-            model.tensors[name].masked_fill_(~keep, 0)
+            model.tensors[name].masked_fill_(keep.logical_not_(), 0)  # keep is ours to reuse
+    return zeros if counts is None else _zeros(model, names)
 
 
 def _zeros(model: LoadedModel, names: list[str]) -> int:
