@@ -37,12 +37,7 @@ class Grasp(Criterion):
         batches = list(
             ctx.data.batches(batch_size, count, ctx.seed, balanced=True, start=ctx.round * count)
         )
-        g = [torch.zeros_like(w) for w in net.weights]
-        for x, y in batches:
-            for accumulated, grad in zip(
-                g, net.gradients(net.loss(x, y, temperature)), strict=True
-            ):
-                accumulated += grad
+        g = net.summed_gradients(batches, temperature)
         for grad, weight in zip(g, net.weights, strict=True):
             grad.mul_(weight.detach() != 0)
         hg = [torch.zeros_like(w) for w in net.weights]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -64,6 +65,18 @@ class ScoringCopy:
             torch.zeros_like(w) if g is None else g
             for g, w in zip(grads, self.weights, strict=True)
         ]
+
+    def summed_gradients(
+        self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], temperature: float = 1.0
+    ) -> list[torch.Tensor]:
+        """Σ over ``batches`` of ∇L (no graph kept): SNIP's sensitivity, GraSP's g."""
+        total = [torch.zeros_like(w) for w in self.weights]
+        for x, y in batches:
+            for accumulated, grad in zip(
+                total, self.gradients(self.loss(x, y, temperature)), strict=True
+            ):
+                accumulated += grad
+        return total
 
 
 def scoring_copy(ctx: ScoreContext, method: str, batch_statistics: bool) -> ScoringCopy:

@@ -28,10 +28,9 @@ class Snip(Criterion):
     def score(self, ctx: ScoreContext) -> Mapping[str, torch.Tensor]:
         count, batch_size = batch_options(ctx.options)
         net = scoring_copy(ctx, self.name, batch_statistics=False)
-        total = [torch.zeros_like(w) for w in net.weights]
-        for x, y in ctx.data.batches(batch_size, count, ctx.seed, start=ctx.round * count):
-            for accumulated, grad in zip(total, net.gradients(net.loss(x, y)), strict=True):
-                accumulated += grad
+        total = net.summed_gradients(
+            ctx.data.batches(batch_size, count, ctx.seed, start=ctx.round * count)
+        )
         return {
             name: (weight.detach() * grad).abs().cpu()
             for name, weight, grad in zip(ctx.names, net.weights, total, strict=True)
