@@ -21,6 +21,7 @@ from prunecli.core.model import LoadedModel
 from prunecli.core.pruning import prune_model
 from prunecli.core.schedule import round_densities
 from prunecli.criteria import Criterion, ScoreContext, get_criterion
+from prunecli.errors import PrunecliError
 
 
 def zoo_of_layers(seed: int = 0) -> nn.ModuleDict:
@@ -534,3 +535,81 @@ def test_random_erk_keeps_erk_counts_per_layer() -> None:
         assert counts is not None
         for name in names:
             assert int((model.tensors[name] != 0).sum()) == counts[name], (sparsity, name)
+
+
+# --- iterative runs: tracking live positions between rounds changes no mask ----------------------
+
+
+class TiedRoundScores(Criterion):
+    """Scores drawn afresh each round from a small palette (many ties), NaN at pruned weights."""
+
+    name = "tied-rounds"
+    summary = "test"
+
+    def score(self, ctx: ScoreContext) -> dict[str, torch.Tensor]:
+        palette = torch.tensor([0.25, 0.5, 1.0, 2.0, 4.0], dtype=torch.float64)
+        generator = torch.Generator().manual_seed(ctx.round)
+        scores = {}
+        for name in ctx.names:
+            tensor = ctx.tensor(name)
+            picks = torch.randint(len(palette), tensor.shape, generator=generator)
+            # pruned weights are never compared: a NaN there must not matter
+            scores[name] = palette[picks].masked_fill(tensor == 0, float("nan"))
+        return scores
+
+
+def reference_rounds(
+    tensors: dict[str, torch.Tensor], sparsity: float, rounds: int, scope: str
+) -> list[np.ndarray]:
+    """The loop written plainly: full tensors, a stable sort each round, no state kept."""
+    names = list(tensors)
+    criterion = TiedRoundScores()
+    model = LoadedModel({k: v.clone() for k, v in tensors.items()}, {}, "mem", "safetensors", None)
+    densities = round_densities(1.0 - sparsity, rounds, "exponential")
+    targets = [1.0 - d for d in densities[:-1]] + [sparsity]
+    shapes = {name: tuple(tensors[name].shape) for name in names}
+    for index, target in enumerate(targets):
+        scores = criterion.score(ScoreContext(model, names, round=index))
+        values = [scores[name].numpy() for name in names]
+        alive = [(model.tensors[name] != 0).numpy() for name in names]
+        counts = keep_counts(scope, shapes, target)
+        if counts is None:
+            total = sum(a.size for a in alive)
+            n = round(target * total) - sum(int((~a).sum()) for a in alive)
+            keeps = stable_sort_reference(values, alive, n)
+        else:
+            keeps = [
+                stable_sort_reference([v], [a], a.size - counts[name] - int((~a).sum()))[0]
+                for name, v, a in zip(names, values, alive, strict=True)
+            ]
+        for name, keep in zip(names, keeps, strict=True):
+            model.tensors[name][torch.from_numpy(~keep)] = 0
+    return [(model.tensors[name] != 0).numpy() for name in names]
+
+
+@pytest.mark.parametrize("scope", ["global", "layer", "erk"])
+def test_iterative_rounds_match_a_stateless_reference(scope: str) -> None:
+    model, names = loaded_from(zoo_of_layers(3))
+    with torch.no_grad():  # some weights start pruned, one layer mostly
+        model.tensors["conv1.weight"][:, :2] = 0
+        model.tensors["fc1.weight"].view(-1)[: 64 * 31] = 0
+    expected = reference_rounds(model.tensors, 0.97, 12, scope)
+    prune_model(model, names, TiedRoundScores(), 0.97, scope=scope, iterations=12)
+    _masks_equal({name: model.tensors[name] != 0 for name in names}, expected)
+
+
+def test_a_nan_score_at_a_live_weight_is_refused() -> None:
+    class NanAtLive(TiedRoundScores):
+        def score(self, ctx: ScoreContext) -> dict[str, torch.Tensor]:
+            scores = super().score(ctx)
+            if ctx.round == 5:  # by now fc1 is tracked by its few live positions
+                live = ctx.live_positions("fc1.weight")
+                assert live is not None
+                scores["fc1.weight"].view(-1)[live[0]] = float("nan")
+            return scores
+
+    model, names = loaded_from(zoo_of_layers(3))
+    with torch.no_grad():
+        model.tensors["fc1.weight"].view(-1)[: 64 * 31] = 0
+    with pytest.raises(PrunecliError, match="fc1.weight.*not finite at a live weight"):
+        prune_model(model, names, NanAtLive(), 0.97, iterations=12)

@@ -283,7 +283,7 @@ def test_sparse_layers_compute_the_dense_scores(arch: str, monkeypatch: pytest.M
             tensor.mul_(torch.rand(tensor.shape, generator=generator) < 0.04)
     runs = []
     for limit in (1.0, 0.0):  # every layer sparse, then none
-        monkeypatch.setattr(synflow, "SPARSE_DENSITY", limit)
+        monkeypatch.setattr(synflow, "SPARSE_FRACTION", limit)
         runs.append(synflow_scores(model, names))
     for name in names:
         torch.testing.assert_close(runs[0][name], runs[1][name], rtol=1e-12, atol=0.0)

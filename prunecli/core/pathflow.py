@@ -253,11 +253,16 @@ class SparseLayer:
         self.host_positions = self.positions  # on the weight's own device
         self.scores: torch.Tensor | None = None
 
-    def load(self, weight: torch.Tensor, only_zeroed: bool = False) -> None:
-        """Take the live entries of ``weight``. ``only_zeroed``: since the last load, entries
+    def load(
+        self, weight: torch.Tensor, only_zeroed: bool = False, positions: torch.Tensor | None = None
+    ) -> None:
+        """Take the live entries of ``weight``: at ``positions`` when given (ascending flat
+        indices, as core/live.py tracks them). ``only_zeroed``: since the last load, entries
         have only been set to zero, so the live ones are among those of the last load."""
         flat = weight.reshape(-1)
-        if only_zeroed and self.host_positions.device == flat.device:
+        if positions is not None:
+            pass
+        elif only_zeroed and self.host_positions.device == flat.device:
             positions = self.host_positions[flat[self.host_positions] != 0]
         else:
             positions = torch.nonzero(flat).reshape(-1)

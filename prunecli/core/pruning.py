@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from prunecli.core.allocation import keep_counts, prune_count
+from prunecli.core.live import LiveSet
 from prunecli.core.masks import LazyScores, prune_lowest
 from prunecli.core.model import LoadedModel
 from prunecli.core.schedule import round_densities
@@ -63,8 +64,10 @@ class FixedScores(Criterion):
         return {name: self._scores[name] for name in ctx.names}
 
 
-def check_scores(scores: Mapping[str, torch.Tensor], ctx: ScoreContext, method: str) -> None:
-    """Every prunable tensor has a finite floating score of its own shape."""
+def check_scores(
+    scores: Mapping[str, torch.Tensor], ctx: ScoreContext, method: str, finite: bool = True
+) -> None:
+    """Every prunable tensor has a floating score of its own shape, finite (``finite``)."""
     for name in ctx.names:
         if name not in scores:
             raise BadInput(f"{method}: no score for prunable tensor {name!r}")
@@ -74,7 +77,7 @@ def check_scores(scores: Mapping[str, torch.Tensor], ctx: ScoreContext, method: 
                 f"{method}: score for {name!r} has shape {list(score.shape)}, "
                 f"the weight has {list(weight.shape)}"
             )
-        if not score.is_floating_point() or not all_finite(score):
+        if not score.is_floating_point() or (finite and not all_finite(score)):
             raise BadInput(f"{method}: score for {name!r} is not a finite floating tensor")
 
 
@@ -94,13 +97,13 @@ def prune_model(
     started = time.perf_counter()
     rounds = iterations or criterion.default_iterations
     densities = round_densities(1.0 - sparsity, rounds, schedule)
-    shapes = {name: tuple(model.tensors[name].shape) for name in names}
     total = sum(model.tensors[name].numel() for name in names)
     zeros_before = _zeros(model, names)
     zeros = zeros_before  # kept up to date analytically for the global scope (no recount)
     # the last round uses ``sparsity`` itself: 1 - (1 - S) can differ from S by an ulp, which
     # flips round(S * N) at .5 (e.g. S = 0.1, N = 15)
     round_sparsities = [1.0 - density for density in densities[:-1]] + [sparsity]
+    live = LiveSet(model.tensors, names)
     for index, round_sparsity in enumerate(round_sparsities):
         ctx = ScoreContext(
             model,
@@ -110,11 +113,18 @@ def prune_model(
             inputs=inputs or Inputs(),
             sparsity=round_sparsity,
             scope=scope,
+            live=live,
         )
         scores = criterion.score(ctx)
         if not isinstance(scores, LazyScores):
-            check_scores(scores, ctx, criterion.name)
-        zeros = _apply(model, scores, names, shapes, scope, round_sparsity, zeros)
+            check_scores(scores, ctx, criterion.name, finite=False)
+            # file order breaks ties, whatever order a criterion returns; extras are ignored
+            scores = {name: scores[name] for name in names}
+        chosen, alive = live.selection(scores)
+        if not isinstance(scores, LazyScores):  # a lazy score is a criterion's own |w|
+            _check_finite(chosen, alive, criterion.name)
+        last = index == len(round_sparsities) - 1
+        zeros = _apply(live, chosen, alive, scope, round_sparsity, zeros, last)
         if progress:
             progress(index + 1, rounds)
     zeros = _zeros(model, names)  # recounted once: the report states what the tensors hold
@@ -145,34 +155,36 @@ def prune_model(
 
 
 def _apply(
-    model: LoadedModel,
-    scores: Mapping[str, torch.Tensor],
-    names: list[str],
-    shapes: Mapping[str, tuple[int, ...]],
+    live: LiveSet,
+    chosen: Mapping[str, torch.Tensor],
+    alive: Mapping[str, torch.Tensor],
     scope: str,
     sparsity: float,
     zeros: int,
+    last: bool,
 ) -> int:
     """Prune to ``sparsity`` given the current number of ``zeros``; returns the new number."""
-    alive = LazyScores(names, lambda name: model.tensors[name] != 0)
-    if not isinstance(scores, LazyScores):
-        # file order breaks ties, whatever order a criterion returns; extra entries are ignored
-        scores = {name: scores[name] for name in names}
+    shapes = {name: tuple(live.tensors[name].shape) for name in live.names}
     counts = keep_counts(scope, shapes, sparsity)
     if counts is None:
-        total = sum(model.tensors[name].numel() for name in names)
-        target = prune_count(sparsity, total)
-        masks = prune_lowest(scores, alive, target - zeros)
-        zeros = max(zeros, target)  # prune_lowest prunes exactly target - zeros live weights
-    else:
-        masks = {}
-        for name in names:
-            n_prune = math.prod(shapes[name]) - counts[name] - _zeros(model, [name])
-            masks.update(prune_lowest({name: scores[name]}, {name: alive[name]}, n_prune))
-    with torch.no_grad():  # weights may be leaf Parameters (e.g. of a .pt2 program)
-        for name, keep in masks.items():
-            model.tensors[name].masked_fill_(keep.logical_not_(), 0)  # keep is ours to reuse
-    return zeros if counts is None else _zeros(model, names)
+        target = prune_count(sparsity, sum(math.prod(shape) for shape in shapes.values()))
+        live.apply(prune_lowest(chosen, alive, target - zeros), track=not last)
+        return max(zeros, target)  # prune_lowest prunes exactly target - zeros live weights
+    for name in live.names:
+        n_prune = math.prod(shapes[name]) - counts[name] - live.zeros(name)
+        keep = prune_lowest({name: chosen[name]}, {name: alive[name]}, n_prune)
+        live.apply(keep, track=not last)
+    return sum(live.zeros(name) for name in live.names)
+
+
+def _check_finite(
+    scores: Mapping[str, torch.Tensor], alive: Mapping[str, torch.Tensor], method: str
+) -> None:
+    """Scores must be finite where they are compared: at live weights (a pruned weight's score
+    is never read)."""
+    for name, score in scores.items():
+        if not all_finite(score) and bool((~torch.isfinite(score) & alive[name]).any()):
+            raise BadInput(f"{method}: score for {name!r} is not finite at a live weight")
 
 
 def _zeros(model: LoadedModel, names: list[str]) -> int:

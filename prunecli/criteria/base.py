@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 if TYPE_CHECKING:
+    from prunecli.core.live import LiveSet
     from prunecli.core.model import LoadedModel
     from prunecli.data import Dataset
 
@@ -39,6 +40,8 @@ class ScoreContext:
     # (npb) need them to size their per-layer budgets the way the selection will
     sparsity: float | None = None
     scope: str | None = None
+    # the live entries as the pruning loop tracks them between rounds (None when scoring)
+    live: LiveSet | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...] | None:
@@ -61,10 +64,15 @@ class ScoreContext:
 
     def masks(self) -> dict[str, torch.Tensor]:
         """The current keep-masks of every prunable tensor."""
-        return {name: self.model.tensors[name] != 0 for name in self.names}
+        return {name: self.alive(name) for name in self.names}
 
     def alive(self, name: str) -> torch.Tensor:
-        return self.model.tensors[name] != 0
+        return self.live.alive(name) if self.live else self.model.tensors[name] != 0
+
+    def live_positions(self, name: str) -> torch.Tensor | None:
+        """Ascending flat positions of the live entries of a mostly pruned tensor, when the
+        pruning loop tracks them (core/live.py); None otherwise."""
+        return self.live.positions.get(name) if self.live else None
 
 
 class Criterion:

@@ -7,7 +7,7 @@ product of the weights along the path.
 
 The forward pass runs under core/pathflow.py: activations are divided by powers of two at the
 points every path crosses (so deep networks stay finite and the ranking is exactly that of an
-unscaled float64 run), and layers with few live weights left are evaluated from those alone.
+unscaled float64 run), and layers with few live weights left (core/live.py) are evaluated from those alone.
 Scores therefore equal the path sums up to one power of two shared by every weight; only their
 order matters. The score tensors of sparsely evaluated layers are reused by the next call of
 the same instance (copy them to keep them across rounds).
@@ -21,14 +21,12 @@ from typing import Any
 
 import torch
 
+from prunecli.core.live import SPARSE_FRACTION
 from prunecli.core.pathflow import FlowPlan, FlowTrace, SparseLayer, record_plan
 from prunecli.core.pathnet import PathNetwork
 from prunecli.criteria import register
 from prunecli.criteria.base import Criterion, ScoreContext
 from prunecli.errors import Unsupported
-
-#: a Conv2d/Linear layer is evaluated from its live entries once at most this fraction is live
-SPARSE_DENSITY = 1 / 16
 
 
 def _path_norm(output: Any) -> torch.Tensor:
@@ -143,10 +141,17 @@ class SynFlow(Criterion):
                 # within a run pruning only zeroes weights: a layer sparse last round is
                 # still sparse, and its live entries are among last round's
                 was_sparse = name in run.layers
-                limit = SPARSE_DENSITY * weight.numel()
-                if capable and (was_sparse or int(weight.count_nonzero()) <= limit):
+                positions = ctx.live_positions(name)
+                if ctx.live is None:  # scoring alone: count the live entries here
+                    few = (
+                        was_sparse
+                        or int(weight.count_nonzero()) <= SPARSE_FRACTION * weight.numel()
+                    )
+                else:  # the pruning loop tracks mostly pruned tensors by their live positions
+                    few = positions is not None
+                if capable and few:
                     layer = run.layers.setdefault(name, SparseLayer(param.shape, ctx.device))
-                    layer.load(weight, only_zeroed=was_sparse)
+                    layer.load(weight, only_zeroed=was_sparse, positions=positions)
                     sparse[name] = layer
                 else:
                     param.copy_(weight).abs_()  # pruned weights are exactly zero
