@@ -343,17 +343,35 @@ def progress_info(info: dict[str, Any] | None) -> str:
     return " ".join(parts)
 
 
-def check_report(path: Path | None, inputs: list[str], force: bool) -> None:
-    """Refuse a bad ``--report`` before any work: a failed run leaves neither model nor report."""
+def check_report(path: Path | None, inputs: list[str], force: bool, curve: bool = False) -> None:
+    """Refuse a bad ``--report`` before any work: a failed run leaves neither model nor report.
+
+    ``curve``: the run has rounds (a training method), so .svg and .png draw accuracy against
+    sparsity (cli/curve.py)."""
     if path is None:
         return
-    if path.suffix.lower() not in REPORT_SUFFIXES:
+    suffix = path.suffix.lower()
+    if suffix == ".png" and not curve:
+        raise BadInput(
+            f"--report {path}: a .png report draws the rounds of a training method (e.g. imp)",
+            "use .json, .md, .svg or .html",
+        )
+    if suffix not in REPORT_SUFFIXES and suffix != ".png":
         raise BadInput(f"--report {path}: unknown report format", "use .json, .md, .svg or .html")
     check_output(str(path), inputs, force)
 
 
 def save_report(report: Report, path: Path) -> None:
     suffix = path.suffix.lower()
+    rounds = (report.pruning or {}).get("rounds")
+    if rounds and suffix in (".svg", ".png"):
+        from prunecli.cli.curve import curve_png, curve_svg
+
+        title = f"{report.pruning['method']}: test accuracy against sparsity"
+        data = curve_svg(rounds, title).encode() if suffix == ".svg" else curve_png(rounds, title)
+        with atomic_output(str(path)) as stream:
+            stream.write(data)
+        return
     if suffix == ".json":
         text = json.dumps(report.to_json(), indent=2) + "\n"
     elif suffix == ".md":

@@ -109,6 +109,15 @@ def prune_command(
         raise BadInput("--scores are fixed: they cannot be rescored over --iterations")
     criterion_class = get_criterion(method) if method else None
     training = None
+    trains = criterion_class is not None and criterion_class.trains()
+    if not trains and (epochs or steps or rewind_to or rewind_step is not None or rate):
+        raise BadInput(
+            "--epochs, --steps, --rewind-to, --rewind-step and --rate are for training "
+            "methods (e.g. imp)",
+            "to train a pruned model use `prunecli retrain`",
+        )
+    if trains and iterations is not None:
+        raise BadInput(f"--method {method} sets its own rounds; drop --iterations")
     if criterion_class is not None:
         check_request(criterion_class, data, training=True)
         if criterion_class.trains():
@@ -132,7 +141,7 @@ def prune_command(
     check_format(format, output)
     inputs = [model, str(scores_file) if scores_file else "-", str(rewind_to or "-")]
     check_output(output, inputs, force)
-    check_report(report_file, [*inputs, output], force)
+    check_report(report_file, [*inputs, output], force, curve=training is not None)
 
     out = Output(json_mode, quiet, data_to_stderr=output == "-")
     loaded, names = open_model(model, arch, arch_kwargs, include, exclude)
@@ -144,7 +153,7 @@ def prune_command(
         beta=beta,
         max_p=max_p,
         temperature=temperature,
-        rewind_to=rewind_to,
+        rewind_to=str(rewind_to) if rewind_to else None,
         rewind_step=rewind_step,
         rate=rate,
         keep_best=keep_best or None,

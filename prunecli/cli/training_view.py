@@ -76,6 +76,8 @@ def training_line(training: dict[str, Any]) -> str:
     )
     if training.get("test_accuracy") is not None:
         line += f"; test accuracy {training['test_accuracy']:.2%}"
+    if training.get("neq"):
+        line += f"; NEq skipped {training['neq']['backward_saved']:.1%} of weight gradients"
     if training.get("stopped"):
         line += f"; stopped: {training['stopped']}"
     return line

@@ -117,9 +117,11 @@ class TrainResult:
     test_loss: float | None  # of the final weights (None when there is no test split)
     test_accuracy: float | None
     stopped: str | None = None  # why training ended early (a hook's ``stop``), if it did
+    summaries: dict[str, Any] = field(default_factory=dict)  # hook key → its summary()
 
     def to_json(self) -> dict[str, Any]:
         return {
+            **self.summaries,
             "steps": self.steps,
             "seconds": self.seconds,
             "test_loss": self.test_loss,
@@ -179,6 +181,12 @@ class TrainHook:
 
     def on_epoch_end(self, state: TrainState) -> None:
         """After an epoch and its evaluation (``state.record`` goes into its history row)."""
+
+    def summary(self) -> dict[str, Any] | None:
+        """What the hook reports once training ends (``TrainResult.summaries[hook.key]``)."""
+        return None
+
+    key: str = "hook"
 
 
 def split_data(
@@ -369,6 +377,7 @@ def _run(
         final.test_loss if final else None,
         final.test_accuracy if final else None,
         state.stop_reason if state.stop else None,
+        {hook.key: hook.summary() for hook in hooks if hook.summary() is not None},
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -62,13 +62,15 @@ def rewind(model: LoadedModel, path: Path, masks: Mapping[str, torch.Tensor]) ->
     load_weights(model.module, read_rewind_point(path, model), masks)
 
 
-def linear_layers_in_call_order(module: nn.Module, sample: torch.Tensor) -> list[str]:
-    """Names of the Linear layers in the order one forward pass calls them."""
+def layers_in_call_order(
+    module: nn.Module, sample: torch.Tensor, keep: Callable[[str, nn.Module], bool]
+) -> list[str]:
+    """Names of the submodules ``keep`` accepts, in the order one forward pass calls them."""
     called: list[str] = []
     handles = [
         layer.register_forward_hook(lambda *_, name=name: called.append(name))
         for name, layer in module.named_modules()
-        if isinstance(layer, nn.Linear)
+        if keep(name, layer)
     ]
     was_training = module.training
     module.eval()
@@ -79,7 +81,14 @@ def linear_layers_in_call_order(module: nn.Module, sample: torch.Tensor) -> list
         for handle in handles:
             handle.remove()
         module.train(was_training)
-    return called
+    return list(dict.fromkeys(called))
+
+
+def output_layer(module: nn.Module, names: Sequence[str], sample: torch.Tensor) -> str | None:
+    """The prunable weight (of ``names``) whose layer the forward pass calls last."""
+    owners = {name.rpartition(".")[0]: name for name in names if name.endswith(".weight")}
+    order = layers_in_call_order(module, sample, lambda name, _: name in owners)
+    return owners[order[-1]] if order else None
 
 
 def replace_head(model: LoadedModel, num_classes: int, data: Dataset, seed: int) -> str:
@@ -89,7 +98,9 @@ def replace_head(model: LoadedModel, num_classes: int, data: Dataset, seed: int)
         raise BadInput(f"--num-classes must be at least 1, got {num_classes}")
     module = model.require_graph("--num-classes")
     device = next(module.parameters()).device
-    order = linear_layers_in_call_order(module, data.x[:2].to(device))
+    order = layers_in_call_order(
+        module, data.x[:2].to(device), lambda _, layer: isinstance(layer, nn.Linear)
+    )
     if not order:
         raise Unsupported("--num-classes replaces the last Linear layer, and the model has none")
     name = order[-1]
