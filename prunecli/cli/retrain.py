@@ -119,7 +119,8 @@ def retrain_command(
     with out.progress("training", total) as tick:
         request = RetrainRequest(settings, dataset, rewind_to, num_classes, hooks, tick)
         report = retrain_to_file(loaded, names, request, output, format)
-    out.report(report, report_file)
+    if report is not None:  # None on the other ranks under torchrun
+        out.report(report, report_file)
 
 
 def _neq_hooks(neq: bool, eps: float, mu: float) -> tuple:

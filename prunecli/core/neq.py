@@ -53,7 +53,7 @@ class NeqHook(TrainHook):
         ]
         generator = torch.Generator().manual_seed(state.settings.seed)
         rows = torch.randperm(len(state.data), generator=generator)[: self.samples]
-        self.slice = state.data.x[rows].to(state.settings.device)
+        self.slice = state.data.x[rows].to(next(state.module.parameters()).device)
         for layer, outputs in zip(self.layers, self._outputs(state.module), strict=True):
             layer.previous = outputs
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunecli.core import distributed
 from prunecli.data import Dataset, check_label_range, explain_forward_errors, logits_width, set_mode
 from prunecli.errors import BadInput
 
@@ -152,6 +153,7 @@ class TrainState:
     record: dict[str, Any] = field(default_factory=dict)  # extras for this epoch's history row
     stop: bool = False
     stop_reason: str | None = None
+    network: nn.Module | None = None  # what the loop calls: the module, or its DDP wrapper
     # float copies of the masks: multiplying by a bool tensor is ~90x slower on CPU
     _factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
@@ -293,7 +295,7 @@ def train(
     """
     settings.check()
     train_set, test_set = split_data(data, settings.val_fraction, settings.seed)
-    device = settings.device
+    device = distributed.local_device(settings.device)
     module.to(device)
     params = dict(module.named_parameters())
     masks = {name: keep.to(device=device, dtype=torch.bool) for name, keep in masks.items()}
@@ -306,6 +308,7 @@ def train(
     state = TrainState(
         module, masks, params, optimizer, settings, train_set, total, steps_per_epoch
     )
+    state.network = distributed.wrap(module, device)
     hooks = list(hooks)
     with torch.random.fork_rng(devices=[torch.device(device)] if device.startswith("cuda") else []):
         torch.manual_seed(settings.seed)
@@ -319,6 +322,7 @@ def _run(
     progress: TrainProgress | None,
 ) -> TrainResult:
     settings, module = state.settings, state.module
+    device = next(module.parameters()).device
     started = time.perf_counter()
     scheduler = _scheduler(state.optimizer, settings, state.total_steps)
     good = _snapshot(module)
@@ -332,9 +336,10 @@ def _run(
     checked = False
     for x, y in batches:
         state.epoch = state.step // state.steps_per_epoch + 1
-        state.batch = (x.to(settings.device), y.to(settings.device))
+        x, y = distributed.shard(x, y)
+        state.batch = (x.to(device), y.to(device))
         with explain_forward_errors(state.data, None, len(y)):
-            state.logits = module(state.batch[0])
+            state.logits = state.network(state.batch[0])
         if not checked:
             check_label_range(state.data, logits_width(state.logits))
             checked = True
@@ -400,7 +405,8 @@ def _end_epoch(
 
 
 def _evaluate(module: nn.Module, test_set: Dataset, settings: TrainSettings) -> tuple[float, float]:
-    return evaluate(module, test_set.x, test_set.y, max(settings.batch_size, 1000), settings.device)
+    device = str(next(module.parameters()).device)
+    return evaluate(module, test_set.x, test_set.y, max(settings.batch_size, 1000), device)
 
 
 def _accumulate(sums: list, state: TrainState) -> None:

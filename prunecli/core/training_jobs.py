@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from prunecli.core import distributed
 from prunecli.core.allocation import prune_count
 from prunecli.core.jobs import PruneSettings, TrainingRun, output_summary
 from prunecli.core.model import LoadedModel
@@ -158,11 +159,12 @@ def retrain_to_file(
     request: RetrainRequest,
     output: str,
     format: str = "dense",
-) -> Report:
+) -> Report | None:
     """Train ``model`` with the mask of its prunable weights held fixed; write it and report.
 
     On a diverged loss the last good weights (of the last completed epoch) are written and the
     :class:`TrainingDiverged` error is raised again, saying so; a NaN model is never written.
+    Under torchrun only rank 0 writes; the other ranks return None.
     """
     from prunecli.core.transfer import replace_head, rewind
 
@@ -187,6 +189,8 @@ def retrain_to_file(
         raise TrainingDiverged(
             f"{exc.message}; wrote them to {output}", exc.hint, exc.result
         ) from None
+    if not distributed.is_main():
+        return None  # under torchrun, rank 0 writes and reports
     sync_tensors(model)
     check_trained_finite(model)
     written = _write_retrained(model, names, request, result, output, format, head)
