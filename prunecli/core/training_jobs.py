@@ -76,7 +76,12 @@ def train_prune_to_file(
         settings.scope,
         training.progress,
     )
-    result = method.run(job)
+    try:
+        result = method.run(job)
+    except TrainingDiverged as exc:
+        raise TrainingDiverged(
+            f"{exc.message}; nothing was written", exc.hint, exc.result
+        ) from None
     _finish(model, names, result)
     total = sum(model.tensors[name].numel() for name in names)
     zeros = zeros_in(model, names)

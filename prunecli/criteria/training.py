@@ -14,7 +14,12 @@ To add one, copy ``criteria/imp.py``::
         def run(self, job: TrainingJob) -> MethodResult:
             hook = MyHook(job.target_zeros, job.option("project_every"))
             result = job.train(job.masks(), hooks=[hook])  # the shared masked loop
-            return MethodResult(hook.masks, [job.round_row(1, result)], result)
+            return MethodResult(hook.masks, [job.round_row(1, hook.masks, result)], result)
+
+and add ``"iht"`` to ``_BUILTINS`` in ``criteria/__init__.py``. Its options reach it from the
+command line through ``opt.method_options`` in ``cli/prune.py`` (add a ``typer.Option`` alias in
+``cli/options.py``); the contract tests in ``tests/test_training_methods.py`` cover it once
+registered.
 
 What a method may use from :class:`TrainingJob`:
 
