@@ -345,7 +345,8 @@ def _run(
             checked = True
         state.loss = F.cross_entropy(state.logits, state.batch[1])
         if not torch.isfinite(state.loss):
-            _diverged(state, good, history, started)
+            what = f"the loss became {float(state.loss.detach())}"
+            _diverged(state, good, history, started, what, state.step + 1)
         state.optimizer.zero_grad(set_to_none=True)
         state.loss.backward()
         _mask_gradients(state)
@@ -367,6 +368,9 @@ def _run(
             history.append(
                 _end_epoch(state, hooks, test_set, sums, state.step == state.total_steps)
             )
+            if not all(bool(torch.isfinite(p).all()) for p in state.params.values()):
+                what = "the weights became non-finite"
+                _diverged(state, good, history[:-1], started, what, state.step)
             good = _snapshot(module)
             sums = [0.0, 0, 0]
         if state.stop:
@@ -434,25 +438,29 @@ def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _diverged(
-    state: TrainState, good: dict[str, torch.Tensor], history: list[EpochRecord], started: float
+    state: TrainState,
+    good: dict[str, torch.Tensor],
+    history: list[EpochRecord],
+    started: float,
+    what: str,
+    step: int,
 ) -> None:
     with torch.no_grad():
         for name, tensor in state.module.state_dict().items():
             tensor.copy_(good[name])
     set_mode(state.module, False)
     kept = f"epoch {history[-1].epoch}" if history else "the start"
-    value = float(state.loss.detach())
     result = TrainResult(
         history,
         state.step,
         time.perf_counter() - started,
         history[-1].test_loss if history else None,
         history[-1].test_accuracy if history else None,
-        f"loss became {value} at step {state.step + 1}",
+        f"{what} at step {step}",
     )
     raise TrainingDiverged(
-        f"training diverged: the loss became {value} at step {state.step + 1} (epoch "
-        f"{state.epoch}); the weights of {kept} are the last good ones",
+        f"training diverged: {what} at step {step} (epoch {state.epoch}); the weights of "
+        f"{kept} are the last good ones",
         "lower --lr, or use --lr-schedule cosine",
         result,
     )
