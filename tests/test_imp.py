@@ -88,6 +88,62 @@ def test_one_round_equals_train_magnitude_rewind_retrain(cli, setup):
         assert rounds[0]["steps"] == (6 if source == "init.safetensors" else 0)
 
 
+def test_late_rewinding_equals_rewinding_to_an_early_checkpoint(cli, setup):
+    """--rewind-step 2: survivors go back to the weights after 2 steps, then train 6 − 2."""
+    short = ("--batch-size", "40", "--lr", "0.01")
+    cli(
+        "retrain",
+        "init.safetensors",
+        "--data",
+        "data.npz",
+        "--steps",
+        2,
+        *short,
+        "-o",
+        "early.safetensors",
+    )
+    cli("retrain", "init.safetensors", "--data", "data.npz", *TRAIN, "-o", "dense.safetensors")
+    cli("prune", "dense.safetensors", "-m", "magnitude", "-s", "0.5", "-o", "mask.safetensors")
+    cli(
+        "retrain",
+        "mask.safetensors",
+        "--data",
+        "data.npz",
+        "--steps",
+        4,
+        *short,
+        "--rewind-to",
+        "early.safetensors",
+        "-o",
+        "ticket.safetensors",
+    )
+    result = cli(
+        "prune",
+        "init.safetensors",
+        "-m",
+        "imp",
+        "-s",
+        "0.5",
+        "--rate",
+        "0.5",
+        "--last-layer",
+        "same",
+        "--rewind-step",
+        2,
+        "--data",
+        "data.npz",
+        *TRAIN,
+        "-o",
+        "imp.safetensors",
+        "--json",
+    )
+    assert result.exit_code == 0, result.stderr
+    expected, got = load_file(setup / "ticket.safetensors"), load_file(setup / "imp.safetensors")
+    for name in expected:
+        assert torch.allclose(expected[name], got[name], atol=1e-6), name
+    assert [r["steps"] for r in report_of(result)["pruning"]["rounds"]] == [6, 4]
+
+
 def test_rounds_exact_count_half_rate_output_layer_and_curve(cli, setup):
     result = cli(
         "prune",
