@@ -180,3 +180,16 @@ def test_labels_beyond_the_outputs_are_refused():
     data = from_arrays(torch.randn(20, 6), torch.arange(20) % 5)
     with pytest.raises(BadInput, match="5 classes"):
         train(toy_net(), {}, data, TrainSettings(steps=2, batch_size=5))
+
+
+def test_cosine_schedule_by_hand():
+    seen = []
+
+    class Rates(TrainHook):
+        def on_step_end(self, state) -> None:
+            seen.append(state.optimizer.param_groups[0]["lr"])
+
+    settings = TrainSettings(steps=8, batch_size=20, lr=0.1, lr_schedule="cosine")
+    train(toy_net(), {}, toy_data(), settings, hooks=[Rates()])
+    expected = [0.05 * (1 + math.cos(math.pi * t / 8)) for t in range(1, 9)]
+    assert seen == pytest.approx(expected, abs=1e-12)
