@@ -35,6 +35,18 @@ def _points(rounds: list[dict[str, Any]]) -> list[tuple[float, float, dict[str, 
     ]
 
 
+def _labelled(points: list[tuple[float, float, dict[str, Any]]], gap: float = 40) -> set[int]:
+    """Indexes of the points whose sparsity is written under the axis: the last one, and then
+    every one at least ``gap`` pixels left of the previous label."""
+    chosen: set[int] = set()
+    last = math.inf
+    for index in range(len(points) - 1, -1, -1):
+        if last - points[index][0] >= gap:
+            chosen.add(index)
+            last = points[index][0]
+    return chosen
+
+
 def curve_svg(rounds: list[dict[str, Any]], title: str) -> str:
     points = _points(rounds)
     parts = [
@@ -53,12 +65,15 @@ def curve_svg(rounds: list[dict[str, Any]], title: str) -> str:
             parts.append(f'<text x="{LEFT - 6}" y="{y + 4}" text-anchor="end">{value:.0%}</text>')
         path = " ".join(f"{x:.1f},{y:.1f}" for x, y, _ in points)
         parts.append(f'<polyline points="{path}" fill="none" stroke="#1f77b4" stroke-width="2"/>')
-        for x, y, row in points:
+        labelled = _labelled(points)
+        for index, (x, y, row) in enumerate(points):
             parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="#1f77b4"/>')
             parts.append(
                 f'<text x="{x:.1f}" y="{y - 8:.1f}" text-anchor="middle" font-size="10">'
                 f"{row['test_accuracy']:.1%}</text>"
             )
+            if index not in labelled:
+                continue
             parts.append(
                 f'<text x="{x:.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" '
                 f'font-size="10">{row["sparsity"]:.1%}</text>'
@@ -88,10 +103,14 @@ def curve_png(rounds: list[dict[str, Any]], title: str) -> bytes:
         draw.text((LEFT - 6, HEIGHT - BOTTOM), f"{low:.0%}", fill="black", anchor="rm")
         draw.text((LEFT - 6, TOP), f"{high:.0%}", fill="black", anchor="rm")
         draw.line([(x, y) for x, y, _ in points], fill=(31, 119, 180), width=2)
-        for x, y, row in points:
+        labelled = _labelled(points)
+        for index, (x, y, row) in enumerate(points):
             draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=(31, 119, 180))
             draw.text((x, y - 8), f"{row['test_accuracy']:.1%}", fill="black", anchor="mb")
-            draw.text((x, HEIGHT - BOTTOM + 6), f"{row['sparsity']:.1%}", fill="black", anchor="mt")
+            if index in labelled:
+                draw.text(
+                    (x, HEIGHT - BOTTOM + 6), f"{row['sparsity']:.1%}", fill="black", anchor="mt"
+                )
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
