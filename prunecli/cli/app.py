@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 import prunecli
-from prunecli.cli import export, init, inspect, methods, prune, score
+from prunecli.cli import export, init, inspect, methods, prune, retrain, score
 
 app = typer.Typer(
     name="prunecli",
@@ -19,6 +19,7 @@ app = typer.Typer(
 app.command("inspect")(inspect.inspect_command)
 app.command("score")(score.score_command)
 app.command("prune")(prune.prune_command)
+app.command("retrain")(retrain.retrain_command)
 app.command("export")(export.export_command)
 app.command("methods")(methods.methods_command)
 app.command("init")(init.init_command)

@@ -111,7 +111,11 @@ Batches = Annotated[
 ]
 BatchSize = Annotated[
     int | None,
-    typer.Option("--batch-size", help="Examples per batch (default 128).", show_default=False),
+    typer.Option(
+        "--batch-size",
+        help="Examples per batch (default 128 for scoring, 100 for training).",
+        show_default=False,
+    ),
 ]
 Temperature = Annotated[
     float | None,
@@ -142,6 +146,111 @@ MaxP = Annotated[
         show_default=False,
     ),
 ]
+
+
+# --- training (retrain, and the training methods of prune) ---------------------------------
+Epochs = Annotated[
+    int | None,
+    typer.Option("--epochs", help="Train for N passes over the data.", show_default=False),
+]
+Steps = Annotated[
+    int | None,
+    typer.Option(
+        "--steps", help="Train for N optimizer steps (instead of --epochs).", show_default=False
+    ),
+]
+Lr = Annotated[float, typer.Option("--lr", help="Learning rate.")]
+Optimizer = Annotated[str, typer.Option("--optimizer", help="sgd, adam or adamw.")]
+Momentum = Annotated[float, typer.Option("--momentum", help="SGD momentum.")]
+WeightDecay = Annotated[
+    float, typer.Option("--weight-decay", help="Weight decay (L2; decoupled for adamw).")
+]
+LrSchedule = Annotated[
+    str, typer.Option("--lr-schedule", help="constant or cosine (to 0 at the end).")
+]
+ValFraction = Annotated[
+    float | None,
+    typer.Option(
+        "--val-fraction",
+        help="Hold out this fraction of the samples for evaluation (default: the data's test "
+        "split; none when it has none).",
+        show_default=False,
+    ),
+]
+RewindTo = Annotated[
+    Path | None,
+    typer.Option(
+        "--rewind-to",
+        help="Reset the surviving weights to those of this file (e.g. the init) first.",
+        show_default=False,
+    ),
+]
+RewindStep = Annotated[
+    int | None,
+    typer.Option(
+        "--rewind-step",
+        help="imp: rewind to the weights after K training steps (late rewinding).",
+        show_default=False,
+    ),
+]
+Rate = Annotated[
+    float | None,
+    typer.Option(
+        "--rate",
+        help="imp: fraction of the surviving weights pruned per round (default 0.2).",
+        show_default=False,
+    ),
+]
+KeepBest = Annotated[
+    bool, typer.Option("--keep-best", help="imp: keep the round with the best test accuracy.")
+]
+LastLayer = Annotated[
+    str | None,
+    typer.Option(
+        "--last-layer",
+        help="imp: the output layer is pruned at half rate (half, the default), at the same "
+        "rate (same), or left dense (dense).",
+        show_default=False,
+    ),
+]
+
+DEFAULT_LR = 1e-3
+DEFAULT_OPTIMIZER = "adam"
+DEFAULT_TRAIN_BATCH = 100
+
+
+def train_settings(
+    epochs: int | None,
+    steps: int | None,
+    batch_size: int | None,
+    lr: float,
+    optimizer: str,
+    momentum: float,
+    weight_decay: float,
+    lr_schedule: str,
+    seed: int,
+    device: str,
+    val_fraction: float | None,
+):  # -> prunecli.core.training.TrainSettings (imported lazily: torch)
+    """The training settings from the shared options, checked (BadInput when impossible)."""
+    from prunecli.core.session import check_device
+    from prunecli.core.training import TrainSettings
+
+    settings = TrainSettings(
+        epochs=epochs,
+        steps=steps,
+        batch_size=batch_size or DEFAULT_TRAIN_BATCH,
+        lr=lr,
+        optimizer=optimizer,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        lr_schedule=lr_schedule,
+        seed=seed,
+        device=check_device(device),
+        val_fraction=val_fraction,
+    )
+    settings.check()
+    return settings
 
 
 def method_options(**values: object) -> dict[str, object]:

@@ -20,6 +20,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from prunecli.cli.training_view import (
+    history_table,
+    rounds_table,
+    training_line,
+    training_markdown,
+)
 from prunecli.errors import BadInput
 from prunecli.io.paths import atomic_output, check_output
 
@@ -136,7 +142,10 @@ def report_table(report: Report, width: int | None = None) -> Table:
         if topology is not None:
             found = topology.layer(layer.name)
             cells += (
-                [f"{percent(found.effective_sparsity)}", f"{found.effective_nodes:,}/{found.nodes:,}"]
+                [
+                    f"{percent(found.effective_sparsity)}",
+                    f"{found.effective_nodes:,}/{found.nodes:,}",
+                ]
                 if found
                 else ["", ""]
             )
@@ -202,6 +211,12 @@ def render_report(console: Console, report: Report) -> None:
             f"pruned by [bold]{p['method']}[/] ({p['scope']}, {rounds}, seed {p['seed']}): "
             f"target {percent(p['target_sparsity'])}, achieved {percent(p['achieved_sparsity'])}"
         )
+    if report.pruning and report.pruning.get("rounds"):
+        console.print(rounds_table(report.pruning["rounds"]))
+    if report.training:
+        if report.training.get("history") and not report.pruning:
+            console.print(history_table(report.training["history"]))
+        console.print(training_line(report.training))
     if report.output:
         took = f" in {report.seconds:.2f} s" if report.seconds is not None else ""
         layout = ", bitmask" if report.output.get("layout") == "bitmask" else ""
@@ -248,6 +263,7 @@ def report_markdown(report: Report) -> str:
         lines += ["", line.plain]
     if report.pruning:
         lines += ["", "```json", json.dumps(report.pruning, indent=2), "```"]
+    lines += training_markdown(report.training, None)
     if report.export:
         lines += ["", *[f"- {line}" for line in export_lines(report)]]
     lines += [
@@ -288,10 +304,13 @@ class Output:
             self.err.print(f"[yellow]warning:[/] {message}")
 
     @contextmanager
-    def progress(self, description: str, total: int) -> Iterator[Callable[[int, int], None]]:
-        """A progress bar on stderr when it is a terminal; a no-op callback otherwise."""
+    def progress(self, description: str, total: int) -> Iterator[Callable[..., None]]:
+        """A progress bar on stderr when it is a terminal; a no-op callback otherwise.
+
+        The callback takes ``(done, total)`` and optionally a dict of figures shown beside the
+        bar (training: loss, accuracy, and a ``label`` such as the round)."""
         if self.quiet or not self.err.is_terminal or os.environ.get("NO_COLOR"):
-            yield lambda done, total: None
+            yield lambda done, total, info=None: None
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -300,24 +319,59 @@ class Output:
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
+            "{task.fields[info]}",
             console=self.err,
             transient=True,
         ) as bar:
-            task = bar.add_task(description, total=total)
-            yield lambda done, total: bar.update(task, completed=done, total=total)
+            task = bar.add_task(description, total=total, info="")
+
+            def update(done: int, total: int, info: dict[str, Any] | None = None) -> None:
+                bar.update(task, completed=done, total=total, info=progress_info(info))
+
+            yield update
 
 
-def check_report(path: Path | None, inputs: list[str], force: bool) -> None:
-    """Refuse a bad ``--report`` before any work: a failed run leaves neither model nor report."""
+def progress_info(info: dict[str, Any] | None) -> str:
+    """``{"loss": 0.41, "accuracy": 0.87, "label": "round 2/9"}`` → ``round 2/9 loss 0.410 acc 87.0%``."""
+    if not info:
+        return ""
+    parts = [str(info["label"])] if info.get("label") else []
+    if "loss" in info:
+        parts.append(f"loss {info['loss']:.3f}")
+    if "accuracy" in info:
+        parts.append(f"acc {info['accuracy']:.1%}")
+    return " ".join(parts)
+
+
+def check_report(path: Path | None, inputs: list[str], force: bool, curve: bool = False) -> None:
+    """Refuse a bad ``--report`` before any work: a failed run leaves neither model nor report.
+
+    ``curve``: the run has rounds (a training method), so .svg and .png draw accuracy against
+    sparsity (cli/curve.py)."""
     if path is None:
         return
-    if path.suffix.lower() not in REPORT_SUFFIXES:
+    suffix = path.suffix.lower()
+    if suffix == ".png" and not curve:
+        raise BadInput(
+            f"--report {path}: a .png report draws the rounds of a training method (e.g. imp)",
+            "use .json, .md, .svg or .html",
+        )
+    if suffix not in REPORT_SUFFIXES and suffix != ".png":
         raise BadInput(f"--report {path}: unknown report format", "use .json, .md, .svg or .html")
     check_output(str(path), inputs, force)
 
 
 def save_report(report: Report, path: Path) -> None:
     suffix = path.suffix.lower()
+    rounds = (report.pruning or {}).get("rounds")
+    if rounds and suffix in (".svg", ".png"):
+        from prunecli.cli.curve import curve_png, curve_svg
+
+        title = f"{report.pruning['method']}: test accuracy against sparsity"
+        data = curve_svg(rounds, title).encode() if suffix == ".svg" else curve_png(rounds, title)
+        with atomic_output(str(path)) as stream:
+            stream.write(data)
+        return
     if suffix == ".json":
         text = json.dumps(report.to_json(), indent=2) + "\n"
     elif suffix == ".md":

@@ -54,6 +54,19 @@ def prune_command(
     max_p: opt.MaxP = None,
     temperature: opt.Temperature = None,
     device: opt.Device = "cpu",
+    epochs: opt.Epochs = None,
+    steps: opt.Steps = None,
+    lr: opt.Lr = opt.DEFAULT_LR,
+    optimizer: opt.Optimizer = opt.DEFAULT_OPTIMIZER,
+    momentum: opt.Momentum = 0.9,
+    weight_decay: opt.WeightDecay = 0.0,
+    lr_schedule: opt.LrSchedule = "constant",
+    val_fraction: opt.ValFraction = None,
+    rewind_to: opt.RewindTo = None,
+    rewind_step: opt.RewindStep = None,
+    rate: opt.Rate = None,
+    keep_best: opt.KeepBest = False,
+    last_layer: opt.LastLayer = None,
 ) -> None:
     """Prune MODEL to --sparsity with --method (or --scores) and write the sparse model.
 
@@ -70,9 +83,11 @@ def prune_command(
       prunecli prune model.safetensors --scores scores.safetensors --sparsity 0.5 --scope layer
 
       prunecli prune model.safetensors --method magnitude --sparsity 0.9 --format bitmask
+
+      prunecli prune dense.safetensors --method imp --sparsity 0.92 --rate 0.2 --rewind-to init.safetensors --data mnist1d --steps 1500 --lr 0.02
     """
     from prunecli.core.allocation import SCOPES
-    from prunecli.core.jobs import PruneSettings, load_scores, prune_to_file
+    from prunecli.core.jobs import PruneSettings, TrainingRun, load_scores, prune_to_file
     from prunecli.core.pruning import parse_sparsity
     from prunecli.core.schedule import SCHEDULES
     from prunecli.core.session import check_request, open_model, resolve_inputs
@@ -93,15 +108,40 @@ def prune_command(
     if scores_file is not None and iterations not in (None, 1):
         raise BadInput("--scores are fixed: they cannot be rescored over --iterations")
     criterion_class = get_criterion(method) if method else None
+    training = None
+    trains = criterion_class is not None and criterion_class.trains()
+    if not trains and (epochs or steps or rewind_to or rewind_step is not None or rate):
+        raise BadInput(
+            "--epochs, --steps, --rewind-to, --rewind-step and --rate are for training "
+            "methods (e.g. imp)",
+            "to train a pruned model use `prunecli retrain`",
+        )
+    if trains and iterations is not None:
+        raise BadInput(f"--method {method} sets its own rounds; drop --iterations")
     if criterion_class is not None:
-        check_request(criterion_class, data)
+        check_request(criterion_class, data, training=True)
+        if criterion_class.trains():
+            settings = opt.train_settings(
+                epochs,
+                steps,
+                batch_size,
+                lr,
+                optimizer,
+                momentum,
+                weight_decay,
+                lr_schedule,
+                seed,
+                device,
+                val_fraction,
+            )
+            training = TrainingRun(settings)
     output = output or default_output(model)
     if output.endswith(".pt2") and not model.endswith(".pt2"):
         raise Unsupported("a .pt2 output needs a .pt2 input", "write .safetensors instead")
     check_format(format, output)
-    inputs = [model, str(scores_file) if scores_file else "-"]
+    inputs = [model, str(scores_file) if scores_file else "-", str(rewind_to or "-")]
     check_output(output, inputs, force)
-    check_report(report_file, [*inputs, output], force)
+    check_report(report_file, [*inputs, output], force, curve=training is not None)
 
     out = Output(json_mode, quiet, data_to_stderr=output == "-")
     loaded, names = open_model(model, arch, arch_kwargs, include, exclude)
@@ -113,10 +153,19 @@ def prune_command(
         beta=beta,
         max_p=max_p,
         temperature=temperature,
+        rewind_to=str(rewind_to) if rewind_to else None,
+        rewind_step=rewind_step,
+        rate=rate,
+        keep_best=keep_best or None,
+        last_layer=last_layer,
     )
-    run_inputs = resolve_inputs(type(criterion), loaded, input_shape, data, device, options)
+    run_inputs = resolve_inputs(
+        type(criterion), loaded, input_shape, data, device, options, training=True
+    )
     settings = PruneSettings(target, scope, iterations, schedule, seed, run_inputs)
     rounds = iterations or criterion.default_iterations
     with out.progress(f"pruning ({criterion.name})", rounds) as tick:
-        report = prune_to_file(loaded, names, criterion, settings, output, tick, format)
+        if training is not None:
+            training.options, training.progress = options, tick
+        report = prune_to_file(loaded, names, criterion, settings, output, tick, format, training)
     out.report(report, report_file)

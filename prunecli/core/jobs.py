@@ -9,9 +9,11 @@ import prunecli
 from prunecli.core.model import LoadedModel
 from prunecli.core.pruning import FixedScores, Progress, check_scores, prune_model
 from prunecli.core.report import Report, build_report
+from prunecli.core.training import TrainProgress, TrainSettings
 from prunecli.core.writing import check_format, encoded_tensors, write_model, write_tensors
 from prunecli.criteria import Criterion, ScoreContext
 from prunecli.criteria.base import Inputs
+from prunecli.criteria.training import TrainingMethod
 from prunecli.errors import BadInput
 from prunecli.io import safetensors as st
 
@@ -24,6 +26,15 @@ class PruneSettings:
     schedule: str = "exponential"
     seed: int = 0
     inputs: Inputs = field(default_factory=Inputs)
+
+
+@dataclass
+class TrainingRun:
+    """What ``prune`` adds for a training method: how to train, and the method's options."""
+
+    settings: TrainSettings
+    options: dict[str, object] = field(default_factory=dict)
+    progress: TrainProgress | None = None
 
 
 def load_scores(path: Path) -> FixedScores:
@@ -40,9 +51,14 @@ def prune_to_file(
     output: str,
     progress: Progress | None = None,
     format: str = "dense",
+    training: TrainingRun | None = None,
 ) -> Report:
     """Prune ``model`` in place, write it to ``output`` (``format``: dense or bitmask), report."""
     check_format(format, output)
+    if isinstance(criterion, TrainingMethod):
+        from prunecli.core.training_jobs import train_prune_to_file
+
+        return train_prune_to_file(model, names, criterion, settings, training, output, format)
     result = prune_model(
         model,
         names,

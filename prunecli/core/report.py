@@ -52,6 +52,7 @@ class Report:
     pruning: dict[str, Any] | None = None
     output: dict[str, Any] | None = None
     export: dict[str, Any] | None = None  # `export`: artifact, sizes, parity (docs/export.md)
+    training: dict[str, Any] | None = None  # `retrain`, training methods: settings, history
     seconds: float | None = None
     checks: list[Check] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -89,6 +90,7 @@ class Report:
             "pruning": self.pruning,
             "output": self.output,
             "export": self.export,
+            "training": self.training,
             "seconds": self.seconds,
             "checks": [check.__dict__ for check in self.checks],
             "warnings": self.warnings,

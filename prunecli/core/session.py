@@ -45,16 +45,21 @@ def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
     return shape
 
 
-def check_request(criterion: type[Criterion], data: str | None) -> None:
-    """Refuse what cannot work before anything is loaded (e.g. a data method without --data)."""
+def check_request(criterion: type[Criterion], data: str | None, training: bool = False) -> None:
+    """Refuse what cannot work before anything is loaded (e.g. a data method without --data).
+
+    ``training``: the command can run training methods (`prune`; not `score`)."""
     if "data" in criterion.needs and data is None:
         raise BadInput(
             f"--method {criterion.name} needs labelled data: pass --data",
             "a .npz/.safetensors file with x and y, an image folder, module:callable, "
             "mnist1d or digits",
         )
-    if "training" in criterion.needs:
-        raise Unsupported(f"--method {criterion.name} trains the model; use `prunecli retrain`")
+    if criterion.trains() and not training:
+        raise Unsupported(
+            f"--method {criterion.name} trains the model and has no per-weight score",
+            f"use `prunecli prune --method {criterion.name}`",
+        )
 
 
 def resolve_inputs(
@@ -64,9 +69,10 @@ def resolve_inputs(
     data: str | None = None,
     device: str = "cpu",
     options: dict[str, Any] | None = None,
+    training: bool = False,
 ) -> Inputs:
     """What ``criterion`` needs from this run, or a clear error saying what to supply."""
-    check_request(criterion, data)
+    check_request(criterion, data, training)
     if criterion.needs_graph():
         model.require_graph(criterion.name)
     shape = parse_input_shape(input_shape) or (model.arch.input_shape if model.arch else None)

@@ -94,3 +94,7 @@ class Criterion:
     @classmethod
     def needs_graph(cls) -> bool:
         return "graph" in cls.needs
+
+    @classmethod
+    def trains(cls) -> bool:
+        return "training" in cls.needs

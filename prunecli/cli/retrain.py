@@ -1,0 +1,131 @@
+"""`prunecli retrain`: train a (pruned) model with its mask held fixed."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from prunecli.cli import options as opt
+from prunecli.cli.errors import handle_errors
+from prunecli.cli.output import Output, check_report
+
+
+@handle_errors
+def retrain_command(
+    model: opt.ModelArg,
+    data: opt.Data = None,
+    epochs: opt.Epochs = None,
+    steps: opt.Steps = None,
+    batch_size: opt.BatchSize = None,
+    lr: opt.Lr = opt.DEFAULT_LR,
+    optimizer: opt.Optimizer = opt.DEFAULT_OPTIMIZER,
+    momentum: opt.Momentum = 0.9,
+    weight_decay: opt.WeightDecay = 0.0,
+    lr_schedule: opt.LrSchedule = "constant",
+    val_fraction: opt.ValFraction = None,
+    rewind_to: opt.RewindTo = None,
+    num_classes: Annotated[
+        int | None,
+        typer.Option(
+            "--num-classes",
+            help="Replace the classifier head (the last Linear layer) with a fresh one of N "
+            "outputs, for transfer to another task.",
+            show_default=False,
+        ),
+    ] = None,
+    neq: Annotated[
+        bool, typer.Option("--neq", help="Neurons at equilibrium (NEq) get no update.")
+    ] = False,
+    neq_eps: Annotated[
+        float, typer.Option("--neq-eps", help="NEq: velocity below which a neuron is frozen.")
+    ] = 1e-3,
+    neq_mu: Annotated[float, typer.Option("--neq-mu", help="NEq: velocity momentum.")] = 0.5,
+    seed: opt.Seed = 0,
+    device: opt.Device = "cpu",
+    arch: opt.Arch = None,
+    arch_kwargs: opt.ArchKwargs = None,
+    include: opt.Include = None,
+    exclude: opt.Exclude = None,
+    output: opt.Output = None,
+    format: opt.Format = "dense",
+    force: opt.Force = False,
+    json_mode: opt.Json = False,
+    quiet: opt.Quiet = False,
+    report_file: opt.ReportFile = None,
+) -> None:
+    """Train MODEL on --data; every pruned (zero) prunable weight stays exactly zero.
+
+    Give --epochs or --steps. The test split of the data (or --val-fraction of it) is evaluated
+    after every epoch; the history goes into the report and the output's metadata. The output
+    defaults to MODEL's name with .retrained.safetensors.
+
+    Examples:
+
+      prunecli retrain ticket.safetensors --data mnist1d --epochs 20 -o trained.safetensors
+
+      prunecli retrain dense-init.safetensors --data mnist1d --steps 1500 --lr 0.02 --optimizer adam -o dense.safetensors
+
+      prunecli retrain pruned.safetensors --rewind-to init.safetensors --data mnist1d --steps 1500
+
+      prunecli retrain trained.safetensors --data other.npz --num-classes 5 -o transferred.safetensors
+
+      prunecli retrain model.safetensors --data mnist1d --epochs 30 --neq --neq-eps 1e-3
+    """
+    from prunecli.core.session import open_model
+    from prunecli.core.training_jobs import RetrainRequest, retrain_to_file
+    from prunecli.core.writing import check_format
+    from prunecli.data import check_fits, load_data
+    from prunecli.errors import BadInput
+    from prunecli.io.paths import check_output, default_output
+
+    if data is None:
+        raise BadInput("retrain needs labelled data: pass --data", "e.g. --data mnist1d")
+    settings = opt.train_settings(
+        epochs,
+        steps,
+        batch_size,
+        lr,
+        optimizer,
+        momentum,
+        weight_decay,
+        lr_schedule,
+        seed,
+        device,
+        val_fraction,
+    )
+    if num_classes is not None and num_classes < 1:
+        raise BadInput(f"--num-classes must be at least 1, got {num_classes}")
+    hooks = _neq_hooks(neq, neq_eps, neq_mu)
+    output = output or default_output(model, ".retrained.safetensors")
+    if output.endswith((".pt2", ".onnx")):
+        raise BadInput("retrain writes safetensors", "name the output *.safetensors")
+    check_format(format, output)
+    inputs = [model, str(rewind_to) if rewind_to else "-"]
+    check_output(output, inputs, force)
+    check_report(report_file, [*inputs, output], force)
+
+    out = Output(json_mode, quiet, data_to_stderr=output == "-")
+    loaded, names = open_model(model, arch, arch_kwargs, include, exclude)
+    module = loaded.require_graph("retrain")
+    dataset = load_data(data)
+    shape = loaded.arch.input_shape if loaded.arch else None
+    check_fits(dataset, module, shape, settings.batch_size, check_labels=num_classes is None)
+    if num_classes is not None and dataset.num_classes > num_classes:
+        raise BadInput(
+            f"--data {data} has {dataset.num_classes} classes, more than --num-classes {num_classes}"
+        )
+    total = settings.steps or settings.epochs * max(len(dataset) // settings.batch_size, 1)
+    with out.progress("training", total) as tick:
+        request = RetrainRequest(settings, dataset, rewind_to, num_classes, hooks, tick)
+        report = retrain_to_file(loaded, names, request, output, format)
+    if report is not None:  # None on the other ranks under torchrun
+        out.report(report, report_file)
+
+
+def _neq_hooks(neq: bool, eps: float, mu: float) -> tuple:
+    if not neq:
+        return ()
+    from prunecli.core.neq import NeqHook
+
+    return (NeqHook(eps, mu),)

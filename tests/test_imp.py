@@ -1,0 +1,253 @@
+"""IMP (lottery tickets) through `prunecli prune --method imp`, checked against an independent
+route through `retrain` and `prune --method magnitude`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from prunecli.criteria.imp import round_sparsities
+from tests.conftest import SMALL_MLP, report_of, write_zoo
+
+TRAIN = ("--steps", "6", "--batch-size", "40", "--lr", "0.01")
+
+
+@pytest.fixture
+def setup(cli, workdir: Path) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 12)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + 2 * (x[:, 1] > 0).astype(np.int64)
+    xt = rng.normal(size=(60, 12)).astype(np.float32)
+    yt = (xt[:, 0] > 0).astype(np.int64) + 2 * (xt[:, 1] > 0).astype(np.int64)
+    np.savez(workdir / "data.npz", x=x, y=y, x_test=xt, y_test=yt)
+    write_zoo(workdir / "init.safetensors", "mlp", SMALL_MLP)
+    return workdir
+
+
+def test_round_sparsities_by_hand():
+    rounds = round_sparsities(0.0, 0.92, 0.2)
+    assert len(rounds) == 12  # 0.8^11 = 0.086 > 0.08 ≥ 0.8^12
+    assert rounds[:3] == pytest.approx([0.2, 0.36, 0.488])
+    assert rounds[-1] == 0.92
+    assert round_sparsities(0.5, 0.75, 0.5) == [0.75]
+
+
+def test_one_round_equals_train_magnitude_rewind_retrain(cli, setup):
+    cli("retrain", "init.safetensors", "--data", "data.npz", *TRAIN, "-o", "dense.safetensors")
+    cli("prune", "dense.safetensors", "-m", "magnitude", "-s", "0.5", "-o", "mask.safetensors")
+    cli(
+        "retrain",
+        "mask.safetensors",
+        "--data",
+        "data.npz",
+        *TRAIN,
+        "--rewind-to",
+        "init.safetensors",
+        "-o",
+        "ticket.safetensors",
+    )
+    for source, extra in (
+        ("init.safetensors", []),
+        ("dense.safetensors", ["--rewind-to", "init.safetensors"]),
+    ):
+        result = cli(
+            "prune",
+            source,
+            "-m",
+            "imp",
+            "-s",
+            "0.5",
+            "--rate",
+            "0.5",
+            "--last-layer",
+            "same",
+            "--data",
+            "data.npz",
+            *TRAIN,
+            *extra,
+            "-o",
+            "imp.safetensors",
+            "--force",
+            "--json",
+        )
+        assert result.exit_code == 0, result.stderr
+        expected, got = (
+            load_file(setup / "ticket.safetensors"),
+            load_file(setup / "imp.safetensors"),
+        )
+        for name in expected:
+            assert torch.allclose(expected[name], got[name], atol=1e-6), (source, name)
+        rounds = report_of(result)["pruning"]["rounds"]
+        assert [r["round"] for r in rounds] == [0, 1]
+        # from dense.safetensors (trained, ≠ the rewind point) round 0 is only evaluated
+        assert rounds[0]["steps"] == (6 if source == "init.safetensors" else 0)
+
+
+def test_late_rewinding_equals_rewinding_to_an_early_checkpoint(cli, setup):
+    """--rewind-step 2: survivors go back to the weights after 2 steps, then train 6 − 2."""
+    short = ("--batch-size", "40", "--lr", "0.01")
+    cli(
+        "retrain",
+        "init.safetensors",
+        "--data",
+        "data.npz",
+        "--steps",
+        2,
+        *short,
+        "-o",
+        "early.safetensors",
+    )
+    cli("retrain", "init.safetensors", "--data", "data.npz", *TRAIN, "-o", "dense.safetensors")
+    cli("prune", "dense.safetensors", "-m", "magnitude", "-s", "0.5", "-o", "mask.safetensors")
+    cli(
+        "retrain",
+        "mask.safetensors",
+        "--data",
+        "data.npz",
+        "--steps",
+        4,
+        *short,
+        "--rewind-to",
+        "early.safetensors",
+        "-o",
+        "ticket.safetensors",
+    )
+    result = cli(
+        "prune",
+        "init.safetensors",
+        "-m",
+        "imp",
+        "-s",
+        "0.5",
+        "--rate",
+        "0.5",
+        "--last-layer",
+        "same",
+        "--rewind-step",
+        2,
+        "--data",
+        "data.npz",
+        *TRAIN,
+        "-o",
+        "imp.safetensors",
+        "--json",
+    )
+    assert result.exit_code == 0, result.stderr
+    expected, got = load_file(setup / "ticket.safetensors"), load_file(setup / "imp.safetensors")
+    for name in expected:
+        assert torch.allclose(expected[name], got[name], atol=1e-6), name
+    assert [r["steps"] for r in report_of(result)["pruning"]["rounds"]] == [6, 4]
+
+
+def test_rounds_exact_count_half_rate_output_layer_and_curve(cli, setup):
+    result = cli(
+        "prune",
+        "init.safetensors",
+        "-m",
+        "imp",
+        "-s",
+        "0.8",
+        "--rate",
+        "0.5",
+        "--data",
+        "data.npz",
+        *TRAIN,
+        "-o",
+        "imp.safetensors",
+        "--report",
+        "curve.svg",
+        "--json",
+    )
+    assert result.exit_code == 0, result.stderr
+    report = report_of(result)
+    rounds = report["pruning"]["rounds"]
+    assert [r["sparsity"] * 352 for r in rounds] == pytest.approx([0, 176, 264, 282])
+    assert all(0 <= r["test_accuracy"] <= 1 for r in rounds)
+    weights = load_file(setup / "imp.safetensors")
+    zeros = {
+        name: int((weights[name] == 0).sum()) for name in ("fc1.weight", "fc2.weight", "fc3.weight")
+    }
+    assert sum(zeros.values()) == round(0.8 * 352)
+    # fc3 (4×8, the output layer) is pruned at half the rate of the rest
+    assert zeros["fc3.weight"] / 32 < (zeros["fc1.weight"] + zeros["fc2.weight"]) / 320
+    svg = (setup / "curve.svg").read_text()
+    assert svg.startswith("<svg") and svg.count("<circle") == 4
+    stored = json.loads(_metadata(setup / "imp.safetensors")["prunecli.rounds"])
+    assert stored == rounds
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        return handle.metadata()
+
+
+def test_dense_output_layer_and_keep_best(cli, setup):
+    result = cli(
+        "prune",
+        "init.safetensors",
+        "-m",
+        "imp",
+        "-s",
+        "0.7",
+        "--rate",
+        "0.4",
+        "--last-layer",
+        "dense",
+        "--keep-best",
+        "--data",
+        "data.npz",
+        *TRAIN,
+        "-o",
+        "imp.safetensors",
+        "--report",
+        "c.png",
+        "--json",
+    )
+    assert result.exit_code == 0, result.stderr
+    weights = load_file(setup / "imp.safetensors")
+    assert int((weights["fc3.weight"] == 0).sum()) == 0
+    report = report_of(result)
+    rounds = report["pruning"]["rounds"][1:]
+    best = max(rounds, key=lambda r: r["test_accuracy"])
+    assert report["pruning"]["achieved_sparsity"] == pytest.approx(best["sparsity"])
+    assert (setup / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "args,code,message",
+    [
+        (["-m", "imp", "--rewind-to", "other.safetensors", *TRAIN], 2, "does not match"),
+        (
+            ["-m", "imp", "--rewind-to", "init.safetensors", "--rewind-step", "2", *TRAIN],
+            2,
+            "not both",
+        ),
+        (["-m", "imp", "--rewind-step", "6", *TRAIN], 2, "--rewind-step 6"),
+        (["-m", "imp", "--rate", "1.5", *TRAIN], 2, "--rate"),
+        (["-m", "imp"], 2, "exactly one of --epochs or --steps"),
+        (["-m", "magnitude", "--steps", "5"], 2, "training methods"),
+        (["-m", "imp", "--iterations", "3", *TRAIN], 2, "own rounds"),
+        (["-m", "magnitude", "--report", "r.png"], 2, ".png report"),
+    ],
+)
+def test_bad_imp_requests(cli, setup, args, code, message):
+    write_zoo(setup / "other.safetensors", "mlp", {"widths": [12, 20, 8, 4]})
+    result = cli(
+        "prune", "init.safetensors", "-s", "0.5", "--data", "data.npz", *args, "-o", "o.safetensors"
+    )
+    assert result.exit_code == code, result.stderr
+    assert message in result.stderr
+    assert not (setup / "o.safetensors").exists()
+
+
+def test_score_refuses_a_training_method(cli, setup):
+    result = cli("score", "init.safetensors", "-m", "imp", "--data", "data.npz")
+    assert result.exit_code == 3
+    assert "prunecli prune --method imp" in result.stderr
