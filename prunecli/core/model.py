@@ -45,6 +45,8 @@ class LoadedModel:
     arch_hint: str | None = None  # an import path seen in metadata but not imported
     onnx: Any = None  # the onnx.ModelProto of an .onnx input (its tensors are the initializers)
     weight_names: list[str] | None = None  # ONNX: initializers that are MatMul/Gemm/Conv weights
+    checkpoint: Any = None  # io.checkpoint.Checkpoint: the shards of a folder or file on disk
+    hf_config: dict[str, Any] | None = None  # config.json of a Hugging Face folder
 
     def require_graph(self, method: str) -> torch.nn.Module:
         if self.module is not None:

@@ -1,0 +1,334 @@
+"""`prune` and `inspect` on checkpoints of any size, reading one chunk at a time (docs/large-models.md).
+
+The masks and bytes written are those of the in-memory path (``core/jobs.py``) for the same
+inputs: same prunable tensors, same exact counts and tie-breaking, same metadata. Memory holds
+the headers, a few chunks per worker, and for ``--format bitmask`` the kept values of one tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from prunecli.core.allocation import keep_counts, prune_count
+from prunecli.core.jobs import PruneSettings
+from prunecli.core.model import LoadedModel
+from prunecli.core.report import LayerStats, Report, dtype_name, model_summary
+from prunecli.core.stream_passes import (
+    ByteProgress,
+    Reader,
+    copy_chunks,
+    find_thresholds,
+    open_reader,
+    prune_chunks,
+)
+from prunecli.core.streaming import FLOATS, Item, KeySpace, Pool
+from prunecli.errors import Unsupported
+from prunecli.io import bitmask
+from prunecli.io import safetensors as st
+from prunecli.io.checkpoint import Checkpoint, Shard
+
+STREAM_METHODS = ("magnitude", "random")
+#: single files at least this large are pruned by streaming (folders always are)
+STREAM_MIN_BYTES = 256 << 20
+
+
+@dataclass
+class StreamPlan:
+    checkpoint: Checkpoint
+    names: list[str]
+    items: dict[str, Item]
+    space: KeySpace
+    pools: list[Pool]
+    pool_of: dict[str, Pool]
+
+
+def lazy_model(checkpoint: Checkpoint) -> LoadedModel:
+    """The checkpoint as a LoadedModel of meta tensors: names, shapes and dtypes, no data."""
+    tensors = {
+        name: torch.empty(entry.shape, dtype=st.DTYPES[entry.dtype], device="meta")
+        for name, _, entry in checkpoint.entries()
+    }
+    model = LoadedModel(
+        tensors, dict(checkpoint.metadata), checkpoint.source, "safetensors", checkpoint.file_bytes
+    )
+    model.checkpoint = checkpoint
+    return model
+
+
+def plan_stream(
+    checkpoint: Checkpoint, names: list[str], method: str, scope: str, sparsity: float
+) -> StreamPlan:
+    """Which tensors share a threshold, and how many zeros each pool must end with."""
+    where = {name: (shard, entry) for name, shard, entry in checkpoint.entries()}
+    items = {name: Item(name, *where[name], index) for index, name in enumerate(names)}
+    for item in items.values():
+        if item.dtype not in FLOATS:
+            raise Unsupported(
+                f"tensor {item.name!r} ({item.dtype}) is not floating; it cannot be pruned"
+            )
+    space = KeySpace({item.dtype for item in items.values()}, random=method == "random")
+    shapes = {name: item.entry.shape for name, item in items.items()}
+    counts = keep_counts(scope, shapes, sparsity)
+    if counts is None:
+        total = sum(item.numel for item in items.values())
+        pools = [Pool(list(items.values()), prune_count(sparsity, total))]
+    else:
+        pools = [Pool([item], item.numel - counts[name]) for name, item in items.items()]
+    pool_of = {item.name: pool for pool in pools for item in pool.members}
+    return StreamPlan(checkpoint, names, items, space, pools, pool_of)
+
+
+def run_stream_prune(
+    plan: StreamPlan,
+    seed: int,
+    output: str,
+    extra: dict[str, Any],
+    format: str,
+    progress: ByteProgress | None = None,
+) -> dict[str, Any]:
+    """Find the thresholds, then write every shard (to ``output``: a file or a folder)."""
+    from prunecli.core.stream_output import write_output
+
+    model = lazy_model(plan.checkpoint)
+    with open_reader(shard.path for shard in plan.checkpoint.shards) as reader:
+        find_thresholds(reader, plan.space, plan.pools, seed, progress)
+        achieved = sum(pool.zeros_after for pool in plan.pools)
+        total = sum(item.numel for item in plan.items.values())
+        extra = {**extra, "sparsity.achieved": repr(achieved / total if total else 0.0)}
+
+        def shard_writer(shard: Shard, metadata: dict[str, str], stream: Any) -> dict[str, Any]:
+            return _write_shard(reader, plan, seed, shard, metadata, stream, format, progress)
+
+        return write_output(plan.checkpoint, model, output, extra, shard_writer)
+
+
+def _write_shard(
+    reader: Reader,
+    plan: StreamPlan,
+    seed: int,
+    shard: Shard,
+    metadata: dict[str, str],
+    stream: Any,
+    format: str,
+    progress: ByteProgress | None,
+) -> dict[str, Any]:
+    entries = shard.header.entries
+    prunable = [name for name in entries if name in plan.items]
+    kept_counts: dict[str, int] = {}
+    if format == "bitmask":
+        kept_counts = _count_kept(reader, plan, seed, prunable)
+    encoded = {
+        name
+        for name, kept in kept_counts.items()
+        if bitmask.bitmask_bytes(plan.items[name].numel) + kept * plan.items[name].itemsize
+        < plan.items[name].numel * plan.items[name].itemsize
+    }
+    specs: dict[str, tuple[str, tuple[int, ...]]] = {}
+    encoded_specs: dict[str, dict[str, Any]] = {}
+    for name, entry in entries.items():
+        if name in encoded:
+            nnz = kept_counts[name]
+            encoded_specs[name] = {"shape": list(entry.shape), "dtype": entry.dtype, "nnz": nnz}
+            numel = math.prod(entry.shape)
+            specs[name + bitmask.BITMASK] = ("U8", (bitmask.bitmask_bytes(numel),))
+            specs[name + bitmask.VALUES] = (entry.dtype, (nnz,))
+        else:
+            specs[name] = (entry.dtype, entry.shape)
+    if format == "bitmask":
+        metadata = {
+            **metadata,
+            bitmask.META_FORMAT: bitmask.FORMAT,
+            bitmask.META_VERSION: bitmask.VERSION,
+            bitmask.META_TENSORS: json.dumps(encoded_specs),
+        }
+    writer = st.StreamWriter(stream, specs, metadata)
+    kept: dict[str, int] = {}
+    nonzero = 0
+    for name, entry in entries.items():
+        if name in plan.items:
+            kept[name] = _write_pruned(reader, plan, seed, name, writer, name in encoded, progress)
+            nonzero += kept[name]
+        else:
+            itemsize = st.DTYPES[entry.dtype].itemsize
+            floating = entry.dtype in FLOATS
+            begin = shard.header.data_start + entry.begin
+            for data, count in copy_chunks(
+                reader, shard.path, begin, entry.end - entry.begin, itemsize, floating
+            ):
+                writer.write(memoryview(data))
+                nonzero += count
+                if progress:
+                    progress(data.nbytes)
+    written = writer.close()
+    params = sum(math.prod(entry.shape) for entry in entries.values())
+    return {
+        "written": written,
+        "data_bytes": written - writer.header_bytes,
+        "kept": kept,
+        "nonzero": nonzero,
+        "params": params,
+        "encoded": [name for name in entries if name in encoded],
+        "stored": list(specs),
+    }
+
+
+def _count_kept(reader: Reader, plan: StreamPlan, seed: int, names: list[str]) -> dict[str, int]:
+    """Kept entries per tensor (a counting pass): a bitmask header needs them up front."""
+    ties = {id(pool): pool.ties for pool in plan.pools}
+    counts = {
+        name: sum(
+            chunk.kept
+            for chunk in prune_chunks(
+                reader, plan.space, plan.items[name], plan.pool_of[name], seed
+            )
+        )
+        for name in names
+    }
+    for pool in plan.pools:  # the write pass prunes the same ties again, in the same order
+        pool.ties = ties[id(pool)]
+    return counts
+
+
+def _write_pruned(
+    reader: Reader,
+    plan: StreamPlan,
+    seed: int,
+    name: str,
+    writer: st.StreamWriter,
+    encode: bool,
+    progress: ByteProgress | None,
+) -> int:
+    item, pool = plan.items[name], plan.pool_of[name]
+    kept = 0
+    values: list[bytes] = []
+    for chunk in prune_chunks(reader, plan.space, item, pool, seed):
+        kept += chunk.kept
+        if encode:
+            words = chunk.data.view(f"<u{item.itemsize}")
+            live = words != 0
+            writer.write(memoryview(np.packbits(live, bitorder="little")))
+            values.append(words[live].tobytes())
+        else:
+            writer.write(memoryview(chunk.data))
+        if progress:
+            progress(chunk.data.nbytes)
+    for part in values:
+        writer.write(part)
+    return kept
+
+
+def stream_report(
+    plan: StreamPlan, result: dict[str, Any], pruning: dict[str, Any], seconds: float
+) -> Report:
+    layers = [
+        LayerStats(
+            name,
+            item.entry.shape,
+            dtype_name(st.DTYPES[item.dtype]),
+            item.numel,
+            result["kept"][name],
+        )
+        for name, item in plan.items.items()
+    ]
+    model = lazy_model(plan.checkpoint)
+    report = Report(
+        command="prune",
+        model=checkpoint_summary(plan.checkpoint, model),
+        layers=layers,
+        all_params=result["params"],
+        all_nonzero=result["nonzero"],
+    )
+    report.pruning = pruning
+    report.seconds = seconds
+    return report
+
+
+def checkpoint_summary(checkpoint: Checkpoint, model: LoadedModel) -> dict[str, Any]:
+    summary = model_summary(model)
+    if checkpoint.folder is not None:
+        summary["format"] = "safetensors-folder"
+        summary["shards"] = [
+            {
+                "file": shard.path.name,
+                "tensors": len(shard.header.entries),
+                "file_bytes": shard.file_bytes,
+            }
+            for shard in checkpoint.shards
+        ]
+        if checkpoint.config is not None:
+            summary["hf_architecture"] = (checkpoint.config.get("architectures") or [None])[0]
+    return summary
+
+
+def stream_prune_to_file(
+    checkpoint: Checkpoint,
+    names: list[str],
+    method: str,
+    settings: PruneSettings,
+    output: str,
+    format: str = "dense",
+    progress: ByteProgress | None = None,
+) -> Report:
+    """What ``core.jobs.prune_to_file`` does for magnitude and random, one chunk at a time."""
+    started = time.perf_counter()
+    plan = plan_stream(checkpoint, names, method, settings.scope, settings.sparsity)
+    extra: dict[str, Any] = {
+        "method": method,
+        "sparsity.target": repr(settings.sparsity),
+        "sparsity.achieved": "",  # known once the thresholds are
+        "scope": settings.scope,
+        "iterations": "1",
+        "schedule": settings.schedule,
+        "seed": str(settings.seed),
+        "prunable": names,
+    }
+    result = run_stream_prune(plan, settings.seed, output, extra, format, progress)
+    total = sum(item.numel for item in plan.items.values())
+    zeros = total - sum(result["kept"].values())
+    pruning = {
+        "method": method,
+        "target_sparsity": settings.sparsity,
+        "achieved_sparsity": zeros / total if total else 0.0,
+        "scope": settings.scope,
+        "iterations": 1,
+        "schedule": settings.schedule,
+        "seed": settings.seed,
+    }
+    report = stream_report(plan, result, pruning, time.perf_counter() - started)
+    report.warnings = zero_warnings(plan, settings, zeros, total)
+    report.output = {
+        "path": output,
+        "format": "safetensors" if checkpoint.folder is None else "safetensors-folder",
+        "file_bytes": result["written"],
+        "layout": format,
+    }
+    if format == "bitmask":
+        report.output["encoded"] = result["encoded"]
+    if checkpoint.folder is not None:
+        report.output["shards"] = result["shards"]
+    return report
+
+
+def zero_warnings(plan: StreamPlan, settings: PruneSettings, zeros: int, total: int) -> list[str]:
+    """The warnings of ``core.pruning.prune_model`` when zeros were there before."""
+    before = sum(pool.zeros for pool in plan.pools)
+    target = prune_count(settings.sparsity, total)
+    if before > target:
+        return [
+            f"the model already had {before / total:.4%} zeros among its prunable weights, "
+            f"more than the {settings.sparsity:.4%} asked for; pruning never revives a zero"
+        ]
+    if zeros > target:
+        return [
+            f"{zeros / total:.4%} of the prunable weights are zero, more than the "
+            f"{settings.sparsity:.4%} asked for: some layers already had more zeros than their "
+            f"--scope {settings.scope} budget, and pruning never revives a zero"
+        ]
+    return []

@@ -1,0 +1,235 @@
+"""The passes of streaming pruning: chunks read by a thread pool, keys, thresholds, output bytes.
+
+NumPy releases the GIL in its kernels and ``pread`` does too, so a small pool of threads keeps
+both cores busy; results are consumed in order, a bounded number ahead, so memory holds a few
+chunks per worker and never a whole tensor of scores.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prunecli.core.streaming import (
+    Item,
+    KeySpace,
+    Pool,
+    chunks,
+    sample_band,
+    sample_positions,
+    scan_chunk,
+)
+from prunecli.errors import BadInput
+from prunecli.io.checkpoint import read_into
+
+CHUNK_BYTES = 8 << 20
+ByteProgress = Callable[[int], None]  # called with the bytes just processed
+
+
+@dataclass
+class Reader:
+    """Open file descriptors of a checkpoint's shards, and the worker pool."""
+
+    pool: ThreadPoolExecutor
+    handles: dict[Path, int]
+
+    def read(self, item_path: Path, offset: int, nbytes: int) -> np.ndarray:
+        buffer = np.empty(nbytes, dtype=np.uint8)
+        read_into(self.handles[item_path], offset, memoryview(buffer))
+        return buffer
+
+    def ordered(self, fn: Callable[..., Any], tasks: Iterable[tuple]) -> Iterator[Any]:
+        """``fn(*task)`` for every task, run ahead on the pool, yielded in order."""
+        depth = 2 * (self.pool._max_workers + 1)  # noqa: SLF001 - the pool's own size
+        pending: deque[Future] = deque()
+        for task in tasks:
+            pending.append(self.pool.submit(fn, *task))
+            if len(pending) >= depth:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+@contextmanager
+def open_reader(paths: Iterable[Path], workers: int | None = None) -> Iterator[Reader]:
+    handles: dict[Path, int] = {}
+    count = workers or min(4, os.cpu_count() or 1)
+    try:
+        for path in paths:
+            if path not in handles:
+                handles[path] = os.open(path, os.O_RDONLY)
+        with ThreadPoolExecutor(max_workers=count) as pool:
+            yield Reader(pool, handles)
+    finally:
+        for handle in handles.values():
+            os.close(handle)
+
+
+class Scores:
+    """Random scores of one tensor, drawn in order chunk by chunk (the same stream as in memory)."""
+
+    def __init__(self, seed: int, item: Item) -> None:
+        import torch
+
+        from prunecli.core.seeding import stream_seed
+
+        self._torch = torch
+        self._generator = torch.Generator().manual_seed(stream_seed(seed, 0, item.index))
+
+    def next(self, count: int) -> np.ndarray:
+        torch = self._torch
+        return torch.rand(count, generator=self._generator, dtype=torch.float32).numpy()
+
+
+def per_chunk(item: Item) -> int:
+    return max(8, CHUNK_BYTES // item.itemsize // 8 * 8)  # a multiple of 8: whole bitmask bytes
+
+
+def item_tasks(item: Item, space: KeySpace, seed: int) -> Iterator[tuple]:
+    scores = Scores(seed, item) if space.random else None
+    for start, count in chunks(item.numel, per_chunk(item)):
+        yield item, start, count, scores.next(count) if scores else None
+
+
+def _keys(
+    reader: Reader, space: KeySpace, item: Item, start: int, count: int, scores: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    raw = reader.read(item.shard.path, item.offset + start * item.itemsize, count * item.itemsize)
+    keys = space.keys(raw, item.dtype, scores)
+    if not space.finite(raw, item.dtype, keys):
+        raise BadInput(
+            f"tensor {item.name!r} contains NaN or inf values; prunecli cannot rank them"
+        )
+    return raw, keys
+
+
+def find_thresholds(
+    reader: Reader,
+    space: KeySpace,
+    pools: list[Pool],
+    seed: int,
+    progress: ByteProgress | None = None,
+) -> None:
+    """Settle every pool's threshold: a sampled band, then passes until each is exact."""
+    for pool in pools:
+        if space.random:
+            pool.lo, pool.hi = 0, 0 if pool.rank == 0 else space.max_key
+        else:
+            sample_band(pool, _sample(reader, space, pool), space.max_key)
+    first = True
+    while True:
+        todo = [pool for pool in pools if pool.threshold is None]
+        if not todo:
+            return
+        _scan(reader, space, todo, seed, first, progress if first else None)
+        first = False
+
+
+def _sample(reader: Reader, space: KeySpace, pool: Pool) -> np.ndarray:
+    rate = (1 << 16) / max(1, pool.size)
+    picked = []
+    for item in pool.members:
+        for start, count in sample_positions(item, rate, item.index):
+            picked.append(_keys(reader, space, item, start, count, None)[1])
+    return np.sort(np.concatenate(picked)) if picked else np.empty(0, dtype=space.dtype)
+
+
+def _scan(
+    reader: Reader,
+    space: KeySpace,
+    pools: list[Pool],
+    seed: int,
+    first: bool,
+    progress: ByteProgress | None,
+) -> None:
+    owner = {id(item): pool for pool in pools for item in pool.members}
+
+    def work(item: Item, start: int, count: int, scores: Any) -> tuple[Item, int, int, Any, int]:
+        raw, keys = _keys(reader, space, item, start, count, scores)
+        live = int(np.count_nonzero(keys)) if first else count
+        below, hist = scan_chunk(owner[id(item)], keys)
+        return item, count, below, hist, live
+
+    for pool in pools:
+        pool.start_pass()
+        if first:
+            pool.zeros = 0
+    tasks = (
+        task for pool in pools for item in pool.members for task in item_tasks(item, space, seed)
+    )
+    for item, count, below, hist, live in reader.ordered(work, tasks):
+        pool = owner[id(item)]
+        pool.below += below
+        pool.hist += hist
+        pool.zeros += count - live if first else 0
+        if progress:
+            progress(count * item.itemsize)
+    for pool in pools:
+        pool.settle(space.max_key)
+
+
+@dataclass
+class Pruned:
+    """One output chunk of a prunable tensor: its bytes, how many entries it keeps, and where
+    its entries equal to the threshold are (when ties may still be pruned)."""
+
+    data: np.ndarray
+    kept: int
+    ties: np.ndarray | None
+
+
+def prune_chunks(
+    reader: Reader, space: KeySpace, item: Item, pool: Pool, seed: int
+) -> Iterator[Pruned]:
+    """The pruned bytes of ``item`` chunk by chunk, ties at the threshold pruned earliest first."""
+    threshold = space.dtype(pool.threshold)
+
+    def work(item: Item, start: int, count: int, scores: Any) -> Pruned:
+        raw, keys = _keys(reader, space, item, start, count, scores)
+        keep = keys >= threshold
+        kept = int(np.count_nonzero(keep))
+        words = raw.view(_word(item.itemsize))
+        out = np.where(keep, words, 0).astype(words.dtype, copy=False)
+        ties = np.flatnonzero(keys == threshold) if pool.ties > 0 else None
+        return Pruned(out.view(np.uint8), kept, ties)
+
+    for chunk in reader.ordered(work, item_tasks(item, space, seed)):
+        if chunk.ties is not None and pool.ties > 0:
+            take = chunk.ties[: pool.ties]
+            chunk.data.view(_word(item.itemsize))[take] = 0
+            chunk.kept -= take.size
+            pool.ties -= take.size
+        yield chunk
+
+
+def copy_chunks(
+    reader: Reader, path: Path, offset: int, nbytes: int, itemsize: int, floating: bool
+):
+    """The bytes of a tensor copied as they are, with its count of non-zero entries."""
+    word = _word(itemsize)
+
+    def work(start: int, size: int) -> tuple[np.ndarray, int]:
+        raw = reader.read(path, offset + start, size)
+        words = raw.view(word)
+        if floating:  # -0.0 is a zero
+            return raw, int(np.count_nonzero(np.bitwise_and(words, _sign_clear(itemsize))))
+        return raw, int(np.count_nonzero(words))
+
+    step = CHUNK_BYTES // itemsize * itemsize
+    yield from reader.ordered(work, chunks(nbytes, step))
+
+
+def _word(itemsize: int) -> type:
+    return {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}[itemsize]
+
+
+def _sign_clear(itemsize: int) -> int:
+    return (1 << (8 * itemsize - 1)) - 1
