@@ -288,9 +288,11 @@ class Output:
             self.err.print(f"[yellow]warning:[/] {message}")
 
     @contextmanager
-    def progress(self, description: str, total: int) -> Iterator[Callable[[int, int], None]]:
-        """A progress bar on stderr when it is a terminal; a no-op callback otherwise."""
-        if self.quiet or not self.err.is_terminal or os.environ.get("NO_COLOR"):
+    def progress(
+        self, description: str, total: int, force: bool = False
+    ) -> Iterator[Callable[[int, int], None]]:
+        """A progress bar on stderr when it is a terminal (or ``force``); a no-op otherwise."""
+        if self.quiet or (not force and (not self.err.is_terminal or os.environ.get("NO_COLOR"))):
             yield lambda done, total: None
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -305,6 +307,23 @@ class Output:
         ) as bar:
             task = bar.add_task(description, total=total)
             yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def render_plan(console: Console, plan: dict[str, Any]) -> None:
+    """``prune --dry-run``: the tensors that would be pruned, and those left dense."""
+    table = Table(title=f"would prune {plan['model']} ({plan['method']}, {plan['scope']})")
+    for column in ("tensor", "shape", "dtype", "parameters", "action"):
+        table.add_column(column, justify="right" if column == "parameters" else "left")
+    for action, key in (("prune", "prunable"), ("dense", "dense")):
+        for entry in plan[key]:
+            shape = "×".join(map(str, entry["shape"]))
+            table.add_row(entry["name"], shape, entry["dtype"], f"{entry['params']:,}", action)
+    console.print(table)
+    totals = plan["totals"]
+    console.print(
+        f"{totals['prunable_params']:,} of {totals['all_params']:,} parameters prunable; "
+        f"target sparsity {percent(plan['sparsity'])}; nothing was written"
+    )
 
 
 def check_report(path: Path | None, inputs: list[str], force: bool) -> None:

@@ -11,6 +11,7 @@ import json
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,7 +59,7 @@ def lazy_model(checkpoint: Checkpoint) -> LoadedModel:
     model = LoadedModel(
         tensors, dict(checkpoint.metadata), checkpoint.source, "safetensors", checkpoint.file_bytes
     )
-    model.checkpoint = checkpoint
+    model.checkpoint, model.hf_config = checkpoint, checkpoint.config
     return model
 
 
@@ -240,7 +241,7 @@ def stream_report(
     model = lazy_model(plan.checkpoint)
     report = Report(
         command="prune",
-        model=checkpoint_summary(plan.checkpoint, model),
+        model=model_summary(model),
         layers=layers,
         all_params=result["params"],
         all_nonzero=result["nonzero"],
@@ -248,23 +249,6 @@ def stream_report(
     report.pruning = pruning
     report.seconds = seconds
     return report
-
-
-def checkpoint_summary(checkpoint: Checkpoint, model: LoadedModel) -> dict[str, Any]:
-    summary = model_summary(model)
-    if checkpoint.folder is not None:
-        summary["format"] = "safetensors-folder"
-        summary["shards"] = [
-            {
-                "file": shard.path.name,
-                "tensors": len(shard.header.entries),
-                "file_bytes": shard.file_bytes,
-            }
-            for shard in checkpoint.shards
-        ]
-        if checkpoint.config is not None:
-            summary["hf_architecture"] = (checkpoint.config.get("architectures") or [None])[0]
-    return summary
 
 
 def stream_prune_to_file(
@@ -332,3 +316,95 @@ def zero_warnings(plan: StreamPlan, settings: PruneSettings, zeros: int, total: 
             f"--scope {settings.scope} budget, and pruning never revives a zero"
         ]
     return []
+
+
+def streamable(
+    source: str,
+    method: str | None,
+    arch: str | None,
+    output: str | None,
+    plain: bool = True,
+) -> Checkpoint | None:
+    """The checkpoint to stream, or None when the in-memory path runs (see docs/large-models.md).
+
+    Streaming runs for magnitude and random (one round, ``plain``) on a folder, or on a
+    ``.safetensors`` file of at least ``STREAM_MIN_BYTES`` whose architecture is not known
+    (a known one decides what is prunable through its module). Compressed inputs and
+    ``.onnx``/``.pt2`` outputs go the in-memory way. Both paths write the same bytes.
+    """
+    from prunecli.io import bitmask as bm
+    from prunecli.io.checkpoint import open_checkpoint
+
+    if method is not None and (method not in STREAM_METHODS or not plain):
+        return None
+    if source == "-" or arch is not None:
+        return None
+    if output is not None and Path(output).suffix in (".pt2", ".onnx"):
+        return None
+    path = Path(source)
+    if not path.is_dir() and (
+        path.suffix != ".safetensors"
+        or not path.is_file()
+        or path.stat().st_size < STREAM_MIN_BYTES
+    ):
+        return None
+    checkpoint = open_checkpoint(source)
+    if any(bm.is_bitmask(shard.header.metadata, str(shard.path)) for shard in checkpoint.shards):
+        return None
+    if checkpoint.folder is None and _zoo_arch(checkpoint.metadata):
+        return None
+    return checkpoint
+
+
+def _zoo_arch(metadata: dict[str, str]) -> bool:
+    from prunecli import zoo
+    from prunecli.core.model import META_ARCH
+
+    return zoo.is_zoo_name(metadata.get(META_ARCH, ""))
+
+
+def stream_inspect(checkpoint: Checkpoint, names: list[str]) -> Report:
+    """The inspect report of ``names``, every tensor counted chunk by chunk, per shard too."""
+    counts: dict[str, int] = {}
+    shard_figures = []
+    with open_reader(shard.path for shard in checkpoint.shards) as reader:
+        for shard in checkpoint.shards:
+            params = nonzero = 0
+            for name, entry in shard.header.entries.items():
+                itemsize = st.DTYPES[entry.dtype].itemsize
+                begin = shard.header.data_start + entry.begin
+                counts[name] = sum(
+                    count
+                    for _, count in copy_chunks(
+                        reader,
+                        shard.path,
+                        begin,
+                        entry.end - entry.begin,
+                        itemsize,
+                        entry.dtype in FLOATS,
+                    )
+                )
+                params += math.prod(entry.shape)
+                nonzero += counts[name]
+            shard_figures.append({"params": params, "nonzero": nonzero})
+    model = lazy_model(checkpoint)
+    summary = model_summary(model)
+    for figures, extra in zip(summary.get("shards", []), shard_figures, strict=False):
+        figures.update(extra)
+    layers = [
+        LayerStats(
+            name,
+            tuple(model.tensors[name].shape),
+            dtype_name(model.tensors[name].dtype),
+            model.tensors[name].numel(),
+            counts[name],
+        )
+        for name in names
+    ]
+    return Report(
+        command="inspect",
+        model=summary,
+        layers=layers,
+        all_params=sum(t.numel() for t in model.tensors.values()),
+        all_nonzero=sum(counts.values()),
+    )

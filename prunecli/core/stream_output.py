@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 
 from prunecli.core.model import LoadedModel
 from prunecli.core.writing import model_metadata
+from prunecli.io import safetensors as st
 from prunecli.io.checkpoint import Checkpoint, Shard, atomic_folder, write_index
 from prunecli.io.paths import atomic_output
 
@@ -43,10 +44,13 @@ def write_output(
             if isinstance(extra.get("prunable"), list):
                 shard_extra["prunable"] = [n for n in extra["prunable"] if n in names]
             shard_model = dataclasses.replace(model, metadata=dict(shard.header.metadata))
-            with open(staging / shard.path.name, "wb") as stream:
-                done.append(
-                    (shard, write_shard(shard, model_metadata(shard_model, shard_extra), stream))
-                )
+            file = staging / shard.path.name
+            with open(file, "wb") as stream:
+                info = write_shard(shard, model_metadata(shard_model, shard_extra), stream)
+            written = st.read_header_file(file)  # what the index lists: the tensors as stored
+            info["stored"] = list(written.entries)
+            info["data_bytes"] = file.stat().st_size - written.data_start
+            done.append((shard, info))
         if checkpoint.sharded:
             weight_map = {
                 stored: shard.path.name for shard, info in done for stored in info["stored"]
