@@ -164,6 +164,7 @@ def _write_shard(
                 reader, shard.path, begin, entry.end - entry.begin, itemsize, floating
             ):
                 writer.write(memoryview(data))
+                reader.recycle(data)
                 nonzero += count
                 if progress:
                     progress(data.nbytes)
@@ -220,6 +221,7 @@ def _write_pruned(
             writer.write(memoryview(chunk.data))
         if progress:
             progress(chunk.data.nbytes)
+        reader.recycle(chunk.data)
     for part in values:
         writer.write(part)
     return kept

@@ -8,11 +8,12 @@ chunks per worker and never a whole tensor of scores.
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +41,23 @@ class Reader:
 
     pool: ThreadPoolExecutor
     handles: dict[Path, int]
+    spare: list = field(default_factory=list)  # chunk buffers to reuse (list ops are atomic)
 
     def read(self, item_path: Path, offset: int, nbytes: int) -> np.ndarray:
-        buffer = np.empty(nbytes, dtype=np.uint8)
+        buffer = self._buffer(nbytes)
         read_into(self.handles[item_path], offset, memoryview(buffer))
         return buffer
+
+    def _buffer(self, nbytes: int) -> np.ndarray:
+        spare = self.spare if nbytes == CHUNK_BYTES else None
+        if spare:
+            return spare.pop()
+        return np.empty(nbytes, dtype=np.uint8)
+
+    def recycle(self, buffer: np.ndarray) -> None:
+        """Give back a chunk buffer once its bytes are written, for a later read to reuse."""
+        if buffer.nbytes == CHUNK_BYTES and len(self.spare) < 4 * (self.pool._max_workers + 2):  # noqa: SLF001
+            self.spare.append(buffer)
 
     def ordered(self, fn: Callable[..., Any], tasks: Iterable[tuple]) -> Iterator[Any]:
         """``fn(*task)`` for every task, run ahead on the pool, yielded in order."""
@@ -103,7 +116,7 @@ def _keys(
     reader: Reader, space: KeySpace, item: Item, start: int, count: int, scores: Any
 ) -> tuple[np.ndarray, np.ndarray]:
     raw = reader.read(item.shard.path, item.offset + start * item.itemsize, count * item.itemsize)
-    keys = space.keys(raw, item.dtype, scores)
+    keys = space.keys(raw, item.dtype, scores, _scratch("keys", count, space.dtype))
     if not space.finite(raw, item.dtype, keys):
         raise BadInput(
             f"tensor {item.name!r} contains NaN or inf values; prunecli cannot rank them"
@@ -138,7 +151,7 @@ def _sample(reader: Reader, space: KeySpace, pool: Pool) -> np.ndarray:
     picked = []
     for item in pool.members:
         for start, count in sample_positions(item, rate, item.index):
-            picked.append(_keys(reader, space, item, start, count, None)[1])
+            picked.append(_keys(reader, space, item, start, count, None)[1].copy())
     return np.sort(np.concatenate(picked)) if picked else np.empty(0, dtype=space.dtype)
 
 
@@ -155,7 +168,8 @@ def _scan(
     def work(item: Item, start: int, count: int, scores: Any) -> tuple[Item, int, int, Any, int]:
         raw, keys = _keys(reader, space, item, start, count, scores)
         live = int(np.count_nonzero(keys)) if first else count
-        below, hist = scan_chunk(owner[id(item)], keys)
+        below, hist = scan_chunk(owner[id(item)], keys, _scratch("flags", count, np.bool_))
+        reader.recycle(raw)
         return item, count, below, hist, live
 
     for pool in pools:
@@ -194,12 +208,12 @@ def prune_chunks(
 
     def work(item: Item, start: int, count: int, scores: Any) -> Pruned:
         raw, keys = _keys(reader, space, item, start, count, scores)
-        keep = keys >= threshold
+        keep = np.greater_equal(keys, threshold, out=_scratch("keep", keys.size, np.bool_))
         kept = int(np.count_nonzero(keep))
         words = raw.view(_word(item.itemsize))
-        out = np.where(keep, words, 0).astype(words.dtype, copy=False)
+        np.multiply(words, keep, out=words)  # in place: raw is this chunk's own buffer
         ties = np.flatnonzero(keys == threshold) if pool.ties > 0 else None
-        return Pruned(out.view(np.uint8), kept, ties)
+        return Pruned(raw, kept, ties)
 
     for chunk in reader.ordered(work, item_tasks(item, space, seed)):
         if chunk.ties is not None and pool.ties > 0:
@@ -225,6 +239,19 @@ def copy_chunks(
 
     step = CHUNK_BYTES // itemsize * itemsize
     yield from reader.ordered(work, chunks(nbytes, step))
+
+
+_local = threading.local()
+
+
+def _scratch(name: str, size: int, dtype: type) -> np.ndarray:
+    """A per-thread temporary reused across chunks: fresh pages cost more than the arithmetic."""
+    buffer = getattr(_local, name, None)
+    nbytes = size * np.dtype(dtype).itemsize
+    if buffer is None or buffer.nbytes < nbytes:
+        buffer = np.empty(max(nbytes, CHUNK_BYTES), dtype=np.uint8)
+        setattr(_local, name, buffer)
+    return buffer[:nbytes].view(dtype)
 
 
 def _word(itemsize: int) -> type:

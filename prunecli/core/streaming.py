@@ -101,11 +101,12 @@ class KeySpace:
         self.max_key = (1 << (self.bits - 1)) - 1 if not random else (1 << 32) - 1
         self._tables: dict[str, np.ndarray] = {}
 
-    def weight_keys(self, raw: np.ndarray, dtype: str) -> np.ndarray:
+    def weight_keys(self, raw: np.ndarray, dtype: str, out: np.ndarray | None = None) -> np.ndarray:
         """Keys of |w| in this space (magnitude); ``raw`` holds the weights' bytes."""
         size = st.DTYPES[dtype].itemsize
         if self.native or (size * 8 == self.bits and dtype in ("F32", "F64")):
-            return np.bitwise_and(raw.view(_UINT[size]), _ABS[size])
+            words = raw.view(_UINT[size])
+            return np.bitwise_and(words, _ABS[size], out=out if out is not None else None)
         if dtype.startswith("F8"):
             if dtype not in self._tables:
                 self._tables[dtype] = _fp8_table(dtype, self.bits)
@@ -121,9 +122,12 @@ class KeySpace:
         wide = np.float64 if self.bits == 64 else np.float32
         return np.abs(values.astype(wide)).view(self.dtype)
 
-    def keys(self, raw: np.ndarray, dtype: str, scores: np.ndarray | None) -> np.ndarray:
+    def keys(
+        self, raw: np.ndarray, dtype: str, scores: np.ndarray | None, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Keys of a chunk; ``out`` (same width as the keys) may receive them."""
         if not self.random:
-            return self.weight_keys(raw, dtype)
+            return self.weight_keys(raw, dtype, out)
         size = st.DTYPES[dtype].itemsize
         alive = np.bitwise_and(raw.view(_UINT[size]), _ABS[size]) != 0
         keys = scores.view(np.uint32) + np.uint32(1)
@@ -196,12 +200,13 @@ class Pool:
             self.hist = None
 
 
-def scan_chunk(pool: Pool, keys: np.ndarray) -> tuple[int, np.ndarray]:
-    """(keys below the band, histogram of the band's keys) for one chunk."""
+def scan_chunk(pool: Pool, keys: np.ndarray, flags: np.ndarray) -> tuple[int, np.ndarray]:
+    """(keys below the band, histogram of the band's keys) for one chunk; ``keys`` is consumed
+    and ``flags`` (bool, same size) is scratch space."""
     width = pool.hi - pool.lo
-    offset = keys - keys.dtype.type(pool.lo)  # wraps below lo: those land above the band
-    below = int(np.count_nonzero(keys < pool.lo)) if pool.lo else 0
-    inside = offset[offset <= width]
+    below = int(np.count_nonzero(np.less(keys, pool.lo, out=flags))) if pool.lo else 0
+    offset = np.subtract(keys, keys.dtype.type(pool.lo), out=keys)  # below lo wraps above
+    inside = offset[np.less_equal(offset, width, out=flags)]
     if pool.shift:
         inside >>= pool.shift
     if inside.dtype.itemsize == 8:  # bincount takes no uint64; band offsets are small by now
