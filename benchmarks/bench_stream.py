@@ -111,7 +111,11 @@ def write_checkpoint(folder: Path, shapes: dict[str, tuple[int, ...]]) -> None:
         offset = 0
         for name in names:
             nbytes = math.prod(shapes[name]) * 2
-            header[name] = {"dtype": "BF16", "shape": list(shapes[name]), "data_offsets": [offset, offset + nbytes]}
+            header[name] = {
+                "dtype": "BF16",
+                "shape": list(shapes[name]),
+                "data_offsets": [offset, offset + nbytes],
+            }
             offset += nbytes
             weight_map[name] = file
         encoded = json.dumps(header).encode()
@@ -140,7 +144,11 @@ def measure(command: list[str], limit_bytes: int | None = None) -> dict[str, flo
     child = subprocess.Popen(command, preexec_fn=limit, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - started
-    return {"wall_s": wall, "rss_mb": usage.ru_maxrss / 1024, "ok": os.waitstatus_to_exitcode(status) == 0}
+    return {
+        "wall_s": wall,
+        "rss_mb": usage.ru_maxrss / 1024,
+        "ok": os.waitstatus_to_exitcode(status) == 0,
+    }
 
 
 def available_bytes() -> int:
@@ -210,7 +218,9 @@ def table(rows: list[dict[str, object]]) -> str:
         for route in ("cp", "prunecli", "torch"):
             result = row[route]
             if result is None:
-                lines.append(f"| {row['size_gb']:.2f} | torch | skipped | | | | needs ~8x the size in RAM |")
+                lines.append(
+                    f"| {row['size_gb']:.2f} | torch | skipped | | | | needs ~8x the size in RAM |"
+                )
                 continue
             ratio = result["wall_s"] / cp
             notes = ""
@@ -237,8 +247,12 @@ def table(rows: list[dict[str, object]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-gb", type=float, action="append", help="checkpoint sizes (repeatable)")
-    parser.add_argument("--torch-max-gb", type=float, default=1.5, help="largest size for the torch route")
+    parser.add_argument(
+        "--size-gb", type=float, action="append", help="checkpoint sizes (repeatable)"
+    )
+    parser.add_argument(
+        "--torch-max-gb", type=float, default=1.5, help="largest size for the torch route"
+    )
     args = parser.parse_args()
     sizes = args.size_gb or [4.0, 1.0]
     rows = []
@@ -248,7 +262,9 @@ def main() -> None:
             print(json.dumps(rows[-1]), file=sys.stderr)
     load = os.getloadavg()
     print(table(rows))
-    print(f"\nload average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} cores)")
+    print(
+        f"\nload average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} cores)"
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,6 +150,8 @@ def _write_shard(
             bitmask.META_VERSION: bitmask.VERSION,
             bitmask.META_TENSORS: json.dumps(encoded_specs),
         }
+    if format != "bitmask":  # every offset is known: workers write their own chunks
+        return _write_dense(reader, plan, seed, shard, specs, metadata, stream, progress)
     writer = st.StreamWriter(stream, specs, metadata)
     kept: dict[str, int] = {}
     nonzero = 0
@@ -157,17 +160,12 @@ def _write_shard(
             kept[name] = _write_pruned(reader, plan, seed, name, writer, name in encoded, progress)
             nonzero += kept[name]
         else:
-            itemsize = st.DTYPES[entry.dtype].itemsize
-            floating = entry.dtype in FLOATS
-            begin = shard.header.data_start + entry.begin
-            for data, count in copy_chunks(
-                reader, shard.path, begin, entry.end - entry.begin, itemsize, floating
-            ):
+            for data, size, count in _copy(reader, shard, entry):
                 writer.write(memoryview(data))
                 reader.recycle(data)
                 nonzero += count
                 if progress:
-                    progress(data.nbytes)
+                    progress(size)
     written = writer.close()
     params = sum(math.prod(entry.shape) for entry in entries.values())
     return {
@@ -179,6 +177,69 @@ def _write_shard(
         "encoded": [name for name in entries if name in encoded],
         "stored": list(specs),
     }
+
+
+def _copy(reader: Reader, shard: Shard, entry: st.TensorEntry, sink: Any = None) -> Any:
+    itemsize = st.DTYPES[entry.dtype].itemsize
+    begin = shard.header.data_start + entry.begin
+    size = entry.end - entry.begin
+    return copy_chunks(reader, shard.path, begin, size, itemsize, entry.dtype in FLOATS, sink)
+
+
+def _write_dense(
+    reader: Reader,
+    plan: StreamPlan,
+    seed: int,
+    shard: Shard,
+    specs: dict[str, tuple[str, tuple[int, ...]]],
+    metadata: dict[str, str],
+    stream: Any,
+    progress: ByteProgress | None,
+) -> dict[str, Any]:
+    """A dense shard written with ``pwrite`` at known offsets, by the workers in parallel."""
+    header = st.encode_layout(specs, metadata)
+    handle = stream.fileno()
+    _pwrite(handle, memoryview(header), 0)
+    position = len(header)
+    kept: dict[str, int] = {}
+    nonzero = 0
+    for name, entry in shard.header.entries.items():
+        base = position
+
+        def sink(offset: int, data: np.ndarray, base: int = base) -> None:
+            _pwrite(handle, memoryview(data), base + offset)
+
+        if name in plan.items:
+            item, pool = plan.items[name], plan.pool_of[name]
+            chunks = prune_chunks(reader, plan.space, item, pool, seed, sink)
+            kept[name] = 0
+            for chunk in chunks:
+                kept[name] += chunk.kept
+                if progress:
+                    progress(chunk.nbytes)
+            nonzero += kept[name]
+        else:
+            for _, size, count in _copy(reader, shard, entry, sink):
+                nonzero += count
+                if progress:
+                    progress(size)
+        position += entry.end - entry.begin
+    params = sum(math.prod(entry.shape) for entry in shard.header.entries.values())
+    return {
+        "written": position,
+        "data_bytes": position - len(header),
+        "kept": kept,
+        "nonzero": nonzero,
+        "params": params,
+        "encoded": [],
+        "stored": list(specs),
+    }
+
+
+def _pwrite(handle: int, data: memoryview, offset: int) -> None:
+    done = 0
+    while done < data.nbytes:
+        done += os.pwrite(handle, data[done:], offset + done)
 
 
 def _count_kept(reader: Reader, plan: StreamPlan, seed: int, names: list[str]) -> dict[str, int]:

@@ -195,15 +195,25 @@ class Pruned:
     """One output chunk of a prunable tensor: its bytes, how many entries it keeps, and where
     its entries equal to the threshold are (when ties may still be pruned)."""
 
-    data: np.ndarray
+    data: np.ndarray | None  # None once a worker has written it through the sink
     kept: int
     ties: np.ndarray | None
+    start: int = 0  # byte offset within the tensor
+    nbytes: int = 0
+
+
+#: writes bytes at a byte offset within the current tensor (``pwrite``: workers share it)
+Sink = Callable[[int, np.ndarray], None]
 
 
 def prune_chunks(
-    reader: Reader, space: KeySpace, item: Item, pool: Pool, seed: int
+    reader: Reader, space: KeySpace, item: Item, pool: Pool, seed: int, sink: Sink | None = None
 ) -> Iterator[Pruned]:
-    """The pruned bytes of ``item`` chunk by chunk, ties at the threshold pruned earliest first."""
+    """The pruned bytes of ``item`` chunk by chunk, ties at the threshold pruned earliest first.
+
+    With a ``sink``, workers write the chunks that hold no tie still to prune themselves, in
+    parallel and in any order (``pwrite``); the others are settled and written here, in order.
+    """
     threshold = space.dtype(pool.threshold)
 
     def work(item: Item, start: int, count: int, scores: Any) -> Pruned:
@@ -213,7 +223,12 @@ def prune_chunks(
         words = raw.view(_word(item.itemsize))
         np.multiply(words, keep, out=words)  # in place: raw is this chunk's own buffer
         ties = np.flatnonzero(keys == threshold) if pool.ties > 0 else None
-        return Pruned(raw, kept, ties)
+        offset = start * item.itemsize
+        if sink is not None and ties is None:  # pool.ties only falls: no tie here is pruned
+            sink(offset, raw)
+            reader.recycle(raw)
+            return Pruned(None, kept, None, offset, raw.nbytes)
+        return Pruned(raw, kept, ties, offset, raw.nbytes)
 
     for chunk in reader.ordered(work, item_tasks(item, space, seed)):
         if chunk.ties is not None and pool.ties > 0:
@@ -221,21 +236,43 @@ def prune_chunks(
             chunk.data.view(_word(item.itemsize))[take] = 0
             chunk.kept -= take.size
             pool.ties -= take.size
+        if sink is not None and chunk.data is not None:
+            sink(chunk.start, chunk.data)
+            reader.recycle(chunk.data)
+            chunk.data = None
         yield chunk
 
 
 def copy_chunks(
-    reader: Reader, path: Path, offset: int, nbytes: int, itemsize: int, floating: bool
-):
-    """The bytes of a tensor copied as they are, with its count of non-zero entries."""
+    reader: Reader,
+    path: Path,
+    offset: int,
+    nbytes: int,
+    itemsize: int,
+    floating: bool,
+    sink: Sink | None = None,
+) -> Iterator[tuple[np.ndarray | None, int, int]]:
+    """A tensor's bytes as they are (written by the workers through ``sink`` when given):
+    ``(bytes or None, their size, non-zero entries)`` per chunk."""
     word = _word(itemsize)
 
-    def work(start: int, size: int) -> tuple[np.ndarray, int]:
+    def work(start: int, size: int) -> tuple[np.ndarray | None, int, int]:
         raw = reader.read(path, offset + start, size)
         words = raw.view(word)
         if floating:  # -0.0 is a zero
-            return raw, int(np.count_nonzero(np.bitwise_and(words, _sign_clear(itemsize))))
-        return raw, int(np.count_nonzero(words))
+            mask = _sign_clear(itemsize)
+            count = int(
+                np.count_nonzero(
+                    np.bitwise_and(words, mask, out=_scratch("copy", words.size, word))
+                )
+            )
+        else:
+            count = int(np.count_nonzero(words))
+        if sink is None:
+            return raw, size, count
+        sink(start, raw)
+        reader.recycle(raw)
+        return None, size, count
 
     step = CHUNK_BYTES // itemsize * itemsize
     yield from reader.ordered(work, chunks(nbytes, step))
