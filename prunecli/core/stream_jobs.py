@@ -434,19 +434,10 @@ def stream_inspect(checkpoint: Checkpoint, names: list[str]) -> Report:
         for shard in checkpoint.shards:
             params = nonzero = 0
             for name, entry in shard.header.entries.items():
-                itemsize = st.DTYPES[entry.dtype].itemsize
-                begin = shard.header.data_start + entry.begin
-                counts[name] = sum(
-                    count
-                    for _, count in copy_chunks(
-                        reader,
-                        shard.path,
-                        begin,
-                        entry.end - entry.begin,
-                        itemsize,
-                        entry.dtype in FLOATS,
-                    )
-                )
+                counts[name] = 0
+                for data, _, count in _copy(reader, shard, entry):
+                    counts[name] += count
+                    reader.recycle(data)
                 params += math.prod(entry.shape)
                 nonzero += counts[name]
             shard_figures.append({"params": params, "nonzero": nonzero})

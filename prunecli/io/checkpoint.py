@@ -130,13 +130,15 @@ def _read_sharded(folder: Path) -> tuple[list[Shard], dict[str, object]]:
             raise BadInput(f"{index_file} names shard {name}, which is missing from {folder}")
         shards.append(Shard(file, st.read_header_file(file)))
     seen: dict[str, str] = {}
-    for shard in shards:
+    for shard in shards:  # duplicates first: the index can list a tensor in one place only
         for tensor in shard.header.entries:
             if tensor in seen:
                 raise BadInput(
                     f"tensor {tensor!r} is in two shards: {seen[tensor]} and {shard.path.name}"
                 )
             seen[tensor] = shard.path.name
+    for shard in shards:
+        for tensor in shard.header.entries:
             listed = weight_map.get(tensor)
             if listed != shard.path.name:
                 where = f"lists it in {listed}" if listed else "does not list it"
