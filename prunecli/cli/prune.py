@@ -106,7 +106,7 @@ def prune_command(
         raise Unsupported("a .pt2 output needs a .pt2 input", "write .safetensors instead")
     check_format(format, output)
     inputs = [model, str(scores_file) if scores_file else "-"]
-    if is_folder(model):
+    if is_folder(model) and not dry_run:
         check_folder_output(output, model, force)
     elif not dry_run:
         check_output(output, inputs, force)
