@@ -7,15 +7,12 @@ the headers, a few chunks per worker, and for ``--format bitmask`` the kept valu
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from prunecli.core.allocation import keep_counts, prune_count
@@ -24,15 +21,12 @@ from prunecli.core.model import LoadedModel
 from prunecli.core.report import LayerStats, Report, dtype_name, model_summary
 from prunecli.core.stream_passes import (
     ByteProgress,
-    Reader,
-    copy_chunks,
     find_thresholds,
     open_reader,
-    prune_chunks,
 )
+from prunecli.core.stream_write import copy_tensor
 from prunecli.core.streaming import FLOATS, Item, KeySpace, Pool
 from prunecli.errors import Unsupported
-from prunecli.io import bitmask
 from prunecli.io import safetensors as st
 from prunecli.io.checkpoint import Checkpoint, Shard
 
@@ -97,6 +91,7 @@ def run_stream_prune(
 ) -> dict[str, Any]:
     """Find the thresholds, then write every shard (to ``output``: a file or a folder)."""
     from prunecli.core.stream_output import write_output
+    from prunecli.core.stream_write import write_shard
 
     model = lazy_model(plan.checkpoint)
     with open_reader(shard.path for shard in plan.checkpoint.shards) as reader:
@@ -106,186 +101,9 @@ def run_stream_prune(
         extra = {**extra, "sparsity.achieved": repr(achieved / total if total else 0.0)}
 
         def shard_writer(shard: Shard, metadata: dict[str, str], stream: Any) -> dict[str, Any]:
-            return _write_shard(reader, plan, seed, shard, metadata, stream, format, progress)
+            return write_shard(reader, plan, seed, shard, metadata, stream, format, progress)
 
         return write_output(plan.checkpoint, model, output, extra, shard_writer)
-
-
-def _write_shard(
-    reader: Reader,
-    plan: StreamPlan,
-    seed: int,
-    shard: Shard,
-    metadata: dict[str, str],
-    stream: Any,
-    format: str,
-    progress: ByteProgress | None,
-) -> dict[str, Any]:
-    entries = shard.header.entries
-    prunable = [name for name in entries if name in plan.items]
-    kept_counts: dict[str, int] = {}
-    if format == "bitmask":
-        kept_counts = _count_kept(reader, plan, seed, prunable)
-    encoded = {
-        name
-        for name, kept in kept_counts.items()
-        if bitmask.bitmask_bytes(plan.items[name].numel) + kept * plan.items[name].itemsize
-        < plan.items[name].numel * plan.items[name].itemsize
-    }
-    specs: dict[str, tuple[str, tuple[int, ...]]] = {}
-    encoded_specs: dict[str, dict[str, Any]] = {}
-    for name, entry in entries.items():
-        if name in encoded:
-            nnz = kept_counts[name]
-            encoded_specs[name] = {"shape": list(entry.shape), "dtype": entry.dtype, "nnz": nnz}
-            numel = math.prod(entry.shape)
-            specs[name + bitmask.BITMASK] = ("U8", (bitmask.bitmask_bytes(numel),))
-            specs[name + bitmask.VALUES] = (entry.dtype, (nnz,))
-        else:
-            specs[name] = (entry.dtype, entry.shape)
-    if format == "bitmask":
-        metadata = {
-            **metadata,
-            bitmask.META_FORMAT: bitmask.FORMAT,
-            bitmask.META_VERSION: bitmask.VERSION,
-            bitmask.META_TENSORS: json.dumps(encoded_specs),
-        }
-    if format != "bitmask":  # every offset is known: workers write their own chunks
-        return _write_dense(reader, plan, seed, shard, specs, metadata, stream, progress)
-    writer = st.StreamWriter(stream, specs, metadata)
-    kept: dict[str, int] = {}
-    nonzero = 0
-    for name, entry in entries.items():
-        if name in plan.items:
-            kept[name] = _write_pruned(reader, plan, seed, name, writer, name in encoded, progress)
-            nonzero += kept[name]
-        else:
-            for data, size, count in _copy(reader, shard, entry):
-                writer.write(memoryview(data))
-                reader.recycle(data)
-                nonzero += count
-                if progress:
-                    progress(size)
-    written = writer.close()
-    params = sum(math.prod(entry.shape) for entry in entries.values())
-    return {
-        "written": written,
-        "data_bytes": written - writer.header_bytes,
-        "kept": kept,
-        "nonzero": nonzero,
-        "params": params,
-        "encoded": [name for name in entries if name in encoded],
-        "stored": list(specs),
-    }
-
-
-def _copy(reader: Reader, shard: Shard, entry: st.TensorEntry, sink: Any = None) -> Any:
-    itemsize = st.DTYPES[entry.dtype].itemsize
-    begin = shard.header.data_start + entry.begin
-    size = entry.end - entry.begin
-    return copy_chunks(reader, shard.path, begin, size, itemsize, entry.dtype in FLOATS, sink)
-
-
-def _write_dense(
-    reader: Reader,
-    plan: StreamPlan,
-    seed: int,
-    shard: Shard,
-    specs: dict[str, tuple[str, tuple[int, ...]]],
-    metadata: dict[str, str],
-    stream: Any,
-    progress: ByteProgress | None,
-) -> dict[str, Any]:
-    """A dense shard written with ``pwrite`` at known offsets, by the workers in parallel."""
-    header = st.encode_layout(specs, metadata)
-    handle = stream.fileno()
-    _pwrite(handle, memoryview(header), 0)
-    position = len(header)
-    kept: dict[str, int] = {}
-    nonzero = 0
-    for name, entry in shard.header.entries.items():
-        base = position
-
-        def sink(offset: int, data: np.ndarray, base: int = base) -> None:
-            _pwrite(handle, memoryview(data), base + offset)
-
-        if name in plan.items:
-            item, pool = plan.items[name], plan.pool_of[name]
-            chunks = prune_chunks(reader, plan.space, item, pool, seed, sink)
-            kept[name] = 0
-            for chunk in chunks:
-                kept[name] += chunk.kept
-                if progress:
-                    progress(chunk.nbytes)
-            nonzero += kept[name]
-        else:
-            for _, size, count in _copy(reader, shard, entry, sink):
-                nonzero += count
-                if progress:
-                    progress(size)
-        position += entry.end - entry.begin
-    params = sum(math.prod(entry.shape) for entry in shard.header.entries.values())
-    return {
-        "written": position,
-        "data_bytes": position - len(header),
-        "kept": kept,
-        "nonzero": nonzero,
-        "params": params,
-        "encoded": [],
-        "stored": list(specs),
-    }
-
-
-def _pwrite(handle: int, data: memoryview, offset: int) -> None:
-    done = 0
-    while done < data.nbytes:
-        done += os.pwrite(handle, data[done:], offset + done)
-
-
-def _count_kept(reader: Reader, plan: StreamPlan, seed: int, names: list[str]) -> dict[str, int]:
-    """Kept entries per tensor (a counting pass): a bitmask header needs them up front."""
-    ties = {id(pool): pool.ties for pool in plan.pools}
-    counts = {
-        name: sum(
-            chunk.kept
-            for chunk in prune_chunks(
-                reader, plan.space, plan.items[name], plan.pool_of[name], seed
-            )
-        )
-        for name in names
-    }
-    for pool in plan.pools:  # the write pass prunes the same ties again, in the same order
-        pool.ties = ties[id(pool)]
-    return counts
-
-
-def _write_pruned(
-    reader: Reader,
-    plan: StreamPlan,
-    seed: int,
-    name: str,
-    writer: st.StreamWriter,
-    encode: bool,
-    progress: ByteProgress | None,
-) -> int:
-    item, pool = plan.items[name], plan.pool_of[name]
-    kept = 0
-    values: list[bytes] = []
-    for chunk in prune_chunks(reader, plan.space, item, pool, seed):
-        kept += chunk.kept
-        if encode:
-            words = chunk.data.view(f"<u{item.itemsize}")
-            live = words != 0
-            writer.write(memoryview(np.packbits(live, bitorder="little")))
-            values.append(words[live].tobytes())
-        else:
-            writer.write(memoryview(chunk.data))
-        if progress:
-            progress(chunk.data.nbytes)
-        reader.recycle(chunk.data)
-    for part in values:
-        writer.write(part)
-    return kept
 
 
 def stream_report(
@@ -435,7 +253,7 @@ def stream_inspect(checkpoint: Checkpoint, names: list[str]) -> Report:
             params = nonzero = 0
             for name, entry in shard.header.entries.items():
                 counts[name] = 0
-                for data, _, count in _copy(reader, shard, entry):
+                for data, _, count in copy_tensor(reader, shard, entry):
                     counts[name] += count
                     reader.recycle(data)
                 params += math.prod(entry.shape)
