@@ -171,3 +171,8 @@ def test_disk_full_mid_write_leaves_nothing(cli, sharded: Path, workdir: Path, m
     refused(result, 2, "No space left on device")
     assert "nothing was written" in result.stderr
     assert files_in(workdir) == before  # no output folder, no staging folder
+
+
+def test_a_folder_is_not_written_to_a_file_or_stdout(cli, sharded: Path) -> None:
+    for output in ("-", "out.safetensors"):
+        refused(cli("prune", sharded, "-m", "magnitude", "-s", "0.5", "-o", output), 2, "folder")

@@ -183,7 +183,8 @@ def export_lines(report: Report) -> list[str]:
 
 def render_report(console: Console, report: Report) -> None:
     model = report.model
-    about = [model["format"], model["arch"] or "weights only", human_size(model["file_bytes"])]
+    arch = model["arch"] or model.get("hf_architecture") or "weights only"
+    about = [model["format"], arch, human_size(model["file_bytes"])]
     if report.layers and not _mixed_dtypes(report):
         about.append(report.layers[0].dtype)
     console.print(Text.assemble((str(model["path"]), "bold"), "  ", " · ".join(about)))
@@ -195,6 +196,12 @@ def render_report(console: Console, report: Report) -> None:
     line = topology_line(report)
     if line is not None:
         console.print(line)
+    for shard in model.get("shards") or []:
+        figures = f"{shard['tensors']} tensors, {human_size(shard['file_bytes'])}"
+        if "nonzero" in shard:
+            sparse = percent(1 - shard["nonzero"] / max(shard["params"], 1))
+            figures += f", {shard['params']:,} parameters, {sparse} zero"
+        console.print(f"shard {shard['file']}: {figures}")
     if report.pruning:
         p = report.pruning
         rounds = f"{p['iterations']} round{'s' if p['iterations'] != 1 else ''}"

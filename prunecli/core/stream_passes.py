@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from prunecli.core.streaming import (
+    SAMPLE,
     Item,
     KeySpace,
     Pool,
@@ -147,7 +148,7 @@ def find_thresholds(
 
 
 def _sample(reader: Reader, space: KeySpace, pool: Pool) -> np.ndarray:
-    rate = (1 << 16) / max(1, pool.size)
+    rate = SAMPLE / max(1, pool.size)
     picked = []
     for item in pool.members:
         for start, count in sample_positions(item, rate, item.index):

@@ -22,7 +22,7 @@ breaks them — the two paths give identical masks.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,7 +43,7 @@ _NONFINITE = {
 }
 FLOATS = tuple(_NONFINITE)
 _DIGIT_BITS = 16
-_SAMPLE = 1 << 16  # sampled keys per pool
+SAMPLE = 1 << 16  # sampled keys per pool
 _BLOCK = 64  # contiguous elements per sampled block
 
 
@@ -243,5 +243,3 @@ def chunks(numel: int, per_chunk: int) -> Iterator[tuple[int, int]]:
     for start in range(0, numel, per_chunk):
         yield start, min(per_chunk, numel - start)
 
-
-KeysFor = Callable[[Item, int, int, np.ndarray], np.ndarray]

@@ -169,6 +169,11 @@ def write_index(folder: Path, weight_map: dict[str, str], total_size: int, meta:
 
 def check_folder_output(output: str, source: str, force: bool) -> None:
     """Refuse a folder output that is the input, lands nowhere, or replaces one silently."""
+    if output == "-" or Path(output).suffix in (".safetensors", ".pt2", ".onnx"):
+        raise BadInput(
+            f"the input {source} is a folder, so the output is one too: -o {output} cannot be",
+            "name a folder with -o, e.g. -o model-pruned/",
+        )
     target = Path(output)
     if target.exists() and os.path.samefile(target, source):
         raise BadInput(f"output {output} is the input folder", "choose another path with -o")
