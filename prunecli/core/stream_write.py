@@ -8,6 +8,7 @@ bitmask and values written in order through ``io.safetensors.StreamWriter``.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -113,6 +114,8 @@ def _write_dense(
     """A dense shard written with ``pwrite`` at known offsets, by the workers in parallel."""
     header = st.encode_layout(specs, metadata)
     handle = stream.fileno()
+    data = sum(entry.end - entry.begin for entry in shard.header.entries.values())
+    _reserve(handle, len(header) + data)
     _pwrite(handle, memoryview(header), 0)
     position = len(header)
     kept: dict[str, int] = {}
@@ -148,6 +151,16 @@ def _write_dense(
         "encoded": [],
         "stored": list(specs),
     }
+
+
+def _reserve(handle: int, size: int) -> None:
+    """Allocate the file's blocks up front: ext4 then writes it several times faster than when
+    each write allocates, and a full disk shows before any work rather than midway."""
+    try:
+        os.posix_fallocate(handle, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
 
 
 def _pwrite(handle: int, data: memoryview, offset: int) -> None:
