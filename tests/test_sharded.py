@@ -176,3 +176,15 @@ def test_disk_full_mid_write_leaves_nothing(cli, sharded: Path, workdir: Path, m
 def test_a_folder_is_not_written_to_a_file_or_stdout(cli, sharded: Path) -> None:
     for output in ("-", "out.safetensors"):
         refused(cli("prune", sharded, "-m", "magnitude", "-s", "0.5", "-o", output), 2, "folder")
+
+
+def test_no_room_for_the_output_is_refused_up_front(
+    cli, sharded: Path, workdir: Path, monkeypatch
+) -> None:
+    def full(handle: int, offset: int, size: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    before = files_in(workdir)
+    refused(cli("prune", sharded, "-m", "magnitude", "-s", "0.5", "-o", "out"), 2, "No space")
+    assert files_in(workdir) == before
