@@ -57,16 +57,25 @@ def inspect_command(
       prunecli inspect model.safetensors --min-sparsity 0.9
 
       prunecli inspect vgg16.pruned.safetensors --max-collapsed 0
+
+      prunecli inspect ./llama-like/ --json
     """
-    from prunecli.core.gates import max_collapsed_check, min_sparsity_check
     from prunecli.core.report import build_report
+    from prunecli.core.selection import select_prunable
     from prunecli.core.session import open_model, parse_input_shape
-    from prunecli.errors import CheckFailed
+    from prunecli.core.stream_jobs import lazy_model, stream_inspect, streamable
 
     # inspect only reads: rerunning a CI job replaces its last report without asking for --force
     check_report(report_file, [model], force=True)
     shape = parse_input_shape(input_shape)
     out = Output(json_mode, quiet)
+    checkpoint = None if max_collapsed is not None else streamable(model, None, arch, None)
+    if checkpoint is not None:  # headers first; every tensor counted chunk by chunk
+        lazy = lazy_model(checkpoint)
+        names = select_prunable(lazy, include or (), exclude or ())
+        report = stream_inspect(checkpoint, list(lazy.tensors) if all_tensors else names)
+        _gate(report, min_sparsity, None, out, report_file)
+        return
     loaded, names = open_model(model, arch, arch_kwargs, include, exclude, check_weights=False)
     if max_collapsed is not None:
         loaded.require_graph("--max-collapsed")
@@ -74,6 +83,14 @@ def inspect_command(
     if all_tensors:
         names = list(loaded.tensors)
     report = build_report("inspect", loaded, names, prunable, shape)
+    _gate(report, min_sparsity, max_collapsed, out, report_file)
+
+
+def _gate(report, min_sparsity, max_collapsed, out, report_file) -> None:  # noqa: ANN001
+    """Add the asked-for checks, print the report, and fail when a check did not pass."""
+    from prunecli.core.gates import max_collapsed_check, min_sparsity_check
+    from prunecli.errors import CheckFailed
+
     if min_sparsity is not None:
         report.checks.append(min_sparsity_check(report, min_sparsity))
     if max_collapsed is not None:

@@ -10,7 +10,9 @@ import typer
 ModelArg = Annotated[
     str,
     typer.Argument(
-        help="Model file (.safetensors, .pt2, .onnx) or - for stdin.", show_default=False
+        help="Model file (.safetensors, .pt2, .onnx), a folder (sharded or Hugging Face), "
+        "or - for stdin.",
+        show_default=False,
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
@@ -63,6 +65,17 @@ Format = Annotated[
         "--format",
         help="Safetensors layout: dense, or bitmask (packed bitmask + non-zero values, smaller "
         "when sparse; every prunecli command reads it).",
+    ),
+]
+DryRun = Annotated[
+    bool,
+    typer.Option("--dry-run", help="Show which tensors would be pruned; write nothing."),
+]
+ShowProgress = Annotated[
+    bool,
+    typer.Option(
+        "--progress",
+        help="Show a progress bar over bytes on stderr even when it is not a terminal.",
     ),
 ]
 Force = Annotated[bool, typer.Option("--force", help="Replace an existing output file.")]

@@ -192,7 +192,8 @@ def export_lines(report: Report) -> list[str]:
 
 def render_report(console: Console, report: Report) -> None:
     model = report.model
-    about = [model["format"], model["arch"] or "weights only", human_size(model["file_bytes"])]
+    arch = model["arch"] or model.get("hf_architecture") or "weights only"
+    about = [model["format"], arch, human_size(model["file_bytes"])]
     if report.layers and not _mixed_dtypes(report):
         about.append(report.layers[0].dtype)
     console.print(Text.assemble((str(model["path"]), "bold"), "  ", " · ".join(about)))
@@ -204,6 +205,12 @@ def render_report(console: Console, report: Report) -> None:
     line = topology_line(report)
     if line is not None:
         console.print(line)
+    for shard in model.get("shards") or []:
+        figures = f"{shard['tensors']} tensors, {human_size(shard['file_bytes'])}"
+        if "nonzero" in shard:
+            sparse = percent(1 - shard["nonzero"] / max(shard["params"], 1))
+            figures += f", {shard['params']:,} parameters, {sparse} zero"
+        console.print(f"shard {shard['file']}: {figures}")
     if report.pruning:
         p = report.pruning
         rounds = f"{p['iterations']} round{'s' if p['iterations'] != 1 else ''}"
@@ -304,12 +311,14 @@ class Output:
             self.err.print(f"[yellow]warning:[/] {message}")
 
     @contextmanager
-    def progress(self, description: str, total: int) -> Iterator[Callable[..., None]]:
-        """A progress bar on stderr when it is a terminal; a no-op callback otherwise.
+    def progress(
+        self, description: str, total: int, force: bool = False
+    ) -> Iterator[Callable[..., None]]:
+        """A progress bar on stderr when it is a terminal (or ``force``); a no-op otherwise.
 
         The callback takes ``(done, total)`` and optionally a dict of figures shown beside the
         bar (training: loss, accuracy, and a ``label`` such as the round)."""
-        if self.quiet or not self.err.is_terminal or os.environ.get("NO_COLOR"):
+        if self.quiet or (not force and (not self.err.is_terminal or os.environ.get("NO_COLOR"))):
             yield lambda done, total, info=None: None
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -329,6 +338,23 @@ class Output:
                 bar.update(task, completed=done, total=total, info=progress_info(info))
 
             yield update
+
+
+def render_plan(console: Console, plan: dict[str, Any]) -> None:
+    """``prune --dry-run``: the tensors that would be pruned, and those left dense."""
+    table = Table(title=f"would prune {plan['model']} ({plan['method']}, {plan['scope']})")
+    for column in ("tensor", "shape", "dtype", "parameters", "action"):
+        table.add_column(column, justify="right" if column == "parameters" else "left")
+    for action, key in (("prune", "prunable"), ("dense", "dense")):
+        for entry in plan[key]:
+            shape = "×".join(map(str, entry["shape"]))
+            table.add_row(entry["name"], shape, entry["dtype"], f"{entry['params']:,}", action)
+    console.print(table)
+    totals = plan["totals"]
+    console.print(
+        f"{totals['prunable_params']:,} of {totals['all_params']:,} parameters prunable; "
+        f"target sparsity {percent(plan['sparsity'])}; nothing was written"
+    )
 
 
 def progress_info(info: dict[str, Any] | None) -> str:

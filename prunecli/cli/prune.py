@@ -9,7 +9,7 @@ import typer
 
 from prunecli.cli import options as opt
 from prunecli.cli.errors import handle_errors
-from prunecli.cli.output import Output, check_report
+from prunecli.cli.output import Output, check_report, render_plan
 
 
 @handle_errors
@@ -67,6 +67,8 @@ def prune_command(
     rate: opt.Rate = None,
     keep_best: opt.KeepBest = False,
     last_layer: opt.LastLayer = None,
+    dry_run: opt.DryRun = False,
+    progress: opt.ShowProgress = False,
 ) -> None:
     """Prune MODEL to --sparsity with --method (or --scores) and write the sparse model.
 
@@ -85,15 +87,25 @@ def prune_command(
       prunecli prune model.safetensors --method magnitude --sparsity 0.9 --format bitmask
 
       prunecli prune dense.safetensors --method imp --sparsity 0.92 --rate 0.2 --rewind-to init.safetensors --data mnist1d --steps 1500 --lr 0.02
+
+      prunecli prune ./llama-like/ --method magnitude --sparsity 0.5 -o ./llama-like-50/ --dry-run
     """
     from prunecli.core.allocation import SCOPES
-    from prunecli.core.jobs import PruneSettings, TrainingRun, load_scores, prune_to_file
+    from prunecli.core.jobs import (
+        PruneSettings,
+        TrainingRun,
+        load_scores,
+        plan_document,
+        prune_to_file,
+    )
     from prunecli.core.pruning import parse_sparsity
     from prunecli.core.schedule import SCHEDULES
     from prunecli.core.session import check_request, open_model, resolve_inputs
+    from prunecli.core.stream_jobs import streamable
     from prunecli.core.writing import check_format
     from prunecli.criteria import get_criterion
     from prunecli.errors import BadInput, Unsupported
+    from prunecli.io.checkpoint import check_folder_output, is_folder
     from prunecli.io.paths import check_output, default_output
 
     if (method is None) == (scores_file is None):
@@ -140,11 +152,35 @@ def prune_command(
         raise Unsupported("a .pt2 output needs a .pt2 input", "write .safetensors instead")
     check_format(format, output)
     inputs = [model, str(scores_file) if scores_file else "-", str(rewind_to or "-")]
-    check_output(output, inputs, force)
+    if is_folder(model) and not dry_run:
+        check_folder_output(output, model, force)
+    elif not dry_run:
+        check_output(output, inputs, force)
     check_report(report_file, [*inputs, output], force, curve=training is not None)
 
     out = Output(json_mode, quiet, data_to_stderr=output == "-")
+    plain = scores_file is None and iterations in (None, 1) and device == "cpu"
+    checkpoint = streamable(model, method, arch, output, plain)
+    if checkpoint is not None and method is not None:
+        _stream(
+            checkpoint,
+            method,
+            PruneSettings(target, scope, 1, schedule, seed),
+            output,
+            format,
+            include,
+            exclude,
+            dry_run,
+            progress,
+            out,
+            report_file,
+        )
+        return
     loaded, names = open_model(model, arch, arch_kwargs, include, exclude)
+    if dry_run:
+        plan = plan_document(loaded, names, method or "scores", PruneSettings(target, scope), False)
+        out.document(plan, lambda console: render_plan(console, plan))
+        return
     criterion = criterion_class() if criterion_class else load_scores(scores_file)
     options = opt.method_options(
         batches=batches,
@@ -168,4 +204,42 @@ def prune_command(
         if training is not None:
             training.options, training.progress = options, tick
         report = prune_to_file(loaded, names, criterion, settings, output, tick, format, training)
+    out.report(report, report_file)
+
+
+def _stream(
+    checkpoint,
+    method,
+    settings,
+    output,
+    format,
+    include,
+    exclude,
+    dry_run,
+    progress,
+    out,
+    report_file,
+) -> None:  # noqa: ANN001 - a private step of prune_command
+    """Prune a checkpoint chunk by chunk (magnitude, random): memory bounded by a few chunks."""
+    from prunecli.core.jobs import plan_document
+    from prunecli.core.selection import select_prunable
+    from prunecli.core.stream_jobs import lazy_model, stream_prune_to_file
+
+    lazy = lazy_model(checkpoint)
+    names = select_prunable(lazy, include or (), exclude or ())
+    if dry_run:
+        plan = plan_document(lazy, names, method, settings, True)
+        out.document(plan, lambda console: render_plan(console, plan))
+        return
+    prunable = sum(lazy.tensors[name].numel() * lazy.tensors[name].element_size() for name in names)
+    total = prunable + sum(t.numel() * t.element_size() for t in lazy.tensors.values())
+    done = 0
+    with out.progress(f"pruning ({method})", total, force=progress) as tick:
+
+        def advance(nbytes: int) -> None:
+            nonlocal done
+            done += nbytes
+            tick(done, max(total, done))
+
+        report = stream_prune_to_file(checkpoint, names, method, settings, output, format, advance)
     out.report(report, report_file)

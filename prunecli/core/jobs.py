@@ -107,9 +107,10 @@ def output_summary(
         return {"path": output, "format": "pt2", "file_bytes": written}
     if model.format == "onnx":  # ONNX in, ONNX out
         return {"path": output, "format": "onnx", "file_bytes": written}
+    folder = model.checkpoint is not None and model.checkpoint.folder is not None
     summary: dict[str, object] = {
         "path": output,
-        "format": "safetensors",
+        "format": "safetensors-folder" if folder else "safetensors",
         "file_bytes": written,
         "layout": format,
     }
@@ -148,3 +149,39 @@ def score_to_file(
         "method": criterion.name,
     }
     return report
+
+
+PLAN_SCHEMA = "prunecli.plan/1"
+
+
+def plan_document(
+    model: LoadedModel, names: list[str], method: str, settings: PruneSettings, streaming: bool
+) -> dict[str, object]:
+    """What ``prune --dry-run`` shows: which tensors would be pruned and which stay dense."""
+    chosen = set(names)
+
+    def entry(name: str) -> dict[str, object]:
+        tensor = model.tensors[name]
+        return {
+            "name": name,
+            "shape": list(tensor.shape),
+            "dtype": str(tensor.dtype).removeprefix("torch."),
+            "params": tensor.numel(),
+        }
+
+    return {
+        "schema": PLAN_SCHEMA,
+        "command": "prune",
+        "dry_run": True,
+        "model": model.source,
+        "method": method,
+        "sparsity": settings.sparsity,
+        "scope": settings.scope,
+        "streaming": streaming,
+        "prunable": [entry(name) for name in names],
+        "dense": [entry(name) for name in model.tensors if name not in chosen],
+        "totals": {
+            "prunable_params": sum(model.tensors[name].numel() for name in names),
+            "all_params": sum(tensor.numel() for tensor in model.tensors.values()),
+        },
+    }

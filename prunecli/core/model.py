@@ -45,6 +45,8 @@ class LoadedModel:
     arch_hint: str | None = None  # an import path seen in metadata but not imported
     onnx: Any = None  # the onnx.ModelProto of an .onnx input (its tensors are the initializers)
     weight_names: list[str] | None = None  # ONNX: initializers that are MatMul/Gemm/Conv weights
+    checkpoint: Any = None  # io.checkpoint.Checkpoint: the shards of a folder or file on disk
+    hf_config: dict[str, Any] | None = None  # config.json of a Hugging Face folder
 
     def require_graph(self, method: str) -> torch.nn.Module:
         if self.module is not None:
@@ -54,6 +56,14 @@ class LoadedModel:
                 f"{method} needs a PyTorch graph; an ONNX model supports inspect and the "
                 "weights-only methods (magnitude, random)",
                 "run it on the PyTorch model (with --arch), then export to ONNX",
+            )
+        if self.hf_config is not None:
+            from prunecli.core.hf import INSTALL_HINT
+
+            raise Unsupported(
+                f"{method} needs the model's architecture; {self.source} is a Hugging Face "
+                "folder and transformers is not installed",
+                INSTALL_HINT,
             )
         if self.arch_hint:
             raise Unsupported(
@@ -91,6 +101,8 @@ def load_model(source: str, arch: str | None = None, arch_kwargs: str | None = N
         if arch:
             raise BadInput("an ONNX model carries its own graph; drop --arch")
         return _load_onnx(Path(source))
+    if source != STDIO and Path(source).is_dir():
+        return _load_folder(source, arch, arch_kwargs)
     tensors, header, size = _read_safetensors(source)
     model = LoadedModel(tensors, header.metadata, source, "safetensors", size)
     architecture = _architecture(model.metadata, arch, arch_kwargs, source)
@@ -99,6 +111,26 @@ def load_model(source: str, arch: str | None = None, arch_kwargs: str | None = N
         model.arch_hint = stored if stored and ":" in stored else None
         return model
     _attach(model, architecture)
+    return model
+
+
+def _load_folder(source: str, arch: str | None, arch_kwargs: str | None) -> LoadedModel:
+    """A sharded or Hugging Face folder, all in memory; its module from transformers if known."""
+    from prunecli.core import hf
+    from prunecli.io.checkpoint import open_checkpoint
+
+    checkpoint = open_checkpoint(source)
+    tensors: dict[str, torch.Tensor] = {}
+    for shard in checkpoint.shards:
+        tensors.update(st.load_file(shard.path)[0])
+    model = LoadedModel(
+        tensors, dict(checkpoint.metadata), source, "safetensors", checkpoint.file_bytes
+    )
+    model.checkpoint, model.hf_config = checkpoint, checkpoint.config
+    if arch is not None:
+        _attach(model, Architecture(arch, parse_arch_kwargs(arch_kwargs)))
+    elif checkpoint.config is not None and hf.transformers_available():
+        model.module = hf.build_module(Path(source), tensors)
     return model
 
 

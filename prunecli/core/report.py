@@ -149,7 +149,7 @@ def layer_stats(model: LoadedModel, names: Sequence[str]) -> list[LayerStats]:
 
 def model_summary(model: LoadedModel) -> dict[str, Any]:
     arch = model.arch
-    return {
+    summary = {
         "path": model.source,
         "format": model.format,
         "file_bytes": model.file_bytes,
@@ -158,6 +158,20 @@ def model_summary(model: LoadedModel) -> dict[str, Any]:
         "input_shape": list(arch.input_shape) if arch and arch.input_shape else None,
         "num_classes": arch.num_classes if arch else None,
     }
+    checkpoint = model.checkpoint
+    if checkpoint is not None and checkpoint.folder is not None:
+        summary["format"] = "safetensors-folder"
+        summary["shards"] = [
+            {
+                "file": shard.path.name,
+                "tensors": len(shard.header.entries),
+                "file_bytes": shard.file_bytes,
+            }
+            for shard in checkpoint.shards
+        ]
+    if model.hf_config is not None:
+        summary["hf_architecture"] = (model.hf_config.get("architectures") or [None])[0]
+    return summary
 
 
 def build_report(

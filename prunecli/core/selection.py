@@ -42,6 +42,10 @@ def _candidate(name: str, tensor: torch.Tensor) -> bool:
 def default_prunable(model: LoadedModel) -> list[str]:
     if model.weight_names is not None:  # the file's graph says which tensors are weights
         return list(model.weight_names)
+    if model.hf_config is not None:  # by name, so a folder streamed or loaded agrees
+        from prunecli.core.hf import is_head
+
+        return [name for name in _by_name(model) if not is_head(name)]
     if model.module is not None and model.format != "pt2":
         layer_weights = {
             f"{name}.weight" if name else "weight"
@@ -49,6 +53,11 @@ def default_prunable(model: LoadedModel) -> list[str]:
             if isinstance(layer, _LAYER_TYPES)
         }
         return [name for name in model.tensors if name in layer_weights]
+    return _by_name(model)
+
+
+def _by_name(model: LoadedModel) -> list[str]:
+    """Weights-only rule: 2-D+ floating ``*weight`` tensors that are not embeddings or norms."""
     return [
         name
         for name, tensor in model.tensors.items()

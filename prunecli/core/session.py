@@ -75,6 +75,10 @@ def resolve_inputs(
     check_request(criterion, data, training)
     if criterion.needs_graph():
         model.require_graph(criterion.name)
+    if model.hf_config is not None:
+        from prunecli.core.hf import check_criterion
+
+        check_criterion(model.hf_config, criterion.name, criterion.needs)
     shape = parse_input_shape(input_shape) or (model.arch.input_shape if model.arch else None)
     if "input_shape" in criterion.needs and shape is None:
         raise Unsupported(

@@ -77,6 +77,8 @@ def write_model(
         return _write_onnx(model, output, extra, format)
     if output != STDIO and Path(output).suffix == ".pt2":
         return _write_pt2(model, output)
+    if model.checkpoint is not None and model.checkpoint.folder is not None:
+        return _write_folder(model, output, extra, format)
     metadata = model_metadata(model, extra)
     if format == "bitmask":
         names = encoded_tensors(model, extra)
@@ -84,6 +86,20 @@ def write_model(
             return bitmask.write(stream, model.tensors, names, metadata)
     with atomic_output(output) as stream:
         return st.write(stream, model.tensors, metadata)
+
+
+def _write_folder(model: LoadedModel, output: str, extra: Mapping[str, Any], format: str) -> int:
+    """A folder like the input's: the same shards, each with its own tensors (stream_output)."""
+    from prunecli.core.stream_output import write_output
+
+    def write_shard(shard: Any, metadata: dict[str, str], stream: Any) -> dict[str, Any]:
+        tensors = {name: model.tensors[name] for name in shard.header.entries}
+        if format == "bitmask":
+            names = [name for name in encoded_tensors(model, extra) if name in tensors]
+            return {"written": bitmask.write(stream, tensors, names, metadata)}
+        return {"written": st.write(stream, tensors, metadata)}
+
+    return write_output(model.checkpoint, model, output, dict(extra), write_shard)["written"]
 
 
 def encoded_tensors(model: LoadedModel, extra: Mapping[str, Any]) -> list[str]:

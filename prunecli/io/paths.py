@@ -21,6 +21,9 @@ def default_output(model: str, suffix: str = ".pruned.safetensors") -> str:
     if model == STDIO:
         return STDIO
     path = Path(model)
+    if path.is_dir():  # a pruned folder goes beside it; scores of a folder are one file
+        tail = ".pruned" if suffix == ".pruned.safetensors" else suffix
+        return str(path.with_name(path.name + tail))
     if path.suffix == ".onnx" and suffix == ".pruned.safetensors":
         suffix = ".pruned.onnx"
     return str(path.with_name(path.stem + suffix))

@@ -193,23 +193,78 @@ def tensor_bytes(tensor: torch.Tensor) -> memoryview:
 
 
 def encode_header(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
-    header: dict[str, object] = {"__metadata__": dict(metadata)} if metadata else {}
-    offset = 0
+    specs: dict[str, tuple[str, tuple[int, ...]]] = {}
     for name, tensor in tensors.items():
         if tensor.dtype not in DTYPE_NAMES:
             raise BadInput(
                 f"tensor {name!r} has dtype {tensor.dtype}, which safetensors cannot store"
             )
-        nbytes = tensor.numel() * tensor.element_size()
+        specs[name] = (DTYPE_NAMES[tensor.dtype], tuple(tensor.shape))
+    return encode_layout(specs, metadata)
+
+
+def nbytes_of(dtype: str, shape: tuple[int, ...]) -> int:
+    return math.prod(shape) * DTYPES[dtype].itemsize
+
+
+def encode_layout(
+    specs: Mapping[str, tuple[str, tuple[int, ...]]], metadata: Mapping[str, str]
+) -> bytes:
+    """The header of a file holding tensors of ``(dtype name, shape)``, in order, back to back."""
+    header: dict[str, object] = {"__metadata__": dict(metadata)} if metadata else {}
+    offset = 0
+    for name, (dtype, shape) in specs.items():
+        nbytes = nbytes_of(dtype, shape)
         header[name] = {
-            "dtype": DTYPE_NAMES[tensor.dtype],
-            "shape": list(tensor.shape),
+            "dtype": dtype,
+            "shape": list(shape),
             "data_offsets": [offset, offset + nbytes],
         }
         offset += nbytes
     encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
     encoded += b" " * (-len(encoded) % 8)
     return struct.pack("<Q", len(encoded)) + encoded
+
+
+class StreamWriter:
+    """Writes a safetensors file whose tensors arrive in pieces, in order (e.g. chunk by chunk).
+
+    The header is written first from dtypes and shapes alone; each tensor's bytes must then add
+    up to its size exactly, so a bug cannot leave a file whose header lies about its data.
+    """
+
+    def __init__(
+        self,
+        stream: BinaryIO,
+        specs: Mapping[str, tuple[str, tuple[int, ...]]],
+        metadata: Mapping[str, str],
+    ) -> None:
+        self._stream = stream
+        self._pending = [(name, nbytes_of(*spec)) for name, spec in specs.items()][::-1]
+        header = encode_layout(specs, metadata)
+        stream.write(header)
+        self.header_bytes = self.written = len(header)
+        self._left = 0
+        self._advance()
+
+    def _advance(self) -> None:
+        while self._left == 0 and self._pending:
+            self.current, self._left = self._pending.pop()
+
+    def write(self, data: memoryview | bytes) -> None:
+        """The next bytes of the current tensor (moving on to the next one when it is full)."""
+        size = memoryview(data).nbytes
+        if size > self._left:
+            raise ValueError(f"more bytes than tensor {self.current!r} holds")
+        self._stream.write(data)
+        self.written += size
+        self._left -= size
+        self._advance()
+
+    def close(self) -> int:
+        if self._left or self._pending:
+            raise ValueError("the file ended before its last tensor was complete")
+        return self.written
 
 
 def write(
