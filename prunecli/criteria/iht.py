@@ -1,0 +1,156 @@
+"""IHT, iterative hard thresholding ("A Recovery Guarantee for Sparse Neural Networks",
+Fridovich-Keil & Pilanci; reference voilalab/MLP-IHT).
+
+Training steps as usual (the job's optimizer); every ``--project-every`` steps the prunable
+weights are projected onto their top-k by magnitude (k = the weights the target keeps), chosen
+by the shared exact selection. A weight projected out is set to zero but not masked, so its
+gradient can bring it back at the next projection; weights that were zero in MODEL stay zero.
+After a projection that changed the support, ``--iht-steps`` extra gradient steps restricted to
+the new support refine it, each with the normalised step size of NIHT computed from the current
+support, μ = ‖g_S‖² / g_Sᵀ H g_S (the curvature along g_S by a finite difference of gradients),
+halved until the batch loss decreases (backtracking). The guarantee is for two-layer ReLU
+networks with a scalar output; applying it to every layer of a deeper net is an extension.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from prunecli.core.training import TrainHook, TrainState
+from prunecli.criteria import register
+from prunecli.criteria.training import MethodResult, TrainingJob, TrainingMethod
+from prunecli.errors import BadInput
+
+Masks = dict[str, torch.Tensor]
+_BACKTRACKS = 5  # halvings of μ before the step is skipped
+_ARMIJO = 1e-4  # sufficient decrease: loss(w − μg) ≤ loss(w) − c·μ·‖g‖²
+
+
+def top_k_support(job: TrainingJob, allowed: Masks, module: torch.nn.Module) -> Masks:
+    """Keep-masks of the ``N − round(S·N)`` largest |w| among ``allowed`` entries."""
+    live = sum(int(allowed[name].sum()) for name in job.names)
+    n = job.target_zeros - (job.total - live)
+    scores = {name: module.get_parameter(name).detach().abs() for name in job.names}
+    return job.prune_lowest(scores, allowed, max(n, 0))
+
+
+class IhtHook(TrainHook):
+    """Projects onto the top-k every ``every`` steps; refines a changed support."""
+
+    key = "iht"
+
+    def __init__(self, job: TrainingJob, allowed: Masks, every: int, extra: int) -> None:
+        self.job, self.allowed, self.every, self.extra = job, allowed, every, extra
+        self.support: Masks | None = None
+        self.projections = self.changes = self.refined = 0
+
+    def on_step_end(self, state: TrainState) -> None:
+        if state.step % self.every and state.step != state.total_steps:
+            return
+        support = self.project(state)
+        changed = self.support is None or any(
+            not torch.equal(support[n], self.support[n]) for n in support
+        )
+        self.support = support
+        self.projections += 1
+        if changed:
+            self.changes += 1
+            for _ in range(self.extra):
+                self.refined += self._refine(state, support)
+
+    def project(self, state: TrainState) -> Masks:
+        support = top_k_support(self.job, self.allowed, state.module)
+        with torch.no_grad():
+            for name, keep in support.items():
+                param = state.params[name]
+                drop = ~keep.to(param.device)
+                param.masked_fill_(drop, 0.0)
+                # a thresholded weight starts afresh: no momentum carries it back by itself
+                for buffer in state.optimizer.state.get(param, {}).values():
+                    if isinstance(buffer, torch.Tensor) and buffer.shape == param.shape:
+                        buffer.masked_fill_(drop, 0.0)
+        return support
+
+    def _refine(self, state: TrainState, support: Masks) -> int:
+        """One normalised gradient step on the support, backtracked; 1 if taken, else 0."""
+        x, y = state.batch
+        params = [state.params[name] for name in support]
+        loss, grads = _loss_and_grads(state.module, x, y, params)
+        grads = [g * support[n].to(g.dtype) for g, n in zip(grads, support)]
+        norm2 = sum(float((g * g).sum()) for g in grads)
+        if norm2 == 0.0:
+            return 0
+        step = _normalised_step(state, x, y, params, grads, norm2)
+        originals = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for _ in range(_BACKTRACKS):
+                for p, w, g in zip(params, originals, grads):
+                    p.copy_(w - step * g)
+                trial = float(F.cross_entropy(state.module(x), y))
+                if trial <= loss - _ARMIJO * step * norm2:
+                    return 1
+                step /= 2
+            for p, w in zip(params, originals):
+                p.copy_(w)
+        return 0
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "projections": self.projections,
+            "support_changes": self.changes,
+            "refine_steps": self.refined,
+        }
+
+
+def _loss_and_grads(module, x, y, params) -> tuple[float, list[torch.Tensor]]:
+    loss = F.cross_entropy(module(x), y)
+    return float(loss.detach()), list(torch.autograd.grad(loss, params))
+
+
+def _normalised_step(state: TrainState, x, y, params, grads, norm2: float) -> float:
+    """‖g‖² / gᵀHg with Hg ≈ (∇L(w + εg) − ∇L(w)) / ε; the learning rate where the curvature
+    along g is not positive."""
+    eps = 1e-3 / norm2**0.5
+    with torch.no_grad():
+        for p, g in zip(params, grads):
+            p.add_(g, alpha=eps)
+    try:
+        _, shifted = _loss_and_grads(state.module, x, y, params)
+    finally:
+        with torch.no_grad():
+            for p, g in zip(params, grads):
+                p.sub_(g, alpha=eps)
+    curvature = sum(float((g * s).sum()) for g, s in zip(grads, shifted)) - norm2
+    curvature /= eps
+    if not curvature > 0:
+        return state.settings.lr
+    return norm2 / curvature
+
+
+@register
+class Iht(TrainingMethod):
+    name = "iht"
+    summary = "iterative hard thresholding: train, project onto the top-k |θ| (Fridovich-Keil & Pilanci)"
+    options = {"project_every": 10, "iht_steps": 2}
+
+    def run(self, job: TrainingJob) -> MethodResult:
+        every, extra = job.option("project_every"), job.option("iht_steps")
+        if every < 1:
+            raise BadInput(f"--project-every must be at least 1, got {every}")
+        if extra < 0:
+            raise BadInput(f"--iht-steps must be 0 or more, got {extra}")
+        allowed = job.masks()
+        if job.sparsity_of(allowed) > job.sparsity:
+            raise BadInput(
+                f"the model is already {job.sparsity_of(allowed):.4%} sparse, above --sparsity "
+                f"{job.sparsity}",
+                "give a higher --sparsity",
+            )
+        hook = IhtHook(job, allowed, every, extra)
+        result = job.train(allowed, hooks=[hook])
+        masks = top_k_support(job, allowed, job.module)
+        row = job.round_row(1, masks, result)
+        row.extra = hook.summary()
+        return MethodResult(masks, [row], result)
+
