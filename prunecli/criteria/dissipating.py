@@ -123,7 +123,9 @@ def dissipate(job: TrainingJob, masks: Masks, steps: int, index: int) -> MethodR
 @register
 class Dissipating(TrainingMethod):
     name = "dissipating"
-    summary = "prune weights that stay within --gamma of their init in the first epochs (Haroon 2022)"
+    summary = (
+        "prune weights that stay within --gamma of their init in the first epochs (Haroon 2022)"
+    )
     options = {"gamma": 0.5, "dissipate_epochs": 2}
 
     def run(self, job: TrainingJob) -> MethodResult:

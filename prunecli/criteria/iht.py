@@ -1,14 +1,18 @@
 """IHT, iterative hard thresholding ("A Recovery Guarantee for Sparse Neural Networks",
 Fridovich-Keil & Pilanci; reference voilalab/MLP-IHT).
 
-Training steps as usual (the job's optimizer); every ``--project-every`` steps the prunable
-weights are projected onto their top-k by magnitude (k = the weights the target keeps), chosen
-by the shared exact selection. A weight projected out is set to zero but not masked, so its
-gradient can bring it back at the next projection; weights that were zero in MODEL stay zero.
-After a projection that changed the support, ``--iht-steps`` extra gradient steps restricted to
-the new support refine it, each with the normalised step size of NIHT computed from the current
-support, μ = ‖g_S‖² / g_Sᵀ H g_S (the curvature along g_S by a finite difference of gradients),
-halved until the batch loss decreases (backtracking). The guarantee is for two-layer ReLU
+The weights live on a support of k entries (k = the weights the target keeps; first the top-k
+of MODEL by |θ|), trained by the job's optimizer with the rest masked. Every
+``--project-every`` steps one normalised IHT step on the step's batch may move the support:
+w ← H_k(w − μ∇L), with H_k the top-k by magnitude (the shared exact selection), the full
+gradient (so pruned weights can return) and μ = ‖g_S‖² / g_Sᵀ H g_S from the current support S
+(curvature by a finite difference of gradients), halved until the batch loss does not rise
+(backtracking); then ``--iht-steps`` gradient steps restricted to the new support, normalised
+and backtracked the same way. Weights that were zero in MODEL stay zero.
+
+Why not threshold after each optimizer step: Adam moves every weight by about the learning rate
+whatever its gradient, so thresholded weights would all come back at the same size and the
+support would churn at random; plain gradient steps off the support keep IHT's meaning. The guarantee is for two-layer ReLU
 networks with a scalar output; applying it to every layer of a deeper net is an extension.
 """
 
@@ -36,48 +40,77 @@ def top_k_support(job: TrainingJob, allowed: Masks, module: torch.nn.Module) -> 
 
 
 class IhtHook(TrainHook):
-    """Projects onto the top-k every ``every`` steps; refines a changed support."""
+    """Holds the weights on a k-sparse support; every ``every`` steps an NIHT step moves it."""
 
     key = "iht"
 
     def __init__(self, job: TrainingJob, allowed: Masks, every: int, extra: int) -> None:
         self.job, self.allowed, self.every, self.extra = job, allowed, every, extra
-        self.support: Masks | None = None
+        self.support: Masks = {}
         self.projections = self.changes = self.refined = 0
 
-    def on_step_end(self, state: TrainState) -> None:
-        if state.step % self.every and state.step != state.total_steps:
-            return
-        support = self.project(state)
-        changed = self.support is None or any(
-            not torch.equal(support[n], self.support[n]) for n in support
-        )
-        self.support = support
-        self.projections += 1
-        if changed:
-            self.changes += 1
-            for _ in range(self.extra):
-                self.refined += self._refine(state, support)
+    def on_start(self, state: TrainState) -> None:
+        self.support = top_k_support(self.job, self.allowed, state.module)
+        self._use(state, self.support)
 
-    def project(self, state: TrainState) -> Masks:
-        support = top_k_support(self.job, self.allowed, state.module)
+    def on_step_end(self, state: TrainState) -> None:
+        if state.step % self.every or state.step == state.total_steps:
+            return
+        self.projections += 1
+        support = self.niht_step(state)
+        if support is None:
+            return
+        self.changes += 1
+        self.support = support
+        self._use(state, support)
+        for _ in range(self.extra):
+            self.refined += self._refine(state, support)
+
+    def niht_step(self, state: TrainState) -> Masks | None:
+        """w ← H_k(w − μ∇L) on the step's batch, μ normalised on the current support and
+        halved until the batch loss does not rise; None when the support stays as it is."""
+        x, y = state.batch
+        names = list(self.support)
+        params = [state.params[name] for name in names]
+        loss, grads = _loss_and_grads(state.module, x, y, params)
+        grads = [
+            g * self.allowed[n].to(g.device, g.dtype) for g, n in zip(grads, names, strict=True)
+        ]
+        on_support = [
+            g * self.support[n].to(g.device, g.dtype) for g, n in zip(grads, names, strict=True)
+        ]
+        norm2 = sum(float((g * g).sum()) for g in on_support)
+        if norm2 == 0.0:
+            return None
+        step = _normalised_step(state, x, y, params, on_support, norm2)
+        originals = [p.detach().clone() for p in params]
         with torch.no_grad():
-            for name, keep in support.items():
-                param = state.params[name]
-                drop = ~keep.to(param.device)
-                param.masked_fill_(drop, 0.0)
-                # a thresholded weight starts afresh: no momentum carries it back by itself
-                for buffer in state.optimizer.state.get(param, {}).values():
-                    if isinstance(buffer, torch.Tensor) and buffer.shape == param.shape:
-                        buffer.masked_fill_(drop, 0.0)
-        return support
+            for _ in range(_BACKTRACKS):
+                for p, w, g in zip(params, originals, grads, strict=True):
+                    p.copy_(w - step * g)
+                support = top_k_support(self.job, self.allowed, state.module)
+                for p, name in zip(params, names, strict=True):
+                    p.mul_(support[name].to(p.device, p.dtype))
+                if float(F.cross_entropy(state.module(x), y)) <= loss:
+                    if any(not torch.equal(support[n], self.support[n]) for n in names):
+                        return support
+                    break
+                step /= 2
+            for p, w in zip(params, originals, strict=True):
+                p.copy_(w)
+        return None
+
+    def _use(self, state: TrainState, support: Masks) -> None:
+        """Train on ``support`` from now on (the loop zeroes the rest and its optimizer state)."""
+        for name, keep in support.items():
+            state.masks[name] = keep.to(state.masks[name].device)
 
     def _refine(self, state: TrainState, support: Masks) -> int:
         """One normalised gradient step on the support, backtracked; 1 if taken, else 0."""
         x, y = state.batch
         params = [state.params[name] for name in support]
         loss, grads = _loss_and_grads(state.module, x, y, params)
-        grads = [g * support[n].to(g.dtype) for g, n in zip(grads, support)]
+        grads = [g * support[n].to(g.dtype) for g, n in zip(grads, support, strict=False)]
         norm2 = sum(float((g * g).sum()) for g in grads)
         if norm2 == 0.0:
             return 0
@@ -85,13 +118,13 @@ class IhtHook(TrainHook):
         originals = [p.detach().clone() for p in params]
         with torch.no_grad():
             for _ in range(_BACKTRACKS):
-                for p, w, g in zip(params, originals, grads):
+                for p, w, g in zip(params, originals, grads, strict=False):
                     p.copy_(w - step * g)
                 trial = float(F.cross_entropy(state.module(x), y))
                 if trial <= loss - _ARMIJO * step * norm2:
                     return 1
                 step /= 2
-            for p, w in zip(params, originals):
+            for p, w in zip(params, originals, strict=False):
                 p.copy_(w)
         return 0
 
@@ -113,15 +146,15 @@ def _normalised_step(state: TrainState, x, y, params, grads, norm2: float) -> fl
     along g is not positive."""
     eps = 1e-3 / norm2**0.5
     with torch.no_grad():
-        for p, g in zip(params, grads):
+        for p, g in zip(params, grads, strict=False):
             p.add_(g, alpha=eps)
     try:
         _, shifted = _loss_and_grads(state.module, x, y, params)
     finally:
         with torch.no_grad():
-            for p, g in zip(params, grads):
+            for p, g in zip(params, grads, strict=False):
                 p.sub_(g, alpha=eps)
-    curvature = sum(float((g * s).sum()) for g, s in zip(grads, shifted)) - norm2
+    curvature = sum(float((g * s).sum()) for g, s in zip(grads, shifted, strict=True)) - norm2
     curvature /= eps
     if not curvature > 0:
         return state.settings.lr
@@ -131,7 +164,9 @@ def _normalised_step(state: TrainState, x, y, params, grads, norm2: float) -> fl
 @register
 class Iht(TrainingMethod):
     name = "iht"
-    summary = "iterative hard thresholding: train, project onto the top-k |θ| (Fridovich-Keil & Pilanci)"
+    summary = (
+        "iterative hard thresholding: train, project onto the top-k |θ| (Fridovich-Keil & Pilanci)"
+    )
     options = {"project_every": 10, "iht_steps": 2}
 
     def run(self, job: TrainingJob) -> MethodResult:
@@ -149,8 +184,7 @@ class Iht(TrainingMethod):
             )
         hook = IhtHook(job, allowed, every, extra)
         result = job.train(allowed, hooks=[hook])
-        masks = top_k_support(job, allowed, job.module)
+        masks = hook.support
         row = job.round_row(1, masks, result)
         row.extra = hook.summary()
         return MethodResult(masks, [row], result)
-

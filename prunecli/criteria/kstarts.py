@@ -133,7 +133,9 @@ def check_not_sparser(job: TrainingJob) -> None:
 @register
 class KStarts(TrainingMethod):
     name = "kstarts"
-    summary = "K random masks warmed up, the fittest (|w|, Σ|grad| or both) trained on (Haroon 2022)"
+    summary = (
+        "K random masks warmed up, the fittest (|w|, Σ|grad| or both) trained on (Haroon 2022)"
+    )
     options = {"starts": 4, "warmup_epochs": 1, "fitness": "both"}
 
     def run(self, job: TrainingJob) -> MethodResult:
