@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from prunecli.core.training import TrainSettings
-from prunecli.criteria.bingo import Bingo, BingoHook
+from prunecli.criteria.bingo import Bingo, BingoHook, _Walk
 from prunecli.data import Dataset
 from tests.conftest import SMALL_MLP, files_in, report_of, write_zoo
 from tests.method_jobs import make_job
@@ -49,6 +49,18 @@ def test_the_significant_weight_survives_where_magnitude_ties():
     assert torch.equal(result.masks["0.weight"], torch.tensor([[True, False], [False, False]]))
     assert [row.round for row in result.rounds] == [0, 1]
     assert result.rounds[1].test_accuracy is None  # no test split, no val fraction
+
+
+def test_every_live_entry_is_probed_equally_often():
+    live = torch.ones(12, dtype=torch.bool)
+    live[[0, 5]] = False  # 10 live entries, 3 a probe: 10 probes cover each exactly 3 times
+    walk = _Walk(live, 0.3, torch.Generator().manual_seed(0))
+    counts = torch.zeros(12, dtype=torch.int64)
+    for _ in range(10):
+        chunk = walk.next()
+        assert chunk.numel() == len(set(chunk.tolist())) == 3
+        counts[chunk] += 1
+    assert counts.tolist() == [0, 3, 3, 3, 3, 0, 3, 3, 3, 3, 3, 3]
 
 
 @pytest.fixture

@@ -35,13 +35,12 @@ class _Walk:
         self.start = 0
 
     def next(self) -> torch.Tensor:
+        """The next ``size`` entries of the permutation, wrapping round at its end."""
         if self.size == 0:
             return self.order
-        if self.start + self.size > self.order.numel():
-            self.start = 0
-        chunk = self.order[self.start : self.start + self.size]
-        self.start += self.size
-        return chunk
+        positions = (self.start + torch.arange(self.size)) % self.order.numel()
+        self.start = (self.start + self.size) % self.order.numel()
+        return self.order[positions]
 
 
 class BingoHook(TrainHook):

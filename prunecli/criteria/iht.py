@@ -110,7 +110,7 @@ class IhtHook(TrainHook):
         x, y = state.batch
         params = [state.params[name] for name in support]
         loss, grads = _loss_and_grads(state.module, x, y, params)
-        grads = [g * support[n].to(g.dtype) for g, n in zip(grads, support, strict=False)]
+        grads = [g * support[n].to(g.device, g.dtype) for g, n in zip(grads, support, strict=True)]
         norm2 = sum(float((g * g).sum()) for g in grads)
         if norm2 == 0.0:
             return 0
@@ -118,13 +118,13 @@ class IhtHook(TrainHook):
         originals = [p.detach().clone() for p in params]
         with torch.no_grad():
             for _ in range(_BACKTRACKS):
-                for p, w, g in zip(params, originals, grads, strict=False):
+                for p, w, g in zip(params, originals, grads, strict=True):
                     p.copy_(w - step * g)
                 trial = float(F.cross_entropy(state.module(x), y))
                 if trial <= loss - _ARMIJO * step * norm2:
                     return 1
                 step /= 2
-            for p, w in zip(params, originals, strict=False):
+            for p, w in zip(params, originals, strict=True):
                 p.copy_(w)
         return 0
 
@@ -146,13 +146,13 @@ def _normalised_step(state: TrainState, x, y, params, grads, norm2: float) -> fl
     along g is not positive."""
     eps = 1e-3 / norm2**0.5
     with torch.no_grad():
-        for p, g in zip(params, grads, strict=False):
+        for p, g in zip(params, grads, strict=True):
             p.add_(g, alpha=eps)
     try:
         _, shifted = _loss_and_grads(state.module, x, y, params)
     finally:
         with torch.no_grad():
-            for p, g in zip(params, grads, strict=False):
+            for p, g in zip(params, grads, strict=True):
                 p.sub_(g, alpha=eps)
     curvature = sum(float((g * s).sum()) for g, s in zip(grads, shifted, strict=True)) - norm2
     curvature /= eps
