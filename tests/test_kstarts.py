@@ -105,3 +105,9 @@ def test_kstarts_bad_options(cli, setup, flag, value, message):
     assert result.exit_code == 2
     assert message in result.stderr
     assert files_in(setup) == before
+
+
+def test_method_options_need_a_training_method(cli, setup):
+    result = cli("prune", "start.safetensors", "-m", "magnitude", "-s", "0.5", "--gamma", "0.1")
+    assert result.exit_code == 2
+    assert "--gamma is an option of a training method" in result.stderr

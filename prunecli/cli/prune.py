@@ -130,6 +130,24 @@ def prune_command(
             "methods (e.g. imp)",
             "to train a pruned model use `prunecli retrain`",
         )
+    training_only = {
+        "--project-every": project_every,
+        "--iht-steps": iht_steps,
+        "--bingo-fraction": bingo_fraction,
+        "--bingo-every": bingo_every,
+        "--starts": starts,
+        "--warmup-epochs": warmup_epochs,
+        "--fitness": fitness,
+        "--gamma": gamma,
+        "--dissipate-epochs": dissipate_epochs,
+        "--start-sparsity": start_sparsity,
+    }
+    given = [flag for flag, value in training_only.items() if value is not None]
+    if given and not trains:
+        raise BadInput(
+            f"{given[0]} is an option of a training method (iht, bingo, kstarts, dissipating)",
+            "see `prunecli prune --help`",
+        )
     if trains and iterations is not None:
         raise BadInput(f"--method {method} sets its own rounds; drop --iterations")
     if criterion_class is not None:
