@@ -17,6 +17,7 @@ the CLI runs, in one process per seed (``--jobs`` at a time, one torch thread ea
     python benchmarks/bench_mnist1d.py                 # seeds 0 1, ~15 min on 2 shared cores
     python benchmarks/bench_mnist1d.py --quick         # 300 steps, fewer rows: ~1 min
     python benchmarks/bench_mnist1d.py --seeds 0 1 2 --json results.json
+    python benchmarks/bench_mnist1d.py --from-json a.json b.json    # pool saved runs
 
 Targets (exit 1 when missed, full run only): IMP within 4 points of the published IMP mean at
 each sparsity; IMP − random ≥ 5 points at 0.92, 0.96 and 0.98 (the published gap is 14–33).
@@ -165,6 +166,9 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--quick", action="store_true", help="300 steps, IMP to 0.92, PaI at 0.9")
     parser.add_argument("--json", type=Path, help="save the raw per-seed results")
+    parser.add_argument(
+        "--from-json", type=Path, nargs="+", help="print the table of saved runs (--json), pooled"
+    )
     parser.add_argument("--one-seed", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     steps = 300 if args.quick else args.steps
@@ -174,8 +178,11 @@ def main() -> int:
         json.dump(run_seed(args.one_seed, steps, imp_targets, others), sys.stdout)
         return 0
     started = time.perf_counter()
-    results = _run_all(args)
-    wall = time.perf_counter() - started
+    if args.from_json:
+        results = [run for path in args.from_json for run in json.loads(path.read_text())]
+    else:
+        results = _run_all(args)
+    wall = None if args.from_json else time.perf_counter() - started
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     ok = _print_table(results, imp_targets, others, steps, wall)
@@ -206,7 +213,7 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def _print_table(results: list[dict], imp_targets, others, steps: int, wall: float) -> bool:
+def _print_table(results: list[dict], imp_targets, others, steps: int, wall: float | None) -> bool:
     seeds = [r["seed"] for r in results]
 
     def mean(row: str, sparsity: float) -> float:
@@ -241,7 +248,8 @@ def _print_table(results: list[dict], imp_targets, others, steps: int, wall: flo
         secs = _mean([r["seconds"][row] for r in results])
         print(f"{row:>18} | {cells} | {secs:7.0f}")
     imp_secs = _mean([r["seconds"]["imp"] for r in results])
-    print(f"\nIMP chain {imp_secs:.0f} s/seed; whole run {wall:.0f} s wall")
+    whole = f"; whole run {wall:.0f} s wall" if wall else ""
+    print(f"\nIMP chain {imp_secs:.0f} s/seed{whole}")
     print("targets:", "met" if ok else "NOT met")
     return ok
 
