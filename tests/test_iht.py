@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from prunecli.core.allocation import keep_counts
 from prunecli.core.training import TrainSettings
 from prunecli.criteria.iht import Iht, top_k_support
 from prunecli.data import Dataset
@@ -64,6 +65,22 @@ def test_projection_is_a_top_k_by_sorting():
         # equal except where the tie at the threshold could go either way
         differ = support[n] != expected[n]
         assert bool((values[n][differ].abs() == smallest_kept).all())
+
+
+@pytest.mark.parametrize("scope", ["layer", "erk"])
+def test_per_layer_projection_uses_the_scope_counts(scope):
+    torch.manual_seed(1)
+    module = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    data = Dataset(torch.zeros(4, 6), torch.zeros(4, dtype=torch.int64))
+    job = make_job(module, data, 0.6, Iht, TrainSettings(steps=1))
+    job.scope = scope
+    support = top_k_support(job, job.masks(), module)
+    counts = keep_counts(scope, {n: tuple(module.get_parameter(n).shape) for n in job.names}, 0.6)
+    for name in job.names:
+        values = module.get_parameter(name).detach().abs().reshape(-1)
+        top = torch.sort(values, descending=True).indices[: counts[name]]
+        assert set(support[name].reshape(-1).nonzero()[:, 0].tolist()) == set(top.tolist())
+    assert sum(int(support[n].sum()) for n in job.names) == job.total - job.target_zeros
 
 
 def test_pruned_weights_come_back_when_the_gradient_asks():

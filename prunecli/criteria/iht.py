@@ -8,7 +8,10 @@ w ← H_k(w − μ∇L), with H_k the top-k by magnitude (the shared exact selec
 gradient (so pruned weights can return) and μ = ‖g_S‖² / g_Sᵀ H g_S from the current support S
 (curvature by a finite difference of gradients), halved until the batch loss does not rise
 (backtracking); then ``--iht-steps`` gradient steps restricted to the new support, normalised
-and backtracked the same way. Weights that were zero in MODEL stay zero.
+and backtracked the same way. Weights that were zero in MODEL stay zero. With ``--scope layer``
+or ``erk`` the top-k is taken per layer with that scope's counts (one global top-k lets the
+layer with the largest initial scale take the budget and disconnect the others at high
+sparsity).
 
 Why not threshold after each optimizer step: Adam moves every weight by about the learning rate
 whatever its gradient, so thresholded weights would all come back at the same size and the
@@ -21,6 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from prunecli.core.allocation import keep_counts
 from prunecli.core.training import TrainHook, TrainState
 from prunecli.criteria import register
 from prunecli.criteria.training import MethodResult, TrainingJob, TrainingMethod
@@ -32,11 +36,20 @@ _ARMIJO = 1e-4  # sufficient decrease: loss(w − μg) ≤ loss(w) − c·μ·�
 
 
 def top_k_support(job: TrainingJob, allowed: Masks, module: torch.nn.Module) -> Masks:
-    """Keep-masks of the ``N − round(S·N)`` largest |w| among ``allowed`` entries."""
-    live = sum(int(allowed[name].sum()) for name in job.names)
-    n = job.target_zeros - (job.total - live)
+    """Keep-masks of the ``N − round(S·N)`` largest |w| among ``allowed`` entries: over all
+    layers at once (``--scope global``), or per layer with the counts of ``--scope layer|erk``."""
     scores = {name: module.get_parameter(name).detach().abs() for name in job.names}
-    return job.prune_lowest(scores, allowed, max(n, 0))
+    shapes = {name: tuple(allowed[name].shape) for name in job.names}
+    counts = keep_counts(job.scope, shapes, job.sparsity)
+    if counts is None:
+        live = sum(int(allowed[name].sum()) for name in job.names)
+        n = job.target_zeros - (job.total - live)
+        return job.prune_lowest(scores, allowed, max(n, 0))
+    support = {}
+    for name in job.names:  # a layer with fewer live weights than its budget keeps them all
+        n = max(int(allowed[name].sum()) - counts[name], 0)
+        support.update(job.prune_lowest({name: scores[name]}, {name: allowed[name]}, n))
+    return support
 
 
 class IhtHook(TrainHook):
