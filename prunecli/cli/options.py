@@ -269,3 +269,82 @@ def train_settings(
 def method_options(**values: object) -> dict[str, object]:
     """The method options given on the command line (unset ones are left to the method)."""
     return {name: value for name, value in values.items() if value is not None}
+
+
+# --- iht, bingo, kstarts, dissipating (prune --method …) -----------------------------------
+ProjectEvery = Annotated[
+    int | None,
+    typer.Option(
+        "--project-every",
+        help="iht: project onto the top-k |θ| every N steps (default 10).",
+        show_default=False,
+    ),
+]
+IhtSteps = Annotated[
+    int | None,
+    typer.Option(
+        "--iht-steps",
+        help="iht: extra backtracked gradient steps on a changed support (default 2).",
+        show_default=False,
+    ),
+]
+BingoFraction = Annotated[
+    float | None,
+    typer.Option(
+        "--bingo-fraction",
+        help="bingo: fraction of a tensor's live weights zeroed per probe (default 0.01).",
+        show_default=False,
+    ),
+]
+BingoEvery = Annotated[
+    int | None,
+    typer.Option(
+        "--bingo-every", help="bingo: probe every N training steps (default 1).", show_default=False
+    ),
+]
+Starts = Annotated[
+    int | None,
+    typer.Option(
+        "--starts", help="kstarts: number K of random masks tried (default 4).", show_default=False
+    ),
+]
+WarmupEpochs = Annotated[
+    int | None,
+    typer.Option(
+        "--warmup-epochs",
+        help="kstarts: epochs each random mask trains before the fittest is chosen (default 1).",
+        show_default=False,
+    ),
+]
+Fitness = Annotated[
+    str | None,
+    typer.Option(
+        "--fitness",
+        help="kstarts: magnitude, gradient or both (default both).",
+        show_default=False,
+    ),
+]
+Gamma = Annotated[
+    float | None,
+    typer.Option(
+        "--gamma",
+        help="dissipating: prune weights with |w − w0| ≤ γ|w0| (default 0.5).",
+        show_default=False,
+    ),
+]
+DissipateEpochs = Annotated[
+    int | None,
+    typer.Option(
+        "--dissipate-epochs",
+        help="dissipating: the first N epochs in which weights are pruned (default 2).",
+        show_default=False,
+    ),
+]
+StartSparsity = Annotated[
+    float | None,
+    typer.Option(
+        "--start-sparsity",
+        help="kstarts+dissipating: sparsity of the K random masks (default 1 − √(1 − S)).",
+        show_default=False,
+    ),
+]

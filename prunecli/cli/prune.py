@@ -69,6 +69,16 @@ def prune_command(
     last_layer: opt.LastLayer = None,
     dry_run: opt.DryRun = False,
     progress: opt.ShowProgress = False,
+    project_every: opt.ProjectEvery = None,
+    iht_steps: opt.IhtSteps = None,
+    bingo_fraction: opt.BingoFraction = None,
+    bingo_every: opt.BingoEvery = None,
+    starts: opt.Starts = None,
+    warmup_epochs: opt.WarmupEpochs = None,
+    fitness: opt.Fitness = None,
+    gamma: opt.Gamma = None,
+    dissipate_epochs: opt.DissipateEpochs = None,
+    start_sparsity: opt.StartSparsity = None,
 ) -> None:
     """Prune MODEL to --sparsity with --method (or --scores) and write the sparse model.
 
@@ -85,6 +95,10 @@ def prune_command(
       prunecli prune model.safetensors --scores scores.safetensors --sparsity 0.5 --scope layer
 
       prunecli prune model.safetensors --method magnitude --sparsity 0.9 --format bitmask
+
+      prunecli prune init.safetensors --method iht --sparsity 0.9 --project-every 10 --data mnist1d --steps 1500
+
+      prunecli prune init.safetensors --method kstarts+dissipating --sparsity 0.9 --starts 4 --gamma 0.5 --data mnist1d --epochs 40
 
       prunecli prune dense.safetensors --method imp --sparsity 0.92 --rate 0.2 --rewind-to init.safetensors --data mnist1d --steps 1500 --lr 0.02
 
@@ -127,6 +141,24 @@ def prune_command(
             "--epochs, --steps, --rewind-to, --rewind-step and --rate are for training "
             "methods (e.g. imp)",
             "to train a pruned model use `prunecli retrain`",
+        )
+    training_only = {
+        "--project-every": project_every,
+        "--iht-steps": iht_steps,
+        "--bingo-fraction": bingo_fraction,
+        "--bingo-every": bingo_every,
+        "--starts": starts,
+        "--warmup-epochs": warmup_epochs,
+        "--fitness": fitness,
+        "--gamma": gamma,
+        "--dissipate-epochs": dissipate_epochs,
+        "--start-sparsity": start_sparsity,
+    }
+    given = [flag for flag, value in training_only.items() if value is not None]
+    if given and not trains:
+        raise BadInput(
+            f"{given[0]} is an option of a training method (iht, bingo, kstarts, dissipating)",
+            "see `prunecli prune --help`",
         )
     if trains and iterations is not None:
         raise BadInput(f"--method {method} sets its own rounds; drop --iterations")
@@ -194,6 +226,16 @@ def prune_command(
         rate=rate,
         keep_best=keep_best or None,
         last_layer=last_layer,
+        project_every=project_every,
+        iht_steps=iht_steps,
+        bingo_fraction=bingo_fraction,
+        bingo_every=bingo_every,
+        starts=starts,
+        warmup_epochs=warmup_epochs,
+        fitness=fitness,
+        gamma=gamma,
+        dissipate_epochs=dissipate_epochs,
+        start_sparsity=start_sparsity,
     )
     run_inputs = resolve_inputs(
         type(criterion), loaded, input_shape, data, device, options, training=True

@@ -11,7 +11,19 @@ from prunecli.errors import BadInput
 __all__ = ["Criterion", "ScoreContext", "register", "get_criterion", "list_criteria"]
 
 _REGISTRY: dict[str, type[Criterion]] = {}
-_BUILTINS = ("magnitude", "random", "synflow", "snip", "grasp", "npb", "imp")
+_BUILTINS = (
+    "magnitude",
+    "random",
+    "synflow",
+    "snip",
+    "grasp",
+    "npb",
+    "imp",
+    "iht",
+    "bingo",
+    "kstarts",
+    "dissipating",
+)
 
 
 def register(cls: type[Criterion]) -> type[Criterion]:

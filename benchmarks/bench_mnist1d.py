@@ -1,0 +1,258 @@
+"""Lottery tickets on MNIST-1D: prunecli's IMP and random masks beside the published numbers,
+then the other criteria after the same training.
+
+MLP [40, 500, 500, 10], Adam lr 0.02, 1500 steps of batch 100 on ``--data mnist1d`` (4000
+training / 1000 test sequences). Rows, each the mean test accuracy over ``--seeds``:
+
+- dense (IMP's round 0) and IMP with rewinding to init at rate 0.2 to 0.80 → 0.92 → 0.96 →
+  0.98, a chain of ``prune --method imp`` runs (each from the previous one's output, rewound to
+  the init, so every row lands exactly on its sparsity);
+- a random mask at the same sparsities with the same init, then the same training;
+- synflow, snip, grasp, npb, magnitude at init, ERK-random at 0.9 and 0.99, then the same
+  training; iht, kstarts, dissipating, which train by themselves, for the same 1500 steps.
+
+Everything goes through prunecli's library (``prune_to_file``, ``retrain_to_file``), the code
+the CLI runs, in one process per seed (``--jobs`` at a time, one torch thread each).
+
+    python benchmarks/bench_mnist1d.py                 # seeds 0 1, ~15 min on 2 shared cores
+    python benchmarks/bench_mnist1d.py --quick         # 300 steps, fewer rows: ~1 min
+    python benchmarks/bench_mnist1d.py --seeds 0 1 2 --json results.json
+    python benchmarks/bench_mnist1d.py --from-json a.json b.json    # pool saved runs
+
+Targets (exit 1 when missed, full run only): IMP within 4 points of the published IMP mean at
+each sparsity; IMP − random ≥ 5 points at 0.92, 0.96 and 0.98 (the published gap is 14–33).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# (sparsity) → (IMP trials, random-mask trials), from the MNIST-1D paper (Greydanus 2020)
+PUBLISHED = {
+    0.0: ((66.4, 64.8), (66.4, 64.8)),
+    0.80: ((72.9, 72.1), (68.6, 66.3)),
+    0.92: ((75.6, 74.4), (60.6, 61.8)),
+    0.96: ((69.3, 71.5), (51.5, 49.9)),
+    0.98: ((63.0, 63.8), (34.6, 27.2)),
+}
+AT_INIT = [
+    ("synflow", "synflow", "global"),
+    ("snip", "snip", "global"),
+    ("grasp", "grasp", "global"),
+    ("npb", "npb", "global"),
+    ("magnitude-at-init", "magnitude", "global"),
+    ("ERK-random", "random", "erk"),
+]
+TRAINING = ["iht", "kstarts", "dissipating"]
+WIDTHS = [40, 500, 500, 10]
+
+
+def run_seed(seed: int, steps: int, imp_targets: list[float], others: list[float]) -> dict:
+    """All rows for one seed: {row name: {sparsity: test accuracy}} and timings."""
+    import torch
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        init = _write_init(work / "init.safetensors", seed)
+        settings = _settings(steps, seed)
+        rows: dict[str, dict[str, float]] = {}
+        seconds: dict[str, float] = {}
+        started = time.perf_counter()
+        rows["imp"], dense = _imp_chain(work, init, settings, imp_targets)
+        rows["dense"] = {"0.0": dense}
+        seconds["imp"] = time.perf_counter() - started
+        started = time.perf_counter()
+        rows["random"] = {
+            str(s): _at_init(work, init, "random", "global", s, settings) for s in imp_targets
+        }
+        seconds["random"] = time.perf_counter() - started
+        for label, method, scope in AT_INIT:
+            started = time.perf_counter()
+            rows[label] = {str(s): _at_init(work, init, method, scope, s, settings) for s in others}
+            seconds[label] = time.perf_counter() - started
+        for method in TRAINING:
+            started = time.perf_counter()
+            rows[method] = {str(s): _trained(work, init, method, s, settings) for s in others}
+            seconds[method] = time.perf_counter() - started
+    return {"seed": seed, "rows": rows, "seconds": seconds}
+
+
+def _settings(steps: int, seed: int):
+    from prunecli.core.training import TrainSettings
+
+    return TrainSettings(steps=steps, batch_size=100, lr=0.02, optimizer="adam", seed=seed)
+
+
+def _write_init(path: Path, seed: int) -> str:
+    """What `prunecli init mlp --arch-kwargs '{"widths":[40,500,500,10]}' --seed S` writes."""
+    import torch
+
+    from prunecli.core.model import Architecture, LoadedModel, build_module
+    from prunecli.core.writing import write_model
+
+    architecture = Architecture("mlp", {"widths": WIDTHS})
+    torch.manual_seed(seed)
+    module = build_module(architecture)
+    model = LoadedModel(
+        dict(module.state_dict()), {}, "mlp", "safetensors", None, module, architecture
+    )
+    write_model(model, str(path), {"seed": str(seed), "init": "true"})
+    return str(path)
+
+
+def _prune(source: str, method: str, scope: str, sparsity: float, output: str, settings, options):
+    from prunecli.core.jobs import PruneSettings, TrainingRun, prune_to_file
+    from prunecli.core.session import open_model, resolve_inputs
+    from prunecli.criteria import get_criterion
+
+    criterion_class = get_criterion(method)
+    model, names = open_model(source)
+    data = "mnist1d" if "data" in criterion_class.needs else None
+    inputs = resolve_inputs(criterion_class, model, None, data, "cpu", options, training=True)
+    prune = PruneSettings(sparsity, scope, None, "exponential", settings.seed, inputs)
+    training = TrainingRun(settings, options) if criterion_class.trains() else None
+    return prune_to_file(model, names, criterion_class(), prune, output, None, "dense", training)
+
+
+def _imp_chain(work: Path, init: str, settings, targets: list[float]) -> tuple[dict, float]:
+    """IMP to each target in turn, each run continuing from the last, always rewound to init."""
+    source, accuracies, dense = init, {}, None
+    for sparsity in targets:
+        output = str(work / f"imp-{sparsity}.safetensors")
+        options = {"rate": 0.2, "rewind_to": init}
+        report = _prune(source, "imp", "global", sparsity, output, settings, options)
+        rounds = report.pruning["rounds"]
+        if dense is None:
+            dense = rounds[0]["test_accuracy"]
+        accuracies[str(sparsity)] = rounds[-1]["test_accuracy"]
+        source = output
+    return accuracies, dense
+
+
+def _at_init(work: Path, init: str, method: str, scope: str, sparsity: float, settings) -> float:
+    """Prune the init with ``method``, then train the mask for the same steps (retrain)."""
+    from prunecli.core.session import open_model
+    from prunecli.core.training_jobs import RetrainRequest, retrain_to_file
+    from prunecli.data import load_data
+
+    pruned = str(work / f"{method}-{scope}-{sparsity}.safetensors")
+    _prune(init, method, scope, sparsity, pruned, settings, {})
+    model, names = open_model(pruned)
+    request = RetrainRequest(settings, load_data("mnist1d"))
+    report = retrain_to_file(model, names, request, str(work / "trained.safetensors"))
+    return report.training["test_accuracy"]
+
+
+def _trained(work: Path, init: str, method: str, sparsity: float, settings) -> float:
+    output = str(work / f"{method}-{sparsity}.safetensors")
+    report = _prune(init, method, "global", sparsity, output, settings, {})
+    return report.training["test_accuracy"]
+
+
+# --- driver -------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--jobs", type=int, default=2, help="seeds run at once (processes)")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--quick", action="store_true", help="300 steps, IMP to 0.92, PaI at 0.9")
+    parser.add_argument("--json", type=Path, help="save the raw per-seed results")
+    parser.add_argument(
+        "--from-json", type=Path, nargs="+", help="print the table of saved runs (--json), pooled"
+    )
+    parser.add_argument("--one-seed", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    steps = 300 if args.quick else args.steps
+    imp_targets = [0.8, 0.92] if args.quick else [0.8, 0.92, 0.96, 0.98]
+    others = [0.9] if args.quick else [0.9, 0.99]
+    if args.one_seed is not None:
+        json.dump(run_seed(args.one_seed, steps, imp_targets, others), sys.stdout)
+        return 0
+    started = time.perf_counter()
+    if args.from_json:
+        results = [run for path in args.from_json for run in json.loads(path.read_text())]
+    else:
+        results = _run_all(args)
+    wall = None if args.from_json else time.perf_counter() - started
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    ok = _print_table(results, imp_targets, others, steps, wall)
+    return 0 if ok or args.quick else 1
+
+
+def _run_all(args) -> list[dict]:
+    """One child process per seed, ``--jobs`` at a time."""
+    pending, running, results = list(args.seeds), [], []
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            seed = pending.pop(0)
+            command = [sys.executable, __file__, *_child_args(args), "--one-seed", str(seed)]
+            running.append(subprocess.Popen(command, stdout=subprocess.PIPE))
+        process = running.pop(0)
+        out, _ = process.communicate()
+        if process.returncode:
+            raise SystemExit(f"a seed failed (exit {process.returncode})")
+        results.append(json.loads(out))
+    return sorted(results, key=lambda r: r["seed"])
+
+
+def _child_args(args) -> list[str]:
+    return ["--steps", str(args.steps)] + (["--quick"] if args.quick else [])
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _print_table(results: list[dict], imp_targets, others, steps: int, wall: float | None) -> bool:
+    seeds = [r["seed"] for r in results]
+
+    def mean(row: str, sparsity: float) -> float:
+        return 100 * _mean([r["rows"][row][str(sparsity)] for r in results])
+
+    print(f"MNIST-1D, MLP {WIDTHS}, Adam lr 0.02, {steps} steps of 100; seeds {seeds}")
+    print("test accuracy %, mean over seeds (published: two trials, Greydanus 2020)\n")
+    print(
+        f"{'sparsity':>8} | {'IMP':>6} {'published':>11} | {'random':>6} {'published':>11} | "
+        f"{'gap':>5} {'pub. gap':>8} | IMP target"
+    )
+    dense = mean("dense", 0.0)
+    pub = PUBLISHED[0.0][0]
+    print(f"{'0 dense':>8} | {dense:6.1f} {pub[0]:5.1f}/{pub[1]:4.1f} |")
+    ok = True
+    for s in imp_targets:
+        imp, rnd = mean("imp", s), mean("random", s)
+        pub_imp, pub_rnd = PUBLISHED[s]
+        gap, pub_gap = imp - rnd, _mean(pub_imp) - _mean(pub_rnd)
+        close = abs(imp - _mean(pub_imp)) <= 4
+        gap_ok = s < 0.9 or gap >= 5
+        ok = ok and close and gap_ok
+        verdict = ("ok" if close else "MISSED (>4 pts)") + ("" if gap_ok else ", gap < 5")
+        print(
+            f"{s:8.2f} | {imp:6.1f} {pub_imp[0]:5.1f}/{pub_imp[1]:4.1f} | {rnd:6.1f} "
+            f"{pub_rnd[0]:5.1f}/{pub_rnd[1]:4.1f} | {gap:5.1f} {pub_gap:8.1f} | {verdict}"
+        )
+    rest = [label for label, _, _ in AT_INIT] + TRAINING
+    print(f"\n{'method':>18} | " + " | ".join(f"{s:>6}" for s in others) + " | seconds/seed")
+    for row in rest:
+        cells = " | ".join(f"{mean(row, s):6.1f}" for s in others)
+        secs = _mean([r["seconds"][row] for r in results])
+        print(f"{row:>18} | {cells} | {secs:7.0f}")
+    imp_secs = _mean([r["seconds"]["imp"] for r in results])
+    whole = f"; whole run {wall:.0f} s wall" if wall else ""
+    print(f"\nIMP chain {imp_secs:.0f} s/seed{whole}")
+    print("targets:", "met" if ok else "NOT met")
+    return ok
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
