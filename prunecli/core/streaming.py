@@ -242,4 +242,3 @@ def sample_positions(item: Item, rate: float, seed: int) -> Iterator[tuple[int, 
 def chunks(numel: int, per_chunk: int) -> Iterator[tuple[int, int]]:
     for start in range(0, numel, per_chunk):
         yield start, min(per_chunk, numel - start)
-
