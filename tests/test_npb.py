@@ -312,21 +312,23 @@ def baselines() -> dict[str, tuple[float, int]]:
 
 def test_npb_keeps_more_paths_than_snip_and_erk_random(resnet20_npb, baselines) -> None:
     paths, _ = paths_and_nodes(*resnet20_npb)
-    assert paths > baselines["snip"][0] + 3  # measured: 10^26.2 against 10^12.2
+    assert paths > baselines["snip"][0] + 3  # measured: 10^18.0 against 10^12.9
     assert paths > baselines["random"][0] + 3  # and 10^14.2
 
 
 def test_npb_with_a_strong_node_term_keeps_more_nodes_than_erk_random(baselines) -> None:
     paths, nodes = paths_and_nodes(*prune("resnet20", 0.99, alpha=0.5))
     assert nodes > baselines["random"][1]  # measured: all 794 against 743
-    assert paths > baselines["snip"][0]  # and still 10^16.2 paths against 10^12.2
+    assert paths > baselines["snip"][0]  # and still 10^16.0 paths against 10^12.9
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="at the default alpha = 0.01 the node term is too weak at 0.99 sparsity: each layer "
-    "feeds on the few input channels with the most paths (measured 234 effective nodes against "
-    "ERK-random's 743); see docs/criteria.md",
+    reason="at the default alpha = 0.01, with the reference's path norm, NPB keeps 691 effective "
+    "channels against ERK-random's 743: the Linear layer's budget fills more than one row, so its "
+    "path term is normalised by the best achievable value and it keeps the 13 of 64 features with "
+    "the most paths, and the last stage's channels that feed the others go ineffective "
+    "(alpha >= 0.2 passes); see docs/criteria.md",
 )
 def test_npb_at_default_alpha_keeps_more_nodes_than_erk_random(resnet20_npb, baselines) -> None:
     _, nodes = paths_and_nodes(*resnet20_npb)
