@@ -8,13 +8,13 @@ M_ij, the number of kept kernel entries between input channel i and output chann
 
     maximise  α·A + (1−α)·B + β·R   subject to  Σ M_ij = budget,  0 ≤ M_ij ≤ cap_ij
 
-A = fraction of the block's input and output nodes that keep a connection, B = Σ P_in[i]·M_ij
-over the reference's norm (``path_norm``: the best achievable value, or below one full input
-row the paths of the layer with every kernel at max_p), R = distinct kept (i, j) pairs over the
-budget. Only connections that can carry paths (P_in[i] > 0) make a node active or count as a pair. cap_ij = min(max_p,
-live entries of the kernel). M_ij entries are then switched on at random inside each kernel, and
-a final pass moves the budget of kept weights that lie on no input→output path to the entries
-that add the most paths.
+A = fraction of the block's input and output nodes that keep a connection, B = Σ P_in[i]·M_ij over
+the reference's norm (``path_norm``: the best achievable value, or below one full input row the
+paths of the layer with every kernel at max_p), R = distinct kept (i, j) pairs over the budget.
+Only connections that can carry paths (P_in[i] > 0) make a node active or count as a pair. cap_ij =
+min(max_p, live entries of the kernel). M_ij entries are then switched on at random inside each
+kernel, and a final pass moves the budget of kept weights that lie on no input→output path to the
+entries that add the most paths.
 
 The scores are 1 for the kept entries and 0 for the rest, with every layer keeping exactly the
 count the selection enforces (ERK under ``--scope erk`` or ``global``, uniform under ``layer``),
