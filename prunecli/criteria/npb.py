@@ -8,12 +8,13 @@ M_ij, the number of kept kernel entries between input channel i and output chann
 
     maximise  α·A + (1−α)·B + β·R   subject to  Σ M_ij = budget,  0 ≤ M_ij ≤ cap_ij
 
-A = fraction of the block's input and output nodes that keep a connection, B = Σ P_in[i]·M_ij
-over its best achievable value, R = distinct kept (i, j) pairs over the budget. Only connections
-that can carry paths (P_in[i] > 0) make a node active or count as a pair. cap_ij = min(max_p,
-live entries of the kernel). M_ij entries are then switched on at random inside each kernel, and
-a final pass moves the budget of kept weights that lie on no input→output path to the entries
-that add the most paths.
+A = fraction of the block's input and output nodes that keep a connection, B = Σ P_in[i]·M_ij over
+the reference's norm (``path_norm``: the best achievable value, or below one full input row the
+paths of the layer with every kernel at max_p), R = distinct kept (i, j) pairs over the budget.
+Only connections that can carry paths (P_in[i] > 0) make a node active or count as a pair. cap_ij =
+min(max_p, live entries of the kernel). M_ij entries are then switched on at random inside each
+kernel, and a final pass moves the budget of kept weights that lie on no input→output path to the
+entries that add the most paths.
 
 The scores are 1 for the kept entries and 0 for the rest, with every layer keeping exactly the
 count the selection enforces (ERK under ``--scope erk`` or ``global``, uniform under ``layer``),
@@ -40,8 +41,9 @@ from prunecli.criteria.base import Criterion, ScoreContext
 from prunecli.errors import BadInput, Unsupported
 
 #: layers with more (input, output) channel pairs than this are solved in chunks of output
-#: channels (the reference: 32 outputs above 128×128; smaller chunks solve faster in HiGHS)
-MAX_BLOCK_PAIRS = 4096
+#: channels: the reference's ResNet-20 rule (32 outputs above 64×32 pairs); smaller chunks also
+#: solve faster in HiGHS
+MAX_BLOCK_PAIRS = 2048
 MIP_GAP = 1e-4
 #: branch-and-bound nodes per subproblem: a deterministic limit (a time limit is not)
 NODE_LIMIT = 1000
@@ -71,14 +73,25 @@ class NpbOptions:
         return cls(alpha, beta, None if max_p is None else int(max_p))
 
 
-def best_path_sum(paths: np.ndarray, caps: np.ndarray, budget: int) -> float:
-    """max Σ P_in[i]·M_ij over Σ M = budget, M ≤ caps: fill the pairs of the largest P_in first."""
-    weights = np.repeat(paths, caps.shape[1])
-    room = caps.reshape(-1)
-    order = np.argsort(-weights, kind="stable")
-    before = np.cumsum(room[order]) - room[order]
-    take = np.clip(budget - before, 0, room[order])
-    return float((weights[order] * take).sum())
+def path_norm(paths: np.ndarray, n_out: int, max_p: int, budget: int) -> float:
+    """What Σ P_in[i]·M_ij is divided by: the reference's ``max_path`` (Pruners/utils.py,
+    ``optimize_layerwise``), with a row of n_out·max_p entries per input.
+
+    With ``full`` = budget // row rows, it is the value of filling the ``full`` inputs with the
+    most paths and putting the remainder on the next one — the best achievable. Below one row
+    (full = 0, the rule at high sparsity) the reference's slice ``sorted(P_in)[-0:]`` takes every
+    input, so the norm is row·ΣP_in + budget·max P_in: the paths of the layer with every kernel
+    at max_p. That keeps the path term small enough for the node term to spread connections
+    over inputs whose path counts are close (see docs/criteria.md).
+    """
+    row = max(int(n_out) * int(max_p), 1)
+    ranked = np.sort(np.asarray(paths, dtype=np.float64))
+    full = int(budget) // row
+    top = ranked[-full:] if full else ranked
+    norm = float(top.sum()) * row
+    if full < ranked.size:
+        norm += (int(budget) - full * row) * float(ranked[-(full + 1)])
+    return norm
 
 
 def solve_block(
@@ -113,7 +126,7 @@ def solve_block(
         caps[block],
         budget,
         (alpha, beta),
-        best_path_sum(paths, caps, budget),
+        path_norm(paths, n_out, int(caps.max()), budget),
         n_in + n_out,
         mip_gap,
     )
@@ -136,13 +149,13 @@ def _solve(
     caps: np.ndarray,
     budget: int,
     weights: tuple[float, float],
-    best: float,
+    norm: float,
     n_nodes: int,
     mip_gap: float,
 ) -> np.ndarray:
     """The integer program itself. Indicators z (pair kept), u (input node active), v (output
     node active) are binaries linked to M by z ≤ M ≤ cap·z, u_i ≤ Σ_j z_ij, v_j ≤ Σ_i z_ij; a
-    pair of capacity 1 is its own indicator. ``best`` normalises the paths term, ``n_nodes``
+    pair of capacity 1 is its own indicator. ``norm`` normalises the paths term, ``n_nodes``
     the nodes term (both those of the whole block)."""
     alpha, beta = weights
     n_out = caps.shape[1]
@@ -163,8 +176,8 @@ def _solve(
 
     # maximise → minimise the negation; scaled by the budget so the costs are O(1)
     cost = np.zeros(n_vars)
-    if best > 0:
-        cost[:pairs] -= (1.0 - alpha) * budget * paths[rows] / best
+    if norm > 0:
+        cost[:pairs] -= (1.0 - alpha) * budget * paths[rows] / norm
     cost[indicator] -= beta
     cost[u] -= alpha * budget / n_nodes
     cost[v] -= alpha * budget / n_nodes
