@@ -228,7 +228,10 @@ def table(rows: list[dict[str, object]]) -> str:
             memory = ""
             if route == "prunecli":
                 memory = f"<= {bound:.0f} MB: {'met' if result['rss_mb'] <= bound else 'MISSED'}"
-                notes = f"<= 4x cp: {'met' if ratio <= 4 else 'MISSED'}; zeros {row['check']}"
+                if row["size_gb"] >= 4:  # the target: a checkpoint of at least 4 GB
+                    notes = f"<= 4x cp: {'met' if ratio <= 4 else 'MISSED'}; zeros {row['check']}"
+                else:  # cp runs from the page cache here and start-up (import torch) dominates
+                    notes = f"(4x cp target is for >= 4 GB); zeros {row['check']}"
             if route == "torch":
                 if not result["ok"]:
                     notes = "failed (memory limit)"
