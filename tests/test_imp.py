@@ -235,6 +235,7 @@ def test_dense_output_layer_and_keep_best(cli, setup):
         (["-m", "magnitude", "--steps", "5"], 2, "training methods"),
         (["-m", "imp", "--iterations", "3", *TRAIN], 2, "own rounds"),
         (["-m", "magnitude", "--report", "r.png"], 2, ".png report"),
+        (["-m", "imp", "--scope", "layer", *TRAIN], 2, "does not support --scope layer"),
     ],
 )
 def test_bad_imp_requests(cli, setup, args, code, message):

@@ -65,6 +65,11 @@ def train_prune_to_file(
     """Run ``method`` as a whole procedure on ``model``, write the result and its report."""
     if training is None:
         raise BadInput(f"--method {method.name} trains: give --epochs or --steps")
+    if settings.scope not in method.scopes:
+        raise BadInput(
+            f"--method {method.name} does not support --scope {settings.scope}",
+            f"it supports: {', '.join(method.scopes)}",
+        )
     started = time.perf_counter()
     job = TrainingJob(
         model,

@@ -181,6 +181,7 @@ class Iht(TrainingMethod):
         "iterative hard thresholding: train, project onto the top-k |θ| (Fridovich-Keil & Pilanci)"
     )
     options = {"project_every": 10, "iht_steps": 2}
+    scopes = ("global", "layer", "erk")
 
     def run(self, job: TrainingJob) -> MethodResult:
         every, extra = job.option("project_every"), job.option("iht_steps")

@@ -180,6 +180,8 @@ class TrainingMethod(Criterion):
 
     needs: ClassVar[tuple[str, ...]] = ("graph", "data", "training")
     options: ClassVar[dict[str, Any]] = {}
+    #: the ``--scope`` values the method honours (most prune with one global threshold)
+    scopes: ClassVar[tuple[str, ...]] = ("global",)
 
     def run(self, job: TrainingJob) -> MethodResult:
         raise NotImplementedError
