@@ -136,13 +136,14 @@ def prune_command(
     criterion_class = get_criterion(method) if method else None
     training = None
     trains = criterion_class is not None and criterion_class.trains()
-    if not trains and (epochs or steps or rewind_to or rewind_step is not None or rate):
-        raise BadInput(
-            "--epochs, --steps, --rewind-to, --rewind-step and --rate are for training "
-            "methods (e.g. imp)",
-            "to train a pruned model use `prunecli retrain`",
-        )
     training_only = {
+        "--epochs": epochs,
+        "--steps": steps,
+        "--rewind-to": rewind_to,
+        "--rewind-step": rewind_step,
+        "--rate": rate,
+        "--keep-best": keep_best or None,
+        "--last-layer": last_layer,
         "--project-every": project_every,
         "--iht-steps": iht_steps,
         "--bingo-fraction": bingo_fraction,
@@ -157,28 +158,29 @@ def prune_command(
     given = [flag for flag, value in training_only.items() if value is not None]
     if given and not trains:
         raise BadInput(
-            f"{given[0]} is an option of a training method (iht, bingo, kstarts, dissipating)",
-            "see `prunecli prune --help`",
+            f"{given[0]} is an option of a training method: training methods are imp, iht, "
+            "bingo, kstarts and dissipating",
+            "to train a pruned model use `prunecli retrain`",
         )
     if trains and iterations is not None:
         raise BadInput(f"--method {method} sets its own rounds; drop --iterations")
     if criterion_class is not None:
         check_request(criterion_class, data, training=True)
-        if criterion_class.trains():
-            settings = opt.train_settings(
-                epochs,
-                steps,
-                batch_size,
-                lr,
-                optimizer,
-                momentum,
-                weight_decay,
-                lr_schedule,
-                seed,
-                device,
-                val_fraction,
-            )
-            training = TrainingRun(settings)
+    if trains:
+        settings = opt.train_settings(
+            epochs,
+            steps,
+            batch_size,
+            lr,
+            optimizer,
+            momentum,
+            weight_decay,
+            lr_schedule,
+            seed,
+            device,
+            val_fraction,
+        )
+        training = TrainingRun(settings)
     output = output or default_output(model)
     if output.endswith(".pt2") and not model.endswith(".pt2"):
         raise Unsupported("a .pt2 output needs a .pt2 input", "write .safetensors instead")

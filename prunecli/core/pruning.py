@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -98,7 +98,7 @@ def prune_model(
     rounds = iterations or criterion.default_iterations
     densities = round_densities(1.0 - sparsity, rounds, schedule)
     total = sum(model.tensors[name].numel() for name in names)
-    zeros_before = _zeros(model, names)
+    zeros_before = count_zeros(model, names)
     zeros = zeros_before  # kept up to date analytically for the global scope (no recount)
     # the last round uses ``sparsity`` itself: 1 - (1 - S) can differ from S by an ulp, which
     # flips round(S * N) at .5 (e.g. S = 0.1, N = 15)
@@ -127,7 +127,7 @@ def prune_model(
         zeros = _apply(live, chosen, alive, scope, round_sparsity, zeros, last)
         if progress:
             progress(index + 1, rounds)
-    zeros = _zeros(model, names)  # recounted once: the report states what the tensors hold
+    zeros = count_zeros(model, names)  # recounted once: the report states what the tensors hold
     result = PruneResult(
         method=criterion.name,
         names=names,
@@ -187,7 +187,8 @@ def _check_finite(
             raise BadInput(f"{method}: score for {name!r} is not finite at a live weight")
 
 
-def _zeros(model: LoadedModel, names: list[str]) -> int:
+def count_zeros(model: LoadedModel, names: Iterable[str]) -> int:
+    """Zeros among the tensors ``names`` of ``model``, counted."""
     return sum(
         int(model.tensors[name].numel() - model.tensors[name].count_nonzero()) for name in names
     )

@@ -14,6 +14,7 @@ from prunecli.core import distributed
 from prunecli.core.allocation import prune_count
 from prunecli.core.jobs import PruneSettings, TrainingRun, output_summary
 from prunecli.core.model import LoadedModel
+from prunecli.core.pruning import count_zeros
 from prunecli.core.report import Report, build_report
 from prunecli.core.training import (
     TrainHook,
@@ -44,10 +45,6 @@ def check_trained_finite(model: LoadedModel) -> None:
                 f"training left non-finite values in {name!r}; nothing was written",
                 "lower --lr",
             )
-
-
-def zeros_in(model: LoadedModel, names: Iterable[str]) -> int:
-    return sum(int(model.tensors[n].numel() - model.tensors[n].count_nonzero()) for n in names)
 
 
 # --- prune with a training method --------------------------------------------------------
@@ -89,7 +86,7 @@ def train_prune_to_file(
         ) from None
     _finish(model, names, result)
     total = sum(model.tensors[name].numel() for name in names)
-    zeros = zeros_in(model, names)
+    zeros = count_zeros(model, names)
     rounds = [row.to_json() for row in result.rounds]
     pruning = {
         "method": method.name,
