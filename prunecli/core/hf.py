@@ -42,6 +42,8 @@ def build_module(folder: Path, tensors: dict[str, torch.Tensor]) -> torch.nn.Mod
         ) from None
     try:
         config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        # eager attention: the fused CPU kernels have no second derivative, which grasp needs
+        config._attn_implementation = "eager"
         names = list(getattr(config, "architectures", None) or [])
         model_class = getattr(transformers, names[0], None) if names else None
         module = model_class(config) if model_class else transformers.AutoModel.from_config(config)
@@ -52,7 +54,31 @@ def build_module(folder: Path, tensors: dict[str, torch.Tensor]) -> torch.nn.Mod
             "check model_type and the sizes in config.json",
         ) from None
     _load(module, tensors, folder)
+    _speak_labelled_batches(module)
     return module
+
+
+def _speak_labelled_batches(module: torch.nn.Module) -> None:
+    """Let prunecli's training and data criteria call the model as they call any classifier:
+    ``module(x)`` → logits ``[batch, classes]``. A token model takes ``x`` as token ids (the
+    data sources give float32 samples; ids are whole numbers, exact in float32 below 2^24) and
+    is trained to predict the token that follows each sample (the logits at its last position).
+    Hooks, not a wrapper: the parameter names must stay those of the file."""
+    tokens = getattr(module, "main_input_name", None) == "input_ids"
+
+    def ids(_: torch.nn.Module, args: tuple) -> tuple | None:
+        if tokens and args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
+            return (args[0].long(), *args[1:])
+        return None
+
+    def logits(_: torch.nn.Module, args: tuple, output: object) -> object:
+        result = getattr(output, "logits", output)
+        if tokens and isinstance(result, torch.Tensor) and result.dim() == 3:
+            return result[:, -1, :]
+        return result
+
+    module.register_forward_pre_hook(ids)
+    module.register_forward_hook(logits)
 
 
 def _load(module: torch.nn.Module, tensors: dict[str, torch.Tensor], folder: Path) -> None:
