@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from prunecli.criteria.imp import round_sparsities
+from prunecli.criteria.imp import layer_shares, round_sparsities
 from tests.conftest import SMALL_MLP, report_of, write_zoo
 
 TRAIN = ("--steps", "6", "--batch-size", "40", "--lr", "0.01")
@@ -167,7 +167,7 @@ def test_rounds_exact_count_half_rate_output_layer_and_curve(cli, setup):
     report = report_of(result)
     rounds = report["pruning"]["rounds"]
     assert [r["sparsity"] * 352 for r in rounds] == pytest.approx([0, 176, 264, 282])
-    assert all(0 <= r["test_accuracy"] <= 1 for r in rounds)
+    assert all(0 <= r["test_accuracy"] <= r["best_test_accuracy"] <= 1 for r in rounds)
     weights = load_file(setup / "imp.safetensors")
     zeros = {
         name: int((weights[name] == 0).sum()) for name in ("fc1.weight", "fc2.weight", "fc3.weight")
@@ -235,7 +235,7 @@ def test_dense_output_layer_and_keep_best(cli, setup):
         (["-m", "magnitude", "--steps", "5"], 2, "training methods"),
         (["-m", "imp", "--iterations", "3", *TRAIN], 2, "own rounds"),
         (["-m", "magnitude", "--report", "r.png"], 2, ".png report"),
-        (["-m", "imp", "--scope", "layer", *TRAIN], 2, "does not support --scope layer"),
+        (["-m", "imp", "--scope", "erk", *TRAIN], 2, "does not support --scope erk"),
     ],
 )
 def test_bad_imp_requests(cli, setup, args, code, message):
@@ -252,3 +252,69 @@ def test_score_refuses_a_training_method(cli, setup):
     result = cli("score", "init.safetensors", "-m", "imp", "--data", "data.npz")
     assert result.exit_code == 3
     assert "prunecli prune --method imp" in result.stderr
+
+
+def test_best_accuracy_of_a_round_is_the_best_of_its_evaluations(cli, setup):
+    """The rounds' "best test acc" (the MNIST-1D notebook's max_acc) against the last round's
+    own per-epoch history, which the report carries."""
+    args = ("--steps", "18", "--batch-size", "40", "--lr", "0.05")
+    result = cli(
+        "prune", "init.safetensors", "-m", "imp", "-s", "0.5", "--rate", "0.5",
+        "--data", "data.npz", *args, "-o", "imp.safetensors", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    report = report_of(result)
+    history = report["training"]["history"]
+    assert len(history) == 3  # 18 steps of 40 over 240 samples: one evaluation per epoch
+    seen = [row["test_accuracy"] for row in history] + [report["training"]["test_accuracy"]]
+    assert report["pruning"]["rounds"][-1]["best_test_accuracy"] == max(seen)
+    table = cli("prune", "init.safetensors", "-m", "imp", "-s", "0.5", "--rate", "0.5",
+                "--data", "data.npz", *args, "-o", "imp2.safetensors")  # fmt: skip
+    assert table.exit_code == 0, table.stderr
+    assert "best test acc" in table.stdout
+
+
+def test_layer_shares_by_hand():
+    # from dense: 0.3 of each layer, largest remainder (3.0, 6.0, 0.9 → 3, 6, 1 = 10)
+    assert layer_shares({"a": 10, "b": 20, "c": 3}, {"a": 10, "b": 20, "c": 3}, 10) == {
+        "a": 3,
+        "b": 6,
+        "c": 1,
+    }
+    # "a" is already 80% sparse, above the common level of the rest: it gets nothing
+    # and "b", "c" are brought to (10 + 0 + 10) / 20 = ... solved over b, c alone: 10/30
+    shares = layer_shares({"a": 2, "b": 20, "c": 10}, {"a": 10, "b": 20, "c": 10}, 10)
+    assert shares == {"a": 0, "b": 7, "c": 3}  # b, c end at 7/20 and 3/10, level 1/3
+    assert sum(layer_shares({"a": 7, "b": 5}, {"a": 9, "b": 5}, 12).values()) == 12
+
+
+def test_layer_scope_round_equals_layerwise_magnitude_rewind_retrain(cli, setup):
+    """One IMP round under --scope layer against retrain → prune -m magnitude --scope layer →
+    retrain --rewind-to init, and every layer at the same sparsity."""
+    cli("retrain", "init.safetensors", "--data", "data.npz", *TRAIN, "-o", "dense.safetensors")
+    cli("prune", "dense.safetensors", "-m", "magnitude", "-s", "0.5", "--scope", "layer",
+        "-o", "mask.safetensors")  # fmt: skip
+    cli("retrain", "mask.safetensors", "--data", "data.npz", *TRAIN,
+        "--rewind-to", "init.safetensors", "-o", "ticket.safetensors")  # fmt: skip
+    result = cli("prune", "init.safetensors", "-m", "imp", "-s", "0.5", "--rate", "0.5",
+                 "--scope", "layer", "--last-layer", "same", "--data", "data.npz", *TRAIN,
+                 "-o", "imp.safetensors", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    expected, got = load_file(setup / "ticket.safetensors"), load_file(setup / "imp.safetensors")
+    for name in expected:
+        assert torch.allclose(expected[name], got[name], atol=1e-6), name
+    assert report_of(result)["pruning"]["scope"] == "layer"
+    for name in ("fc1.weight", "fc2.weight", "fc3.weight"):
+        assert float((got[name] == 0).float().mean()) == pytest.approx(0.5)
+
+
+def test_layer_scope_with_a_half_rate_output_layer(cli, setup):
+    result = cli("prune", "init.safetensors", "-m", "imp", "-s", "0.75", "--rate", "0.5",
+                 "--scope", "layer", "--data", "data.npz", *TRAIN, "-o", "imp.safetensors")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    weights = load_file(setup / "imp.safetensors")
+    zeros = {n: int((weights[n] == 0).sum()) for n in ("fc1.weight", "fc2.weight", "fc3.weight")}
+    assert sum(zeros.values()) == round(0.75 * 352)
+    sparsity = {n: zeros[n] / weights[n].numel() for n in zeros}
+    assert abs(sparsity["fc1.weight"] - sparsity["fc2.weight"]) < 0.01  # one common level
+    assert sparsity["fc3.weight"] < sparsity["fc1.weight"]  # the head at half rate

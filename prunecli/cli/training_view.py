@@ -26,17 +26,17 @@ def shown_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def rounds_table(rounds: list[dict[str, Any]]) -> Table:
+    best = any(row.get("best_test_accuracy") is not None for row in rounds)
     table = Table(header_style="bold", title="rounds", title_justify="left")
-    for column in ("round", "sparsity", "test acc", "test loss", "steps"):
+    columns = ("round", "sparsity", "test acc", "best test acc", "test loss", "steps")
+    for column in columns if best else [c for c in columns if c != "best test acc"]:
         table.add_column(column, justify="right")
     for row in rounds:
-        table.add_row(
-            str(row["round"]),
-            _fraction(row["sparsity"]),
-            _fraction(row.get("test_accuracy")),
-            _number(row.get("test_loss")),
-            f"{row.get('steps', 0):,}",
-        )
+        cells = [str(row["round"]), _fraction(row["sparsity"]), _fraction(row.get("test_accuracy"))]
+        if best:
+            cells.append(_fraction(row.get("best_test_accuracy")))
+        cells += [_number(row.get("test_loss")), f"{row.get('steps', 0):,}"]
+        table.add_row(*cells)
     return table
 
 

@@ -5,6 +5,9 @@ Train → prune ``rate`` of the surviving weights by global magnitude → rewind
 first training → train again … until ``--sparsity``; the last round lands exactly on
 ``round(S · N)`` zeros. The output layer is pruned at half the round's rate (the original
 code; ``last_layer="half"``), at the same rate (``same``), or never (``dense``, as OpenLTH).
+With ``--scope layer`` the other layers are pruned by magnitude each within itself, to one
+common sparsity (Frankle & Carbin's fully connected networks; the MNIST-1D notebook), instead
+of under one global threshold.
 
 Round 0 is the dense (input) network: trained first, unless ``--rewind-to`` names weights other
 than MODEL's, in which case MODEL is taken as already trained and only evaluated. The output is
@@ -15,12 +18,13 @@ accuracy); its ticket is ``prunecli retrain OUT --rewind-to INIT`` away.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from prunecli.core.allocation import prune_count
+from prunecli.core.allocation import _round_to_total, prune_count
 from prunecli.core.training import TrainHook, TrainState, evaluate, split_data
 from prunecli.core.transfer import load_weights, output_layer, read_rewind_point
 from prunecli.criteria import register
@@ -29,6 +33,24 @@ from prunecli.errors import BadInput
 
 LAST_LAYER = ("half", "same", "dense")
 Masks = dict[str, torch.Tensor]
+
+
+def layer_shares(alive: Mapping[str, int], sizes: Mapping[str, int], n: int) -> dict[str, int]:
+    """``n`` new zeros spread over layers (``alive`` live weights of ``sizes``) so that they end
+    at one common sparsity, as near as whole weights allow: a layer already sparser than that
+    level gets none and the level is solved again over the rest (water-filling); the shares are
+    rounded by largest remainder, so they sum to ``n``."""
+    open_ = [name for name in alive if sizes[name]]
+    while True:
+        zeros = {name: sizes[name] - alive[name] for name in open_}
+        level = (sum(zeros.values()) + n) / sum(sizes[name] for name in open_)
+        over = [name for name in open_ if zeros[name] > level * sizes[name]]
+        if not over:
+            break
+        open_ = [name for name in open_ if name not in over]
+    targets = {name: 0.0 for name in alive}
+    targets.update({name: level * sizes[name] - zeros[name] for name in open_})
+    return _round_to_total(targets, dict(alive), n)
 
 
 def round_sparsities(start: float, target: float, rate: float) -> list[float]:
@@ -73,6 +95,7 @@ class Imp(TrainingMethod):
         "keep_best": False,
         "last_layer": "half",
     }
+    scopes = ("global", "layer")
 
     def run(self, job: TrainingJob) -> MethodResult:
         rate, last_layer = self._check(job)
@@ -170,7 +193,7 @@ class Imp(TrainingMethod):
         alive = {name: int(masks[name].sum()) for name in job.names}
         n = prune_count(sparsity, job.total) - (job.total - sum(alive.values()))
         if head is None or last_layer == "same":
-            return job.prune_lowest(scores, masks, n)
+            return self._select(job, scores, masks, n)
         body = {name: masks[name] for name in job.names if name != head}
         head_n = 0
         if last_layer == "half":
@@ -185,6 +208,19 @@ class Imp(TrainingMethod):
                 f"{head} hold",
                 "use --last-layer same, or a lower --sparsity",
             )
-        kept = job.prune_lowest(scores, body, n - head_n)
+        kept = self._select(job, scores, body, n - head_n)
         kept.update(job.prune_lowest(scores, {head: masks[head]}, head_n))
         return {name: kept[name] for name in job.names}
+
+    @staticmethod
+    def _select(job: TrainingJob, scores: Masks, masks: Masks, n: int) -> Masks:
+        """Prune the ``n`` smallest of ``masks``' layers: under one threshold (global), or each
+        layer its share towards one common sparsity (layer)."""
+        if job.scope != "layer":
+            return job.prune_lowest(scores, masks, n)
+        alive = {name: int(mask.sum()) for name, mask in masks.items()}
+        sizes = {name: mask.numel() for name, mask in masks.items()}
+        kept = {}
+        for name, share in layer_shares(alive, sizes, n).items():
+            kept.update(job.prune_lowest(scores, {name: masks[name]}, share))
+        return kept

@@ -68,6 +68,9 @@ class Round:
     train_loss: float | None = None
     steps: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the best of the test evaluations during the round's training (one per epoch by default):
+    #: the "max accuracy" some papers report (the MNIST-1D lottery-ticket notebook does)
+    best_test_accuracy: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         row = {k: v for k, v in self.__dict__.items() if k != "extra"}
@@ -168,10 +171,21 @@ class TrainingJob:
             result.test_loss if result else None,
             last.train_loss if last else None,
             result.steps if result else 0,
+            best_test_accuracy=best_accuracy(result),
         )
 
     def with_settings(self, **changes: Any) -> TrainSettings:
         return replace(self.settings, **changes)
+
+
+def best_accuracy(result: TrainResult | None) -> float | None:
+    """The best test accuracy of a training's evaluations (its history and final weights)."""
+    if result is None:
+        return None
+    seen = [r.test_accuracy for r in result.history if r.test_accuracy is not None]
+    if result.test_accuracy is not None:
+        seen.append(result.test_accuracy)
+    return max(seen, default=None)
 
 
 class TrainingMethod(Criterion):
