@@ -4,9 +4,12 @@ then the other criteria after the same training.
 MLP [40, 500, 500, 10], Adam lr 0.02, 1500 steps of batch 100 on ``--data mnist1d`` (4000
 training / 1000 test sequences). Rows, each the mean test accuracy over ``--seeds``:
 
-- dense (IMP's round 0) and IMP with rewinding to init at rate 0.2 to 0.80 → 0.92 → 0.96 →
-  0.98, a chain of ``prune --method imp`` runs (each from the previous one's output, rewound to
-  the init, so every row lands exactly on its sparsity);
+- dense (IMP's round 0) and IMP with rewinding to init to 0.80 → 0.92 → 0.96 → 0.98, a chain
+  of ``prune --method imp`` runs (each from the previous one's output, rewound to the init, so
+  every row lands exactly on its sparsity); by default ``--rate 0.05 --scope global
+  --last-layer same`` (77 rounds to 0.98: the published notebook raises sparsity by about 1% per
+  retrain over 100 retrains and prunes the output layer like the rest; rate 0.2, the issue's
+  example, finds tickets 3–5 points worse at 0.80–0.96);
 - a random mask at the same sparsities with the same init, then the same training: prunecli's
   ``random`` (weights only, biases kept as DESIGN §2 says) and, like for like with the
   published baseline (greydanus/mnist1d's lottery-tickets notebook), a random mask on every
@@ -17,20 +20,26 @@ training / 1000 test sequences). Rows, each the mean test accuracy over ``--seed
 Everything goes through prunecli's library (``prune_to_file``, ``retrain_to_file``), the code
 the CLI runs, in one process per seed (``--jobs`` at a time, one torch thread each).
 
-    python benchmarks/bench_mnist1d.py                 # seeds 0 1, ~15 min on 2 shared cores
+    python benchmarks/bench_mnist1d.py                 # seeds 0 1, ~30 min on 2 cores
     python benchmarks/bench_mnist1d.py --quick         # 300 steps, fewer rows: ~1 min
     python benchmarks/bench_mnist1d.py --seeds 0 1 2 --json results.json
     python benchmarks/bench_mnist1d.py --from-json a.json b.json    # pool saved runs
     python benchmarks/bench_mnist1d.py --from-json a.json --fill    # add rows they lack
 
-Targets (exit 1 when missed, full run only): IMP within 4 points of the published IMP mean at
-each sparsity; IMP − random ≥ 5 points at 0.92, 0.96 and 0.98 (the published gap is 14–33),
-against the published baseline's random mask (biases masked too); the gap to prunecli's own
-``random`` is printed beside it.
+Each row is shown as best / final test accuracy: best is the best of the training's test
+evaluations (one per epoch, ~38 in 1500 steps, and the final weights), which is what the
+published numbers are (the notebook's ``max_acc``, over 16 evaluations); final is the last
+weights'.
+
+Targets (exit 1 when missed, full run only), on best-of-evaluations: IMP within 4 points of the
+published IMP mean at each sparsity; IMP − random ≥ 5 points at 0.92, 0.96 and 0.98 (the
+published gap is 14–33), against the published baseline's random mask (biases masked too); the
+gap to prunecli's own ``random`` is printed beside it.
 
 The published numbers come from a different setup (a residual hidden layer, layer-wise pruning
-with sparsity raised linearly over many retrains); this benchmark follows the issue's setup
-(plain MLP, global IMP at rate 0.2), so it compares in kind, not bit for bit.
+of weights *and biases*, sparsity raised linearly over 100 retrains, sequential batches, the
+mask taken from the step-1000 checkpoint); this benchmark follows the issue's setup (plain MLP,
+global IMP, biases never pruned as DESIGN §2 says), so it compares in kind, not bit for bit.
 """
 
 from __future__ import annotations
@@ -63,10 +72,14 @@ AT_INIT = [
 ]
 TRAINING = ["iht", "kstarts", "dissipating"]
 WIDTHS = [40, 500, 500, 10]
+#: the IMP chain: a finer rate than the issue's example (0.2) finds better tickets (see README)
+RATE, SCOPE, LAST_LAYER = 0.05, "global", "same"
 
 
-def run_seed(seed: int, steps: int, imp_targets: list[float], others: list[float]) -> dict:
-    """All rows for one seed: {row name: {sparsity: test accuracy}} and timings."""
+def run_seed(seed: int, steps: int, imp_targets: list[float], others: list[float], imp) -> dict:
+    """All rows for one seed: {row name: {sparsity: [final, best] test accuracy}} and timings
+    (best: the best of the training's test evaluations, one per epoch, as the notebook's
+    max_acc). ``imp``: the chain's (rate, scope, last layer)."""
     import torch
 
     torch.set_num_threads(1)
@@ -77,7 +90,7 @@ def run_seed(seed: int, steps: int, imp_targets: list[float], others: list[float
         rows: dict[str, dict[str, float]] = {}
         seconds: dict[str, float] = {}
         started = time.perf_counter()
-        rows["imp"], dense = _imp_chain(work, init, settings, imp_targets)
+        rows["imp"], dense = _imp_chain(work, init, settings, imp_targets, *imp)
         rows["dense"] = {"0.0": dense}
         seconds["imp"] = time.perf_counter() - started
         started = time.perf_counter()
@@ -94,7 +107,8 @@ def run_seed(seed: int, steps: int, imp_targets: list[float], others: list[float
             started = time.perf_counter()
             rows[method] = {str(s): _trained(work, init, method, s, settings) for s in others}
             seconds[method] = time.perf_counter() - started
-    return {"seed": seed, "rows": rows, "seconds": seconds}
+    chain = dict(zip(("rate", "scope", "last_layer"), imp, strict=True))
+    return {"seed": seed, "imp": chain, "rows": rows, "seconds": seconds}
 
 
 def _settings(steps: int, seed: int):
@@ -135,25 +149,29 @@ def _prune(source: str, method: str, scope: str, sparsity: float, output: str, s
 
 
 def _imp_chain(
-    work: Path, init: str, settings, targets: list[float], last_layer: str | None = None
-) -> tuple[dict, float]:
+    work: Path, init: str, settings, targets: list[float], rate: float, scope: str, last_layer: str
+) -> tuple[dict, list[float]]:
     """IMP to each target in turn, each run continuing from the last, always rewound to init."""
     source, accuracies, dense = init, {}, None
     for sparsity in targets:
         output = str(work / f"imp-{sparsity}.safetensors")
-        options = {"rate": 0.2, "rewind_to": init}
-        if last_layer is not None:
-            options["last_layer"] = last_layer
-        report = _prune(source, "imp", "global", sparsity, output, settings, options)
+        options = {"rate": rate, "rewind_to": init, "last_layer": last_layer}
+        report = _prune(source, "imp", scope, sparsity, output, settings, options)
         rounds = report.pruning["rounds"]
         if dense is None:
-            dense = rounds[0]["test_accuracy"]
-        accuracies[str(sparsity)] = rounds[-1]["test_accuracy"]
+            dense = [rounds[0]["test_accuracy"], rounds[0]["best_test_accuracy"]]
+        accuracies[str(sparsity)] = [rounds[-1]["test_accuracy"], rounds[-1]["best_test_accuracy"]]
         source = output
     return accuracies, dense
 
 
-def _at_init(work: Path, init: str, method: str, scope: str, sparsity: float, settings) -> float:
+def _both(training: dict) -> list[float]:
+    """[final, best] test accuracy of a report's training (best over its history)."""
+    seen = [row["test_accuracy"] for row in training["history"] if row.get("test_accuracy")]
+    return [training["test_accuracy"], max([*seen, training["test_accuracy"]])]
+
+
+def _at_init(work: Path, init: str, method: str, scope: str, sparsity: float, settings) -> list:
     """Prune the init with ``method``, then train the mask for the same steps (retrain)."""
     from prunecli.core.session import open_model
     from prunecli.core.training_jobs import RetrainRequest, retrain_to_file
@@ -164,10 +182,10 @@ def _at_init(work: Path, init: str, method: str, scope: str, sparsity: float, se
     model, names = open_model(pruned)
     request = RetrainRequest(settings, load_data("mnist1d"))
     report = retrain_to_file(model, names, request, str(work / "trained.safetensors"))
-    return report.training["test_accuracy"]
+    return _both(report.training)
 
 
-def _published_random(init: str, sparsity: float, settings) -> float:
+def _published_random(init: str, sparsity: float, settings) -> list[float]:
     """The published baseline's random mask (greydanus/mnist1d lottery-tickets notebook): every
     layer's weight AND bias at ``sparsity``, drawn at random per tensor, then the same training.
     prunecli's own ``random`` never prunes biases (DESIGN §2), so this mask is built here."""
@@ -175,6 +193,7 @@ def _published_random(init: str, sparsity: float, settings) -> float:
 
     from prunecli.core.session import open_model
     from prunecli.core.training import train
+    from prunecli.criteria.training import best_accuracy
     from prunecli.data import load_data
 
     model, _ = open_model(init)
@@ -186,7 +205,7 @@ def _published_random(init: str, sparsity: float, settings) -> float:
         keep[order[: round(sparsity * param.numel())]] = False
         masks[name] = keep.reshape(param.shape)
     result = train(model.module, masks, load_data("mnist1d"), settings)
-    return result.test_accuracy
+    return [result.test_accuracy, best_accuracy(result)]
 
 
 def _fill_published_random(rows: dict, seconds: dict, init: str, settings, targets) -> None:
@@ -209,10 +228,10 @@ def _fill_missing(result: dict, steps: int, imp_targets: list[float]) -> dict:
     return result
 
 
-def _trained(work: Path, init: str, method: str, sparsity: float, settings) -> float:
+def _trained(work: Path, init: str, method: str, sparsity: float, settings) -> list:
     output = str(work / f"{method}-{sparsity}.safetensors")
     report = _prune(init, method, "global", sparsity, output, settings, {})
-    return report.training["test_accuracy"]
+    return _both(report.training)
 
 
 # --- driver -------------------------------------------------------------------------------
@@ -231,13 +250,17 @@ def main() -> int:
     parser.add_argument(
         "--fill", action="store_true", help="with --from-json: compute the rows those runs lack"
     )
+    parser.add_argument("--rate", type=float, default=RATE, help="IMP's --rate per round")
+    parser.add_argument("--scope", default=SCOPE, help="IMP's --scope: global or layer")
+    parser.add_argument("--last-layer", default=LAST_LAYER, help="IMP's --last-layer")
     parser.add_argument("--one-seed", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     steps = 300 if args.quick else args.steps
     imp_targets = [0.8, 0.92] if args.quick else [0.8, 0.92, 0.96, 0.98]
     others = [0.9] if args.quick else [0.9, 0.99]
     if args.one_seed is not None:
-        json.dump(run_seed(args.one_seed, steps, imp_targets, others), sys.stdout)
+        imp = (args.rate, args.scope, args.last_layer)
+        json.dump(run_seed(args.one_seed, steps, imp_targets, others, imp), sys.stdout)
         return 0
     started = time.perf_counter()
     if args.from_json:
@@ -249,7 +272,7 @@ def main() -> int:
     wall = None if args.from_json else time.perf_counter() - started
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
-    ok = _print_table(results, imp_targets, others, steps, wall)
+    ok = _print_table(results, imp_targets, others, steps, wall, args)
     return 0 if ok or args.quick else 1
 
 
@@ -270,28 +293,42 @@ def _run_all(args) -> list[dict]:
 
 
 def _child_args(args) -> list[str]:
-    return ["--steps", str(args.steps)] + (["--quick"] if args.quick else [])
+    imp = ["--rate", str(args.rate), "--scope", args.scope, "--last-layer", args.last_layer]
+    return ["--steps", str(args.steps), *imp] + (["--quick"] if args.quick else [])
 
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def _print_table(results: list[dict], imp_targets, others, steps: int, wall: float | None) -> bool:
+def _print_table(
+    results: list[dict], imp_targets, others, steps: int, wall: float | None, args
+) -> bool:
     seeds = [r["seed"] for r in results]
+    chain = results[0].get("imp", {})
 
-    def mean(row: str, sparsity: float) -> float:
-        return 100 * _mean([r["rows"][row][str(sparsity)] for r in results])
+    def mean(row: str, sparsity: float, best: bool = True) -> float:
+        return 100 * _mean([r["rows"][row][str(sparsity)][int(best)] for r in results])
 
     print(f"MNIST-1D, MLP {WIDTHS}, Adam lr 0.02, {steps} steps of 100; seeds {seeds}")
-    print("test accuracy %, mean over seeds (published: two trials, Greydanus 2020)\n")
     print(
-        f"{'sparsity':>8} | {'IMP':>6} {'published':>11} | {'random':>6} {'published':>11} | "
-        f"{'gap':>5} {'pub. gap':>8} | {'rnd w/o b':>9} {'gap':>5} | IMP target"
+        f"IMP: --rate {chain.get('rate')} --scope {chain.get('scope')} --last-layer "
+        f"{chain.get('last_layer')}, rewound to init each round"
     )
-    dense = mean("dense", 0.0)
+    print(
+        "test accuracy %, mean over seeds; best = the best of the training's test evaluations "
+        "(one per epoch),\nlike the published max_acc (two trials, Greydanus 2020); final = the "
+        "last weights\n"
+    )
+    print(
+        f"{'sparsity':>8} | {'IMP':>5} {'final':>5} {'published':>11} | {'random':>6} "
+        f"{'published':>11} | {'gap':>5} {'pub. gap':>8} | {'rnd w/o b':>9} {'gap':>5} | IMP target"
+    )
     pub = PUBLISHED[0.0][0]
-    print(f"{'0 dense':>8} | {dense:6.1f} {pub[0]:5.1f}/{pub[1]:4.1f} |")
+    print(
+        f"{'0 dense':>8} | {mean('dense', 0.0):5.1f} {mean('dense', 0.0, False):5.1f} "
+        f"{pub[0]:5.1f}/{pub[1]:4.1f} |"
+    )
     ok = True
     for s in imp_targets:
         imp, rnd, own = mean("imp", s), mean(PUBLISHED_RANDOM, s), mean("random", s)
@@ -302,18 +339,19 @@ def _print_table(results: list[dict], imp_targets, others, steps: int, wall: flo
         ok = ok and close and gap_ok
         verdict = ("ok" if close else "MISSED (>4 pts)") + ("" if gap_ok else ", gap < 5")
         print(
-            f"{s:8.2f} | {imp:6.1f} {pub_imp[0]:5.1f}/{pub_imp[1]:4.1f} | {rnd:6.1f} "
-            f"{pub_rnd[0]:5.1f}/{pub_rnd[1]:4.1f} | {gap:5.1f} {pub_gap:8.1f} | "
+            f"{s:8.2f} | {imp:5.1f} {mean('imp', s, False):5.1f} {pub_imp[0]:5.1f}/{pub_imp[1]:4.1f}"
+            f" | {rnd:6.1f} {pub_rnd[0]:5.1f}/{pub_rnd[1]:4.1f} | {gap:5.1f} {pub_gap:8.1f} | "
             f"{own:9.1f} {imp - own:5.1f} | {verdict}"
         )
     print(
         "random: weights and biases masked, as the published baseline; rnd w/o b: prunecli's "
-        "random (biases kept), and IMP's gap to it"
+        "random (biases kept), and IMP's gap to it (all best-of-evaluations)"
     )
     rest = [label for label, _, _ in AT_INIT] + TRAINING
-    print(f"\n{'method':>18} | " + " | ".join(f"{s:>6}" for s in others) + " | seconds/seed")
+    heads = " | ".join(f"{s:>5} best/final" for s in others)
+    print(f"\n{'method':>18} | {heads} | seconds/seed")
     for row in rest:
-        cells = " | ".join(f"{mean(row, s):6.1f}" for s in others)
+        cells = " | ".join(f"{mean(row, s):10.1f}/{mean(row, s, False):5.1f}" for s in others)
         secs = _mean([r["seconds"][row] for r in results])
         print(f"{row:>18} | {cells} | {secs:7.0f}")
     imp_secs = _mean([r["seconds"]["imp"] for r in results])

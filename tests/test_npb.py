@@ -327,7 +327,8 @@ def test_npb_with_a_strong_node_term_keeps_more_nodes_than_erk_random(baselines)
     reason="at the default alpha = 0.01, with the reference's path norm, NPB keeps 691 effective "
     "channels against ERK-random's 743: the Linear layer's budget fills more than one row, so its "
     "path term is normalised by the best achievable value and it keeps the 13 of 64 features with "
-    "the most paths, and the last stage's channels that feed the others go ineffective "
+    "the most paths, and the last stage's channels that feed the others go ineffective; the "
+    "reference's own objective for that layer, solved with cvxpy, keeps the same 13 "
     "(alpha >= 0.2 passes); see docs/criteria.md",
 )
 def test_npb_at_default_alpha_keeps_more_nodes_than_erk_random(resnet20_npb, baselines) -> None:
