@@ -39,7 +39,7 @@ def erk_densities(shapes: Mapping[str, Sequence[int]], density: float) -> dict[s
     return {name: 1.0 if name in dense else eps * raw[name] for name in shapes}
 
 
-def _round_to_total(
+def round_to_total(
     targets: Mapping[str, float], caps: Mapping[str, int], total: int
 ) -> dict[str, int]:
     """Integers near ``targets`` within [0, cap] summing to ``total`` (largest remainder)."""
@@ -73,4 +73,4 @@ def keep_counts(
     else:
         densities = erk_densities(shapes, 1.0 - sparsity)
     targets = {name: densities[name] * sizes[name] for name in shapes}
-    return _round_to_total(targets, sizes, total_keep)
+    return round_to_total(targets, sizes, total_keep)

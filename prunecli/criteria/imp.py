@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from prunecli.core.allocation import _round_to_total, prune_count
+from prunecli.core.allocation import prune_count, round_to_total
 from prunecli.core.training import TrainHook, TrainState, evaluate, split_data
 from prunecli.core.transfer import load_weights, output_layer, read_rewind_point
 from prunecli.criteria import register
@@ -50,7 +50,7 @@ def layer_shares(alive: Mapping[str, int], sizes: Mapping[str, int], n: int) -> 
         open_ = [name for name in open_ if name not in over]
     targets = {name: 0.0 for name in alive}
     targets.update({name: level * sizes[name] - zeros[name] for name in open_})
-    return _round_to_total(targets, dict(alive), n)
+    return round_to_total(targets, dict(alive), n)
 
 
 def round_sparsities(start: float, target: float, rate: float) -> list[float]:

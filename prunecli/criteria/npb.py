@@ -33,7 +33,7 @@ import torch
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_array
 
-from prunecli.core.allocation import _round_to_total, keep_counts
+from prunecli.core.allocation import keep_counts, round_to_total
 from prunecli.core.pathnet import PathNetwork, call_order, layer_inputs
 from prunecli.core.seeding import stream_seed
 from prunecli.criteria import register
@@ -289,7 +289,7 @@ def layer_counts(
     blocks = _blocks(n_out, n_in, groups)
     room = {str(k): int(caps[start:end].sum()) for k, (start, end, _) in enumerate(blocks)}
     total = sum(room.values())
-    shares = _round_to_total(
+    shares = round_to_total(
         {k: budget * r / total if total else 0.0 for k, r in room.items()},
         room,
         min(budget, total),
