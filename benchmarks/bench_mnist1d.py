@@ -9,7 +9,7 @@ training / 1000 test sequences). Rows, each the mean test accuracy over ``--seed
   every row lands exactly on its sparsity); by default ``--rate 0.05 --scope global
   --last-layer same`` (77 rounds to 0.98: the published notebook raises sparsity by about 1% per
   retrain over 100 retrains and prunes the output layer like the rest; rate 0.2, the issue's
-  example, finds tickets 3–5 points worse at 0.80–0.96);
+  example, finds tickets 2–4 points worse at 0.80–0.96);
 - a random mask at the same sparsities with the same init, then the same training: prunecli's
   ``random`` (weights only, biases kept as DESIGN §2 says) and, like for like with the
   published baseline (greydanus/mnist1d's lottery-tickets notebook), a random mask on every
