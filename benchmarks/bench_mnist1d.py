@@ -167,7 +167,8 @@ def _imp_chain(
 
 def _both(training: dict) -> list[float]:
     """[final, best] test accuracy of a report's training (best over its history)."""
-    seen = [row["test_accuracy"] for row in training["history"] if row.get("test_accuracy")]
+    seen = [row["test_accuracy"] for row in training["history"]]
+    seen = [value for value in seen if value is not None]
     return [training["test_accuracy"], max([*seen, training["test_accuracy"]])]
 
 
@@ -193,7 +194,6 @@ def _published_random(init: str, sparsity: float, settings) -> list[float]:
 
     from prunecli.core.session import open_model
     from prunecli.core.training import train
-    from prunecli.criteria.training import best_accuracy
     from prunecli.data import load_data
 
     model, _ = open_model(init)
@@ -205,7 +205,7 @@ def _published_random(init: str, sparsity: float, settings) -> list[float]:
         keep[order[: round(sparsity * param.numel())]] = False
         masks[name] = keep.reshape(param.shape)
     result = train(model.module, masks, load_data("mnist1d"), settings)
-    return [result.test_accuracy, best_accuracy(result)]
+    return [result.test_accuracy, result.best_test_accuracy]
 
 
 def _fill_published_random(rows: dict, seconds: dict, init: str, settings, targets) -> None:

@@ -28,8 +28,8 @@ def shown_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def rounds_table(rounds: list[dict[str, Any]]) -> Table:
     best = any(row.get("best_test_accuracy") is not None for row in rounds)
     table = Table(header_style="bold", title="rounds", title_justify="left")
-    columns = ("round", "sparsity", "test acc", "best test acc", "test loss", "steps")
-    for column in columns if best else [c for c in columns if c != "best test acc"]:
+    best_column = ["best test acc"] if best else []
+    for column in ("round", "sparsity", "test acc", *best_column, "test loss", "steps"):
         table.add_column(column, justify="right")
     for row in rounds:
         cells = [str(row["round"]), _fraction(row["sparsity"]), _fraction(row.get("test_accuracy"))]

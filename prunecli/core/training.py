@@ -120,6 +120,14 @@ class TrainResult:
     stopped: str | None = None  # why training ended early (a hook's ``stop``), if it did
     summaries: dict[str, Any] = field(default_factory=dict)  # hook key → its summary()
 
+    @property
+    def best_test_accuracy(self) -> float | None:
+        """The best of the test evaluations (the history's and the final weights')."""
+        seen = [r.test_accuracy for r in self.history if r.test_accuracy is not None]
+        if self.test_accuracy is not None:
+            seen.append(self.test_accuracy)
+        return max(seen, default=None)
+
     def to_json(self) -> dict[str, Any]:
         return {
             **self.summaries,

@@ -171,21 +171,11 @@ class TrainingJob:
             result.test_loss if result else None,
             last.train_loss if last else None,
             result.steps if result else 0,
-            best_test_accuracy=best_accuracy(result),
+            best_test_accuracy=result.best_test_accuracy if result else None,
         )
 
     def with_settings(self, **changes: Any) -> TrainSettings:
         return replace(self.settings, **changes)
-
-
-def best_accuracy(result: TrainResult | None) -> float | None:
-    """The best test accuracy of a training's evaluations (its history and final weights)."""
-    if result is None:
-        return None
-    seen = [r.test_accuracy for r in result.history if r.test_accuracy is not None]
-    if result.test_accuracy is not None:
-        seen.append(result.test_accuracy)
-    return max(seen, default=None)
 
 
 class TrainingMethod(Criterion):
