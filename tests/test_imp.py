@@ -37,20 +37,26 @@ def test_round_sparsities_by_hand():
     assert round_sparsities(0.5, 0.75, 0.5) == [0.75]
 
 
-def test_one_round_equals_train_magnitude_rewind_retrain(cli, setup):
+def _ticket_by_hand(cli, *scope: str) -> None:
+    """The independent route for one IMP round at 0.5: retrain → prune -m magnitude → retrain
+    --rewind-to init, writing ticket.safetensors."""
     cli("retrain", "init.safetensors", "--data", "data.npz", *TRAIN, "-o", "dense.safetensors")
-    cli("prune", "dense.safetensors", "-m", "magnitude", "-s", "0.5", "-o", "mask.safetensors")
-    cli(
-        "retrain",
-        "mask.safetensors",
-        "--data",
-        "data.npz",
-        *TRAIN,
-        "--rewind-to",
-        "init.safetensors",
-        "-o",
-        "ticket.safetensors",
-    )
+    cli("prune", "dense.safetensors", "-m", "magnitude", "-s", "0.5", *scope,
+        "-o", "mask.safetensors")  # fmt: skip
+    cli("retrain", "mask.safetensors", "--data", "data.npz", *TRAIN,
+        "--rewind-to", "init.safetensors", "-o", "ticket.safetensors")  # fmt: skip
+
+
+def _same_weights(folder: Path, *context: object) -> dict[str, torch.Tensor]:
+    """imp.safetensors equals ticket.safetensors tensor for tensor; returns imp's tensors."""
+    expected, got = load_file(folder / "ticket.safetensors"), load_file(folder / "imp.safetensors")
+    for name in expected:
+        assert torch.allclose(expected[name], got[name], atol=1e-6), (*context, name)
+    return got
+
+
+def test_one_round_equals_train_magnitude_rewind_retrain(cli, setup):
+    _ticket_by_hand(cli)
     for source, extra in (
         ("init.safetensors", []),
         ("dense.safetensors", ["--rewind-to", "init.safetensors"]),
@@ -76,12 +82,7 @@ def test_one_round_equals_train_magnitude_rewind_retrain(cli, setup):
             "--json",
         )
         assert result.exit_code == 0, result.stderr
-        expected, got = (
-            load_file(setup / "ticket.safetensors"),
-            load_file(setup / "imp.safetensors"),
-        )
-        for name in expected:
-            assert torch.allclose(expected[name], got[name], atol=1e-6), (source, name)
+        _same_weights(setup, source)
         rounds = report_of(result)["pruning"]["rounds"]
         assert [r["round"] for r in rounds] == [0, 1]
         # from dense.safetensors (trained, ≠ the rewind point) round 0 is only evaluated
@@ -138,9 +139,7 @@ def test_late_rewinding_equals_rewinding_to_an_early_checkpoint(cli, setup):
         "--json",
     )
     assert result.exit_code == 0, result.stderr
-    expected, got = load_file(setup / "ticket.safetensors"), load_file(setup / "imp.safetensors")
-    for name in expected:
-        assert torch.allclose(expected[name], got[name], atol=1e-6), name
+    _same_weights(setup)
     assert [r["steps"] for r in report_of(result)["pruning"]["rounds"]] == [6, 4]
 
 
@@ -291,18 +290,12 @@ def test_layer_shares_by_hand():
 def test_layer_scope_round_equals_layerwise_magnitude_rewind_retrain(cli, setup):
     """One IMP round under --scope layer against retrain → prune -m magnitude --scope layer →
     retrain --rewind-to init, and every layer at the same sparsity."""
-    cli("retrain", "init.safetensors", "--data", "data.npz", *TRAIN, "-o", "dense.safetensors")
-    cli("prune", "dense.safetensors", "-m", "magnitude", "-s", "0.5", "--scope", "layer",
-        "-o", "mask.safetensors")  # fmt: skip
-    cli("retrain", "mask.safetensors", "--data", "data.npz", *TRAIN,
-        "--rewind-to", "init.safetensors", "-o", "ticket.safetensors")  # fmt: skip
+    _ticket_by_hand(cli, "--scope", "layer")
     result = cli("prune", "init.safetensors", "-m", "imp", "-s", "0.5", "--rate", "0.5",
                  "--scope", "layer", "--last-layer", "same", "--data", "data.npz", *TRAIN,
                  "-o", "imp.safetensors", "--json")  # fmt: skip
     assert result.exit_code == 0, result.stderr
-    expected, got = load_file(setup / "ticket.safetensors"), load_file(setup / "imp.safetensors")
-    for name in expected:
-        assert torch.allclose(expected[name], got[name], atol=1e-6), name
+    got = _same_weights(setup)
     assert report_of(result)["pruning"]["scope"] == "layer"
     for name in ("fc1.weight", "fc2.weight", "fc3.weight"):
         assert float((got[name] == 0).float().mean()) == pytest.approx(0.5)
