@@ -82,6 +82,30 @@ def files_in(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*")}
 
 
+def assert_refused(result: Result, code: int, *fragments: str) -> None:
+    """The exit code, a short message that says what is wrong, no traceback, nothing on stdout."""
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    message = result.stderr
+    assert message.startswith("prunecli: error: "), message
+    assert len(message.strip().splitlines()) <= 2, message
+    assert "Traceback" not in message + result.stdout
+    assert result.stdout == ""
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+def run_refused(cli, folder: Path, args: tuple[object, ...], code: int, *fragments: str) -> Result:
+    """Run ``prunecli ARGS``; it must be refused and leave the folder exactly as it was."""
+    before = files_in(folder)
+    contents = {name: (folder / name).read_bytes() for name in before if (folder / name).is_file()}
+    result = cli(*args)
+    assert_refused(result, code, *fragments)
+    assert files_in(folder) == before  # no output, no leftover .tmp
+    for name, data in contents.items():
+        assert (folder / name).read_bytes() == data  # inputs and old outputs untouched
+    return result
+
+
 def zeros(tensor: torch.Tensor) -> int:
     return int((tensor == 0).sum())
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import Result
-from conftest import SMALL_MLP, files_in, write_weights, write_zoo
+from conftest import SMALL_MLP, assert_refused, files_in, run_refused, write_weights, write_zoo
 from safetensors.torch import load_file
 
 import prunecli.io.safetensors as st
@@ -21,34 +20,10 @@ import prunecli.io.safetensors as st
 PRUNE = ("prune", "model.safetensors", "--method", "magnitude", "--sparsity", "0.5")
 
 
-def assert_refused(result: Result, code: int, *fragments: str) -> None:
-    """The exit code, a short message that says what is wrong, no traceback, nothing on stdout."""
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    message = result.stderr
-    assert message.startswith("prunecli: error: "), message
-    assert len(message.strip().splitlines()) <= 2, message
-    assert "Traceback" not in message + result.stdout
-    assert result.stdout == ""
-    for fragment in fragments:
-        assert fragment in message, (fragment, message)
-
-
 @pytest.fixture
 def folder(mlp_file: Path) -> Path:
     """The working folder holding model.safetensors, the small MLP."""
     return mlp_file.parent
-
-
-def run_refused(cli, folder: Path, args: tuple[object, ...], code: int, *fragments: str) -> Result:
-    """Run ``prunecli ARGS``; it must be refused and leave the folder exactly as it was."""
-    before = files_in(folder)
-    contents = {name: (folder / name).read_bytes() for name in before if (folder / name).is_file()}
-    result = cli(*args)
-    assert_refused(result, code, *fragments)
-    assert files_in(folder) == before  # no output, no leftover .tmp
-    for name, data in contents.items():
-        assert (folder / name).read_bytes() == data  # inputs and old outputs untouched
-    return result
 
 
 # --- unreadable model files ----------------------------------------------------------------

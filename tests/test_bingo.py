@@ -13,7 +13,7 @@ from torch import nn
 from prunecli.core.training import TrainSettings
 from prunecli.criteria.bingo import Bingo, BingoHook, _Walk
 from prunecli.data import Dataset
-from tests.conftest import SMALL_MLP, files_in, report_of, write_zoo
+from tests.conftest import SMALL_MLP, report_of, run_refused, write_zoo
 from tests.method_jobs import make_job
 
 TRAIN = ("--steps", "6", "--batch-size", "40", "--lr", "0.01")
@@ -92,11 +92,8 @@ def test_bingo_cli(cli, setup):
     [("--bingo-fraction", "0"), ("--bingo-fraction", "1.5"), ("--bingo-every", "0")],
 )
 def test_bingo_bad_options(cli, setup, flag, value):
-    before = files_in(setup)
-    result = cli(
+    args = (
         "prune", "init.safetensors", "-m", "bingo", "-s", "0.5", "--data", "data.npz", *TRAIN,
         flag, value, "-o", "out.safetensors",
     )  # fmt: skip
-    assert result.exit_code == 2
-    assert flag in result.stderr
-    assert files_in(setup) == before
+    run_refused(cli, setup, args, 2, flag)

@@ -14,7 +14,7 @@ from prunecli.core.allocation import keep_counts
 from prunecli.core.training import TrainSettings
 from prunecli.criteria.iht import Iht, top_k_support
 from prunecli.data import Dataset
-from tests.conftest import SMALL_MLP, files_in, report_of, write_zoo
+from tests.conftest import SMALL_MLP, report_of, run_refused, write_zoo
 from tests.method_jobs import make_job
 
 TRAIN = ("--steps", "12", "--batch-size", "40", "--lr", "0.01")
@@ -139,11 +139,8 @@ def test_iht_cli_exact_count_and_report(cli, setup):
     [("--project-every", "0", "--project-every"), ("--iht-steps", "-1", "--iht-steps")],
 )
 def test_iht_bad_options(cli, setup, flag, value, message):
-    before = files_in(setup)
-    result = cli(
+    args = (
         "prune", "init.safetensors", "-m", "iht", "-s", "0.5", "--data", "data.npz", *TRAIN,
         flag, value, "-o", "out.safetensors",
     )  # fmt: skip
-    assert result.exit_code == 2
-    assert message in result.stderr
-    assert files_in(setup) == before
+    run_refused(cli, setup, args, 2, message)

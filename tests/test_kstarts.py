@@ -14,7 +14,7 @@ from torch import nn
 from prunecli.core.training import TrainSettings
 from prunecli.criteria.kstarts import GradientSum, KStarts, random_masks
 from prunecli.data import Dataset
-from tests.conftest import SMALL_MLP, files_in, report_of, write_zoo
+from tests.conftest import SMALL_MLP, report_of, run_refused, write_zoo
 from tests.method_jobs import make_job
 
 WEIGHTS = ("fc1.weight", "fc2.weight", "fc3.weight")
@@ -97,14 +97,11 @@ def test_kstarts_cli_keeps_the_fittest(cli, setup, fitness):
     ],
 )
 def test_kstarts_bad_options(cli, setup, flag, value, message):
-    before = files_in(setup)
-    result = cli(
+    args = (
         "prune", "start.safetensors", "-m", "kstarts", "-s", "0.5", "--data", "data.npz", *TRAIN,
         flag, value, "-o", "out.safetensors",
     )  # fmt: skip
-    assert result.exit_code == 2
-    assert message in result.stderr
-    assert files_in(setup) == before
+    run_refused(cli, setup, args, 2, message)
 
 
 def test_method_options_need_a_training_method(cli, setup):
