@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 from click.testing import Result
+from safetensors import safe_open
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
@@ -75,6 +76,12 @@ def write_weights(
 @pytest.fixture
 def mlp_file(workdir: Path) -> Path:
     return write_zoo(workdir / "model.safetensors", "mlp", SMALL_MLP)
+
+
+def metadata_of(path: Path) -> dict[str, str]:
+    """A safetensors file's header metadata ({} when it has none)."""
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.metadata() or {}
 
 
 def files_in(folder: Path) -> set[str]:

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import Result
-from conftest import files_in, report_of, write_weights, write_zoo
-from safetensors import safe_open
+from conftest import files_in, metadata_of, report_of, write_weights, write_zoo
 from safetensors.numpy import load_file as numpy_load_file
 from safetensors.torch import load_file
 
@@ -42,11 +41,6 @@ def assert_bit_identical(got: dict[str, torch.Tensor], want: dict[str, torch.Ten
         assert got[name].dtype == tensor.dtype, name
         assert got[name].shape == tensor.shape, name
         assert torch.equal(bits_of(got[name]), bits_of(tensor)), name
-
-
-def metadata_of(path: Path) -> dict[str, str]:
-    with safe_open(str(path), framework="pt") as handle:
-        return handle.metadata() or {}
 
 
 def sparse(shape: tuple[int, ...], dtype: torch.dtype, density: float, seed: int) -> torch.Tensor:

@@ -12,12 +12,12 @@ import torch
 from conftest import (
     SMALL_MLP,
     files_in,
+    metadata_of,
     report_of,
     write_weights,
     write_zoo,
     zeros,
 )
-from safetensors import safe_open
 from safetensors.torch import load, load_file
 
 import prunecli
@@ -26,11 +26,6 @@ from prunecli.errors import Unsupported
 
 MLP_WEIGHTS = ["fc1.weight", "fc2.weight", "fc3.weight"]
 MLP_BIASES = ["fc1.bias", "fc2.bias", "fc3.bias"]
-
-
-def metadata_of(path: Path) -> dict[str, str]:
-    with safe_open(str(path), framework="pt") as handle:
-        return handle.metadata() or {}
 
 
 # --- version, methods, init -------------------------------------------------------------------

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from prunecli.criteria.imp import layer_shares, round_sparsities
-from tests.conftest import SMALL_MLP, report_of, write_zoo
+from tests.conftest import SMALL_MLP, metadata_of, report_of, write_zoo
 
 TRAIN = ("--steps", "6", "--batch-size", "40", "--lr", "0.01")
 
@@ -176,15 +176,8 @@ def test_rounds_exact_count_half_rate_output_layer_and_curve(cli, setup):
     assert zeros["fc3.weight"] / 32 < (zeros["fc1.weight"] + zeros["fc2.weight"]) / 320
     svg = (setup / "curve.svg").read_text()
     assert svg.startswith("<svg") and svg.count("<circle") == 4
-    stored = json.loads(_metadata(setup / "imp.safetensors")["prunecli.rounds"])
+    stored = json.loads(metadata_of(setup / "imp.safetensors")["prunecli.rounds"])
     assert stored == rounds
-
-
-def _metadata(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as handle:
-        return handle.metadata()
 
 
 def test_dense_output_layer_and_keep_best(cli, setup):

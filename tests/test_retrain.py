@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file
 
-from tests.conftest import SMALL_MLP, files_in, report_of, write_zoo
+from tests.conftest import SMALL_MLP, files_in, metadata_of, report_of, write_zoo
 
 WEIGHTS = ("fc1.weight", "fc2.weight", "fc3.weight")
 
@@ -36,11 +35,6 @@ def pruned_file(cli, workdir: Path) -> Path:
     )
     assert result.exit_code == 0, result.stderr
     return workdir / "pruned.safetensors"
-
-
-def metadata_of(path: Path) -> dict[str, str]:
-    with safe_open(str(path), "pt") as handle:
-        return handle.metadata()
 
 
 def test_retrain_keeps_the_mask_and_reports_history(cli, pruned_file, data_file, workdir):
