@@ -394,7 +394,7 @@ def _run(
         final.test_loss if final else None,
         final.test_accuracy if final else None,
         state.stop_reason if state.stop else None,
-        {hook.key: hook.summary() for hook in hooks if hook.summary() is not None},
+        {hook.key: s for hook in hooks if (s := hook.summary()) is not None},
     )
 
 
