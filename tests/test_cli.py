@@ -115,6 +115,23 @@ def test_inspect_human(cli, mlp_file: Path) -> None:
     assert result.stderr == ""
 
 
+def test_inspect_at_80_columns_keeps_each_layer_on_one_line(
+    cli, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a CI log is 80 columns wide: the narrow table drops params, bars and the outer border
+    monkeypatch.setenv("COLUMNS", "80")
+    model = write_zoo(workdir / "vgg.safetensors", "vgg16")
+    result = cli("inspect", model)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    convs = [name for name, tensor in load_file(model).items() if tensor.dim() == 4]
+    assert "features.10.weight" in convs
+    for name in convs:
+        assert sum(name in line for line in lines) == 1, name
+    assert "params" not in result.stdout
+
+
 def test_inspect_json(cli, mlp_file: Path) -> None:
     result = cli("inspect", mlp_file, "--json")
     assert result.exit_code == 0

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -100,13 +101,21 @@ def report_table(report: Report, width: int | None = None) -> Table:
     """Layer, shape, (dtype when mixed), params, non-zero, sparsity with a bar; totals as footer.
 
     With topology also effective sparsity and effective/all nodes; collapsed layers in red. Below
-    100 columns params (the shape says it) and the bars go, so 80 columns stay readable.
+    100 columns params (the shape says it), the bars and the borders go, so 80 columns stay
+    readable and names such as ``layer3.2.conv2.weight`` fit on one line.
     """
     mixed = _mixed_dtypes(report)
     topology = report.topology
     wide = topology is None or width is None or width >= 100
     bar = _BAR_WIDTH if wide else 0
-    table = Table(show_footer=True, header_style="bold", footer_style="bold")
+    frame = {} if wide else {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False}
+    table = Table(
+        show_footer=True,
+        header_style="bold",
+        footer_style="bold",
+        collapse_padding=not wide,
+        **frame,
+    )
     table.add_column("layer", footer="total", overflow="fold", ratio=1)
     table.add_column("shape", no_wrap=True)
     if mixed:
@@ -118,7 +127,12 @@ def report_table(report: Report, width: int | None = None) -> Table:
     table.add_column(
         "non-zero", justify="right", no_wrap=True, footer=f"{report.prunable_nonzero:,}"
     )
-    table.add_column("sparsity", no_wrap=True, footer=sparsity_bar(report.sparsity, bar))
+    table.add_column(
+        "sparsity",
+        justify="left" if wide else "right",
+        no_wrap=True,
+        footer=sparsity_bar(report.sparsity, bar),
+    )
     if topology is not None:
         table.add_column(
             "eff.\nsparsity",
