@@ -43,8 +43,10 @@ def main() -> None:
         accuracy = (module(x_test).argmax(1) == y_test).float().mean().item()
     tensors = {name: t.detach().clone() for name, t in module.state_dict().items()}
     model = LoadedModel(tensors, {}, "examples/make_example.py", "safetensors", None, module, arch)
-    extra = {"example.dataset": "sklearn digits (8x8), 25% test split, random_state 0",
-             "example.test_accuracy": f"{accuracy:.4f}"}
+    extra = {
+        "example.dataset": "sklearn digits (8x8), 25% test split, random_state 0",
+        "example.test_accuracy": f"{accuracy:.4f}",
+    }
     if OUTPUT.exists():
         OUTPUT.unlink()
     write_model(model, str(OUTPUT), extra)
