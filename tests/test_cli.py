@@ -45,12 +45,26 @@ def test_version_as_module() -> None:
     assert done.stdout.strip() == f"prunecli {prunecli.__version__}"
 
 
-def test_methods_table(cli) -> None:
+@pytest.mark.parametrize("columns", [80, 160])
+def test_methods_lists_every_method_whole(
+    cli, monkeypatch: pytest.MonkeyPatch, columns: int
+) -> None:
+    from prunecli.criteria import list_criteria
+
+    monkeypatch.setenv("COLUMNS", str(columns))
     result = cli("methods")
     assert result.exit_code == 0
-    for word in ("method", "needs", "magnitude", "random", "weights"):
-        assert word in result.stdout
     assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= columns
+    for criterion in list_criteria():
+        # the name unbroken at the start of its row, with what it needs
+        (row,) = [line for line in lines if line.strip("│ ").startswith(criterion.name + " ")]
+        if columns >= 120:
+            assert ", ".join(criterion.needs) in row
+        else:
+            assert f"needs {', '.join(criterion.needs)};" in row
+    assert ("┃ method" in result.stdout) == (columns >= 120)
 
 
 def test_methods_json(cli) -> None:

@@ -18,6 +18,7 @@ def methods_command(json_mode: opt.Json = False, quiet: opt.Quiet = False) -> No
       prunecli methods --json
     """
     from rich.table import Table
+    from rich.text import Text
 
     from prunecli.criteria import list_criteria
 
@@ -33,17 +34,28 @@ def methods_command(json_mode: opt.Json = False, quiet: opt.Quiet = False) -> No
     ]
 
     def human(console) -> None:
-        table = Table(header_style="bold")
-        for column in ("method", "needs", "rounds", "scope", "what it scores"):
-            table.add_column(column)
+        if console.width >= 120:
+            table = Table(header_style="bold")
+            for column in ("method", "needs", "rounds", "scope", "what it scores"):
+                table.add_column(column)
+            for row in rows:
+                table.add_row(row["name"], *_about(row), row["summary"])
+            console.print(table)
+            return
+        # narrower (80 columns: pipes, CI logs): the name whole, its facts and summary beside it
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(no_wrap=True, style="bold")
+        grid.add_column()
         for row in rows:
-            table.add_row(
-                row["name"],
-                ", ".join(row["needs"]),
-                str(row["default_iterations"]),
-                row["default_scope"],
-                row["summary"],
-            )
-        console.print(table)
+            needs, rounds, scope = _about(row)
+            noun = "round" if rounds == "1" else "rounds"
+            facts = f"needs {needs}; {rounds} {noun}, {scope}\n"
+            grid.add_row(row["name"], Text.assemble(facts, (row["summary"], "dim")))
+        console.print(grid)
 
     Output(json_mode, quiet).document({"schema": "prunecli.methods/1", "methods": rows}, human)
+
+
+def _about(row: dict) -> tuple[str, str, str]:
+    """(needs, default rounds, default scope) as shown."""
+    return ", ".join(row["needs"]), str(row["default_iterations"]), row["default_scope"]
