@@ -45,6 +45,16 @@ def test_version_as_module() -> None:
     assert done.stdout.strip() == f"prunecli {prunecli.__version__}"
 
 
+def test_help_prose_wraps_to_the_terminal(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the docstring's line breaks are the source's, not the reader's: prose is joined, examples kept
+    monkeypatch.setenv("COLUMNS", "200")
+    result = cli("prune", "--help")
+    assert result.exit_code == 0
+    assert "-o - writes it to stdout (the report then goes to stderr)." in result.stdout
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    assert "prunecli prune model.safetensors --method magnitude --sparsity 0.9" in lines
+
+
 @pytest.mark.parametrize("columns", [80, 160])
 def test_methods_lists_every_method_whole(
     cli, monkeypatch: pytest.MonkeyPatch, columns: int

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect as inspect_module
 from typing import Annotated
 
 import typer
@@ -16,13 +17,28 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command("inspect")(inspect.inspect_command)
-app.command("score")(score.score_command)
-app.command("prune")(prune.prune_command)
-app.command("retrain")(retrain.retrain_command)
-app.command("export")(export.export_command)
-app.command("methods")(methods.methods_command)
-app.command("init")(init.init_command)
+
+
+def _reflowed(doc: str | None) -> str:
+    """A command's docstring as help text: the lines of each prose paragraph joined, so the
+    terminal wraps it (Typer keeps the source's line breaks); indented examples stay as written."""
+    paragraphs = inspect_module.cleandoc(doc or "").split("\n\n")
+    return "\n\n".join(
+        p if any(line.startswith(" ") for line in p.splitlines()) else " ".join(p.split("\n"))
+        for p in paragraphs
+    )
+
+
+for _name, _command in (
+    ("inspect", inspect.inspect_command),
+    ("score", score.score_command),
+    ("prune", prune.prune_command),
+    ("retrain", retrain.retrain_command),
+    ("export", export.export_command),
+    ("methods", methods.methods_command),
+    ("init", init.init_command),
+):
+    app.command(_name, help=_reflowed(_command.__doc__))(_command)
 
 
 def _version(value: bool) -> None:
