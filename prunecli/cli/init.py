@@ -29,6 +29,9 @@ def init_command(
 ) -> None:
     """Write a freshly initialised ARCH as safetensors, its architecture in the metadata.
 
+    The output defaults to ARCH.safetensors. The same --seed gives the same weights, so the
+    file can serve as the rewind point of a lottery ticket (`prune --method imp --rewind-to`).
+
     Examples:
 
       prunecli init vgg16 -o vgg16-init.safetensors

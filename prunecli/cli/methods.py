@@ -11,6 +11,10 @@ from prunecli.cli.output import Output
 def methods_command(json_mode: opt.Json = False, quiet: opt.Quiet = False) -> None:
     """List the pruning criteria: name, what each needs, default rounds and scope.
 
+    Needs: weights (any model file), graph (the architecture: prunecli's metadata, --arch, a
+    Hugging Face config.json or a .pt2 program), input_shape (known with the graph, else
+    --input-shape), data (--data) and training (the training options of `retrain`).
+
     Examples:
 
       prunecli methods
