@@ -55,6 +55,17 @@ def test_help_prose_wraps_to_the_terminal(cli, monkeypatch: pytest.MonkeyPatch) 
     assert "prunecli prune model.safetensors --method magnitude --sparsity 0.9" in lines
 
 
+@pytest.mark.parametrize(
+    "command", ["inspect", "score", "prune", "retrain", "export", "methods", "init"]
+)
+def test_help_examples_stay_indented(cli, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    result = cli(command, "--help")
+    assert result.exit_code == 0
+    examples = [line for line in result.stdout.splitlines() if line.strip().startswith("prunecli ")]
+    assert examples and all(line.startswith("   prunecli ") for line in examples), examples
+
+
 @pytest.mark.parametrize("columns", [80, 160])
 def test_methods_lists_every_method_whole(
     cli, monkeypatch: pytest.MonkeyPatch, columns: int
