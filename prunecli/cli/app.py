@@ -3,14 +3,42 @@
 from __future__ import annotations
 
 import inspect as inspect_module
-from typing import Annotated
+import sys
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 import prunecli
 from prunecli.cli import export, init, inspect, methods, prune, retrain, score
 
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors (an unknown option, a value of the wrong type, a missing argument) in the
+    project's own two lines on stderr, exit 2, instead of Click's boxed usage block (DESIGN §1)."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+            code = result if isinstance(result, int) else 0  # an Exit's code, or a return
+        except typer.TyperException as exc:  # Click's exceptions (Typer vendors Click)
+            message = exc.format_message()
+            usage = getattr(exc, "ctx", None)  # only usage errors carry their context
+            if message:  # empty when a bare command printed its help instead
+                print(f"prunecli: error: {message}", file=sys.stderr)
+                if usage is not None:
+                    print(f"  hint: see '{usage.command_path} --help'", file=sys.stderr)
+            code = exc.exit_code
+        except typer.Abort:
+            print("prunecli: error: aborted; nothing was written", file=sys.stderr)
+            code = 1
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="prunecli",
     help="Prune saved neural-network models and report what was done.",
     no_args_is_help=True,
