@@ -20,7 +20,7 @@ training / 1000 test sequences). Rows, each the mean test accuracy over ``--seed
 Everything goes through prunecli's library (``prune_to_file``, ``retrain_to_file``), the code
 the CLI runs, in one process per seed (``--jobs`` at a time, one torch thread each).
 
-    python benchmarks/bench_mnist1d.py                 # seeds 0 1, ~20 min on 2 cores
+    python benchmarks/bench_mnist1d.py                 # seeds 0 1, ~14–19 min on 2 cores
     python benchmarks/bench_mnist1d.py --quick         # 300 steps, fewer rows: ~1 min
     python benchmarks/bench_mnist1d.py --seeds 0 1 2 --json results.json
     python benchmarks/bench_mnist1d.py --from-json a.json b.json    # pool saved runs
