@@ -225,13 +225,15 @@ def render_report(console: Console, report: Report) -> None:
             sparse = percent(1 - shard["nonzero"] / max(shard["params"], 1))
             figures += f", {shard['params']:,} parameters, {sparse} zero"
         console.print(f"shard {shard['file']}: {figures}")
+    took = f" in {report.seconds:.2f} s" if report.seconds is not None else ""
     if report.pruning:
         p = report.pruning
         rounds = f"{p['iterations']} round{'s' if p['iterations'] != 1 else ''}"
         console.print(
-            f"pruned by [bold]{p['method']}[/] ({p['scope']}, {rounds}, seed {p['seed']}): "
+            f"pruned by [bold]{p['method']}[/] ({p['scope']}, {rounds}, seed {p['seed']}){took}: "
             f"target {percent(p['target_sparsity'])}, achieved {percent(p['achieved_sparsity'])}"
         )
+        took = ""  # the time belongs to the pruning, not to the write
     if report.pruning and report.pruning.get("rounds"):
         console.print(rounds_table(report.pruning["rounds"]))
     if report.training:
@@ -239,7 +241,6 @@ def render_report(console: Console, report: Report) -> None:
             console.print(history_table(report.training["history"]))
         console.print(training_line(report.training))
     if report.output:
-        took = f" in {report.seconds:.2f} s" if report.seconds is not None else ""
         layout = ", bitmask" if report.output.get("layout") == "bitmask" else ""
         console.print(
             f"wrote {report.output['path']} "
