@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from click.testing import Result
@@ -71,6 +72,17 @@ def write_weights(
         {k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=dict(metadata or {})
     )
     return path
+
+
+def write_method_inputs(folder: Path) -> Path:
+    """What the training methods' CLI tests start from: ``data.npz`` (240 samples of 12
+    features, three classes from the signs of the first two) and ``init.safetensors``, a fresh
+    SMALL_MLP. Returns ``folder``."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 12)).astype(np.float32)
+    np.savez(folder / "data.npz", x=x, y=(x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0))
+    write_zoo(folder / "init.safetensors", "mlp", SMALL_MLP)
+    return folder
 
 
 @pytest.fixture

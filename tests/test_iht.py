@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -14,7 +13,7 @@ from prunecli.core.allocation import keep_counts
 from prunecli.core.training import TrainSettings
 from prunecli.criteria.iht import Iht, top_k_support
 from prunecli.data import Dataset
-from tests.conftest import SMALL_MLP, report_of, run_refused, write_zoo
+from tests.conftest import report_of, run_refused, write_method_inputs
 from tests.method_jobs import make_job
 
 TRAIN = ("--steps", "12", "--batch-size", "40", "--lr", "0.01")
@@ -22,10 +21,7 @@ TRAIN = ("--steps", "12", "--batch-size", "40", "--lr", "0.01")
 
 @pytest.fixture
 def setup(cli, workdir: Path) -> Path:
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(240, 12)).astype(np.float32)
-    np.savez(workdir / "data.npz", x=x, y=(x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0))
-    write_zoo(workdir / "init.safetensors", "mlp", SMALL_MLP)
+    write_method_inputs(workdir)
     return workdir
 
 

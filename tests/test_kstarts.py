@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -14,7 +13,7 @@ from torch import nn
 from prunecli.core.training import TrainSettings
 from prunecli.criteria.kstarts import GradientSum, KStarts, random_masks
 from prunecli.data import Dataset
-from tests.conftest import SMALL_MLP, report_of, run_refused, write_zoo
+from tests.conftest import report_of, run_refused, write_method_inputs
 from tests.method_jobs import make_job
 
 WEIGHTS = ("fc1.weight", "fc2.weight", "fc3.weight")
@@ -56,10 +55,7 @@ def test_gradient_sum_by_hand():
 
 @pytest.fixture
 def setup(cli, workdir: Path) -> Path:
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(240, 12)).astype(np.float32)
-    np.savez(workdir / "data.npz", x=x, y=(x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0))
-    write_zoo(workdir / "init.safetensors", "mlp", SMALL_MLP)
+    write_method_inputs(workdir)
     cli("prune", "init.safetensors", "-m", "random", "-s", "0.2", "-o", "start.safetensors")
     return workdir
 

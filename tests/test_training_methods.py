@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from prunecli.criteria import list_criteria
-from tests.conftest import SMALL_MLP, report_of, write_zoo
+from tests.conftest import report_of, write_method_inputs
 
 METHODS = [c.name for c in list_criteria() if c.trains()]
 WEIGHTS = ("fc1.weight", "fc2.weight", "fc3.weight")
@@ -21,10 +20,7 @@ TOTAL = 352  # SMALL_MLP's prunable weights
 
 @pytest.fixture
 def start(cli, workdir: Path) -> Path:
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(240, 12)).astype(np.float32)
-    np.savez(workdir / "data.npz", x=x, y=(x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0))
-    write_zoo(workdir / "init.safetensors", "mlp", SMALL_MLP)
+    write_method_inputs(workdir)
     result = cli(
         "prune", "init.safetensors", "-m", "random", "-s", "0.3", "-o", "start.safetensors"
     )
