@@ -55,32 +55,19 @@ def _same_weights(folder: Path, *context: object) -> dict[str, torch.Tensor]:
     return got
 
 
+def imp(cli, source: str, sparsity: str, *args: object):
+    """``prunecli prune SOURCE -m imp -s SPARSITY --data data.npz ARGS``."""
+    return cli("prune", source, "-m", "imp", "-s", sparsity, "--data", "data.npz", *args)
+
+
 def test_one_round_equals_train_magnitude_rewind_retrain(cli, setup):
     _ticket_by_hand(cli)
     for source, extra in (
         ("init.safetensors", []),
         ("dense.safetensors", ["--rewind-to", "init.safetensors"]),
     ):
-        result = cli(
-            "prune",
-            source,
-            "-m",
-            "imp",
-            "-s",
-            "0.5",
-            "--rate",
-            "0.5",
-            "--last-layer",
-            "same",
-            "--data",
-            "data.npz",
-            *TRAIN,
-            *extra,
-            "-o",
-            "imp.safetensors",
-            "--force",
-            "--json",
-        )
+        result = imp(cli, source, "0.5", "--rate", "0.5", "--last-layer", "same", *TRAIN,
+                     *extra, "-o", "imp.safetensors", "--force", "--json")  # fmt: skip
         assert result.exit_code == 0, result.stderr
         _same_weights(setup, source)
         rounds = report_of(result)["pruning"]["rounds"]
@@ -118,50 +105,16 @@ def test_late_rewinding_equals_rewinding_to_an_early_checkpoint(cli, setup):
         "-o",
         "ticket.safetensors",
     )
-    result = cli(
-        "prune",
-        "init.safetensors",
-        "-m",
-        "imp",
-        "-s",
-        "0.5",
-        "--rate",
-        "0.5",
-        "--last-layer",
-        "same",
-        "--rewind-step",
-        2,
-        "--data",
-        "data.npz",
-        *TRAIN,
-        "-o",
-        "imp.safetensors",
-        "--json",
-    )
+    result = imp(cli, "init.safetensors", "0.5", "--rate", "0.5", "--last-layer", "same",
+                 "--rewind-step", 2, *TRAIN, "-o", "imp.safetensors", "--json")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     _same_weights(setup)
     assert [r["steps"] for r in report_of(result)["pruning"]["rounds"]] == [6, 4]
 
 
 def test_rounds_exact_count_half_rate_output_layer_and_curve(cli, setup):
-    result = cli(
-        "prune",
-        "init.safetensors",
-        "-m",
-        "imp",
-        "-s",
-        "0.8",
-        "--rate",
-        "0.5",
-        "--data",
-        "data.npz",
-        *TRAIN,
-        "-o",
-        "imp.safetensors",
-        "--report",
-        "curve.svg",
-        "--json",
-    )
+    result = imp(cli, "init.safetensors", "0.8", "--rate", "0.5", *TRAIN, "-o", "imp.safetensors",
+                 "--report", "curve.svg", "--json")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     report = report_of(result)
     rounds = report["pruning"]["rounds"]
@@ -181,27 +134,9 @@ def test_rounds_exact_count_half_rate_output_layer_and_curve(cli, setup):
 
 
 def test_dense_output_layer_and_keep_best(cli, setup):
-    result = cli(
-        "prune",
-        "init.safetensors",
-        "-m",
-        "imp",
-        "-s",
-        "0.7",
-        "--rate",
-        "0.4",
-        "--last-layer",
-        "dense",
-        "--keep-best",
-        "--data",
-        "data.npz",
-        *TRAIN,
-        "-o",
-        "imp.safetensors",
-        "--report",
-        "c.png",
-        "--json",
-    )
+    result = imp(cli, "init.safetensors", "0.7", "--rate", "0.4", "--last-layer", "dense",
+                 "--keep-best", *TRAIN, "-o", "imp.safetensors", "--report", "c.png",
+                 "--json")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     weights = load_file(setup / "imp.safetensors")
     assert int((weights["fc3.weight"] == 0).sum()) == 0
@@ -250,18 +185,15 @@ def test_best_accuracy_of_a_round_is_the_best_of_its_evaluations(cli, setup):
     """The rounds' "best test acc" (the MNIST-1D notebook's max_acc) against the last round's
     own per-epoch history, which the report carries."""
     args = ("--steps", "18", "--batch-size", "40", "--lr", "0.05")
-    result = cli(
-        "prune", "init.safetensors", "-m", "imp", "-s", "0.5", "--rate", "0.5",
-        "--data", "data.npz", *args, "-o", "imp.safetensors", "--json",
-    )  # fmt: skip
+    result = imp(cli, "init.safetensors", "0.5", "--rate", "0.5", *args, "-o", "imp.safetensors",
+                 "--json")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     report = report_of(result)
     history = report["training"]["history"]
     assert len(history) == 3  # 18 steps of 40 over 240 samples: one evaluation per epoch
     seen = [row["test_accuracy"] for row in history] + [report["training"]["test_accuracy"]]
     assert report["pruning"]["rounds"][-1]["best_test_accuracy"] == max(seen)
-    table = cli("prune", "init.safetensors", "-m", "imp", "-s", "0.5", "--rate", "0.5",
-                "--data", "data.npz", *args, "-o", "imp2.safetensors")  # fmt: skip
+    table = imp(cli, "init.safetensors", "0.5", "--rate", "0.5", *args, "-o", "imp2.safetensors")
     assert table.exit_code == 0, table.stderr
     assert "best test acc" in table.stdout
 
@@ -284,9 +216,8 @@ def test_layer_scope_round_equals_layerwise_magnitude_rewind_retrain(cli, setup)
     """One IMP round under --scope layer against retrain → prune -m magnitude --scope layer →
     retrain --rewind-to init, and every layer at the same sparsity."""
     _ticket_by_hand(cli, "--scope", "layer")
-    result = cli("prune", "init.safetensors", "-m", "imp", "-s", "0.5", "--rate", "0.5",
-                 "--scope", "layer", "--last-layer", "same", "--data", "data.npz", *TRAIN,
-                 "-o", "imp.safetensors", "--json")  # fmt: skip
+    result = imp(cli, "init.safetensors", "0.5", "--rate", "0.5", "--scope", "layer",
+                 "--last-layer", "same", *TRAIN, "-o", "imp.safetensors", "--json")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     got = _same_weights(setup)
     assert report_of(result)["pruning"]["scope"] == "layer"
@@ -295,8 +226,8 @@ def test_layer_scope_round_equals_layerwise_magnitude_rewind_retrain(cli, setup)
 
 
 def test_layer_scope_with_a_half_rate_output_layer(cli, setup):
-    result = cli("prune", "init.safetensors", "-m", "imp", "-s", "0.75", "--rate", "0.5",
-                 "--scope", "layer", "--data", "data.npz", *TRAIN, "-o", "imp.safetensors")  # fmt: skip
+    result = imp(cli, "init.safetensors", "0.75", "--rate", "0.5", "--scope", "layer", *TRAIN,
+                 "-o", "imp.safetensors")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     weights = load_file(setup / "imp.safetensors")
     zeros = {n: int((weights[n] == 0).sum()) for n in ("fc1.weight", "fc2.weight", "fc3.weight")}
