@@ -11,6 +11,7 @@ from typer.core import TyperGroup
 
 import prunecli
 from prunecli.cli import export, init, inspect, methods, prune, retrain, score
+from prunecli.cli.text import printable
 
 
 class _OneLineErrors(TyperGroup):
@@ -25,7 +26,8 @@ class _OneLineErrors(TyperGroup):
             message = exc.format_message()
             usage = getattr(exc, "ctx", None)  # only usage errors carry their context
             if message:  # empty when a bare command printed its help instead
-                print(f"prunecli: error: {message}", file=sys.stderr)
+                # the values quoted in it are the user's: printed literally, on one line
+                print(f"prunecli: error: {printable(message)}", file=sys.stderr)
                 if usage is not None:
                     print(f"  hint: see '{usage.command_path} --help'", file=sys.stderr)
             code = exc.exit_code

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import typer
 
+from prunecli.cli.text import printable
 from prunecli.errors import PrunecliError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -18,8 +19,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 INTERNAL_ERROR = 70
 
 
-def _say(message: str) -> None:
-    print(f"prunecli: error: {message}", file=sys.stderr)
+def _say(message: str, hint: str | None = None) -> None:
+    """The error line (and its hint line): one line each, whatever paths or names they quote."""
+    print(f"prunecli: error: {printable(message)}", file=sys.stderr)
+    if hint:
+        print(f"  hint: {printable(hint)}", file=sys.stderr)
 
 
 def handle_errors(command: F) -> F:
@@ -34,9 +38,7 @@ def handle_errors(command: F) -> F:
         except PrunecliError as exc:
             if os.environ.get("PRUNECLI_DEBUG") == "1":
                 traceback.print_exc()
-            _say(exc.message)
-            if exc.hint:
-                print(f"  hint: {exc.hint}", file=sys.stderr)
+            _say(exc.message, exc.hint)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             _say("interrupted; nothing was written")
@@ -47,9 +49,9 @@ def handle_errors(command: F) -> F:
         except Exception as exc:  # noqa: BLE001 - the last line of defence, by design
             if os.environ.get("PRUNECLI_DEBUG") == "1":
                 traceback.print_exc()
-            _say(f"internal error: {type(exc).__name__}: {exc}")
-            print(
-                "  hint: rerun with PRUNECLI_DEBUG=1 for a traceback and report it", file=sys.stderr
+            _say(
+                f"internal error: {type(exc).__name__}: {exc}",
+                "rerun with PRUNECLI_DEBUG=1 for a traceback and report it",
             )
             raise typer.Exit(INTERNAL_ERROR) from None
 

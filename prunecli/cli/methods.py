@@ -24,6 +24,7 @@ def methods_command(json_mode: opt.Json = False, quiet: opt.Quiet = False) -> No
     from rich.table import Table
     from rich.text import Text
 
+    from prunecli.cli.text import styled
     from prunecli.criteria import list_criteria
 
     rows = [
@@ -53,8 +54,8 @@ def methods_command(json_mode: opt.Json = False, quiet: opt.Quiet = False) -> No
         for row in rows:
             needs, rounds, scope = _about(row)
             noun = "round" if rounds == "1" else "rounds"
-            facts = f"needs {needs}; {rounds} {noun}, {scope}\n"
-            grid.add_row(row["name"], Text.assemble(facts, (row["summary"], "dim")))
+            facts = styled(f"needs {needs}; {rounds} {noun}, {scope}")
+            grid.add_row(row["name"], Text("\n").join([facts, styled((row["summary"], "dim"))]))
         console.print(grid)
 
     Output(json_mode, quiet).document({"schema": "prunecli.methods/1", "methods": rows}, human)

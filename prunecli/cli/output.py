@@ -21,6 +21,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from prunecli.cli.text import DataConsole, markdown_cell, printable, styled
+
 from prunecli.cli.training_view import (
     history_table,
     rounds_table,
@@ -87,7 +89,7 @@ def topology_line(report: Report) -> Text | None:
         return None
     collapsed = topology.collapsed_layers
     named = ", ".join(collapsed[:3]) + (", …" if len(collapsed) > 3 else "")
-    line = Text(
+    line = styled(
         f"effective paths {paths_text(topology.log10_paths)}, "
         f"effective sparsity {percent(topology.effective_sparsity)}, "
         f"collapsed layers: {f'{len(collapsed)} ({named})' if collapsed else 'none'}"
@@ -135,7 +137,7 @@ def report_table(report: Report, width: int | None = None) -> Table:
     )
     if topology is not None:
         table.add_column(
-            "eff.\nsparsity",
+            Text("eff.\nsparsity"),  # a Text: strings are data, their newlines escaped
             justify="right",
             no_wrap=True,
             footer=f"{percent(topology.effective_sparsity)}",
@@ -210,7 +212,7 @@ def render_report(console: Console, report: Report) -> None:
     about = [model["format"], arch, human_size(model["file_bytes"])]
     if report.layers and not _mixed_dtypes(report):
         about.append(report.layers[0].dtype)
-    console.print(Text.assemble((str(model["path"]), "bold"), "  ", " · ".join(about)))
+    console.print(styled((str(model["path"]), "bold"), "  ", " · ".join(map(str, about))))
     console.print(report_table(report, console.width))
     console.print(
         f"all tensors: {report.all_params:,} parameters, {report.all_nonzero:,} non-zero "
@@ -230,8 +232,13 @@ def render_report(console: Console, report: Report) -> None:
         p = report.pruning
         rounds = f"{p['iterations']} round{'s' if p['iterations'] != 1 else ''}"
         console.print(
-            f"pruned by [bold]{p['method']}[/] ({p['scope']}, {rounds}, seed {p['seed']}){took}: "
-            f"target {percent(p['target_sparsity'])}, achieved {percent(p['achieved_sparsity'])}"
+            styled(
+                "pruned by ",
+                (str(p["method"]), "bold"),
+                f" ({p['scope']}, {rounds}, seed {p['seed']}){took}: "
+                f"target {percent(p['target_sparsity'])}, "
+                f"achieved {percent(p['achieved_sparsity'])}",
+            )
         )
         took = ""  # the time belongs to the pruning, not to the write
     if report.pruning and report.pruning.get("rounds"):
@@ -247,26 +254,27 @@ def render_report(console: Console, report: Report) -> None:
             f"({human_size(report.output['file_bytes'])}{layout}){took}"
         )
     for line in export_lines(report):
-        console.print(Text(line))
+        console.print(line)
     for check in report.checks:
-        verdict = "[green]passed[/]" if check.passed else "[red]FAILED[/]"
-        console.print(f"check {check.name}: {verdict} — {check.message}")
+        verdict = ("passed", "green") if check.passed else ("FAILED", "red")
+        console.print(styled(f"check {check.name}: ", verdict, f" — {check.message}"))
     for warning in report.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(styled(("warning:", "yellow"), f" {warning}"))
 
 
 def report_markdown(report: Report) -> str:
     topology = report.topology
     extra = " eff. sparsity | nodes |" if topology else ""
     lines = [
-        f"# prunecli {report.command}: {report.model['path']}",
+        f"# prunecli {report.command}: {markdown_cell(report.model['path'])}",
         "",
         f"| layer | shape | dtype | params | non-zero | sparsity |{extra}",
         "|---|---|---|---:|---:|---:|" + ("---:|---:|" if topology else ""),
     ]
     for layer in report.layers:
         shape = "×".join(str(d) for d in layer.shape)
-        row = f"| {layer.name} | {shape} | {layer.dtype} | {layer.params:,} | {layer.nonzero:,} | {percent(layer.sparsity)} |"
+        name, dtype = markdown_cell(layer.name), markdown_cell(layer.dtype)
+        row = f"| {name} | {shape} | {dtype} | {layer.params:,} | {layer.nonzero:,} | {percent(layer.sparsity)} |"
         if topology:
             found = topology.layer(layer.name)
             row += (
@@ -282,21 +290,26 @@ def report_markdown(report: Report) -> str:
     lines.append(total)
     line = topology_line(report)
     if line is not None:
-        lines += ["", line.plain]
+        lines += ["", markdown_cell(line.plain)]
     if report.pruning:
         lines += ["", "```json", json.dumps(report.pruning, indent=2), "```"]
     lines += training_markdown(report.training, None)
     if report.export:
-        lines += ["", *[f"- {line}" for line in export_lines(report)]]
+        lines += ["", *[f"- {markdown_cell(line)}" for line in export_lines(report)]]
     lines += [
-        f"- {c.name}: {'passed' if c.passed else 'FAILED'} — {c.message}" for c in report.checks
+        f"- {markdown_cell(c.name)}: {'passed' if c.passed else 'FAILED'} — "
+        f"{markdown_cell(c.message)}"
+        for c in report.checks
     ]
-    lines += [f"- warning: {w}" for w in report.warnings]
+    lines += [f"- warning: {markdown_cell(w)}" for w in report.warnings]
     return "\n".join(lines) + "\n"
 
 
 class Output:
-    """Renders results for one command run: human (Rich), ``--json``, or ``-q``."""
+    """Renders results for one command run: human (Rich), ``--json``, or ``-q``.
+
+    Everything is rendered in memory first and written in one piece, so a rendering failure
+    never leaves half a report behind; names and paths are printed literally (cli/text.py)."""
 
     def __init__(
         self, json_mode: bool = False, quiet: bool = False, data_to_stderr: bool = False
@@ -304,26 +317,50 @@ class Output:
         self.json_mode = json_mode
         self.quiet = quiet
         stream = sys.stderr if data_to_stderr else sys.stdout
-        self.console = Console(file=stream, highlight=False, soft_wrap=False)
-        self.err = Console(file=sys.stderr, highlight=False)
+        self.console = DataConsole(file=stream, soft_wrap=False)
+        self.err = DataConsole(file=sys.stderr)
 
     def document(self, doc: dict[str, Any], human: Callable[[Console], None]) -> None:
-        if self.quiet:
-            return
+        if not self.quiet:
+            self._write(self._rendered(doc, human))
+
+    def _rendered(self, doc: dict[str, Any], human: Callable[[Console], None]) -> str:
         if self.json_mode:
-            self.console.file.write(json.dumps(doc, indent=2) + "\n")
-            self.console.file.flush()
-        else:
+            return json.dumps(doc, indent=2) + "\n"
+        with self.console.capture() as captured:
             human(self.console)
+        return captured.get()
+
+    def _write(self, text: str) -> None:
+        self.console.file.write(text)
+        self.console.file.flush()
 
     def report(self, report: Report, save_to: Path | None = None) -> None:
-        if save_to is not None:
-            save_report(report, save_to)
-        self.document(report.to_json(), lambda console: render_report(console, report))
+        """Show ``report`` and save it to ``save_to``, both rendered before either is written.
+
+        A command that wrote an output calls this after the output landed. If rendering then
+        fails (a bug: data cannot make it fail), the run is not reported as failed — the
+        output is complete — but a warning says the report is missing (docs/exit-codes.md)."""
+        try:
+            saved = None if save_to is None else report_bytes(report, save_to)
+            shown = None
+            if not self.quiet:
+                shown = self._rendered(report.to_json(), lambda c: render_report(c, report))
+        except Exception as exc:  # noqa: BLE001 - only after an output landed, see below
+            landed = landed_output(report)
+            if landed is None:
+                raise  # nothing was written: an internal error like any other (exit 70)
+            _report_not_rendered(landed, save_to, exc)
+            return
+        if saved is not None and save_to is not None:
+            with atomic_output(str(save_to)) as stream:
+                stream.write(saved)
+        if shown is not None:
+            self._write(shown)
 
     def warn(self, message: str) -> None:
         if not self.quiet:
-            self.err.print(f"[yellow]warning:[/] {message}")
+            self.err.print(styled(("warning:", "yellow"), f" {message}"))
 
     @contextmanager
     def progress(
@@ -336,23 +373,60 @@ class Output:
         if self.quiet or (not force and (not self.err.is_terminal or os.environ.get("NO_COLOR"))):
             yield lambda done, total, info=None: None
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         with Progress(
-            "[progress.description]{task.description}",
+            # markup off: the description and the figures are text, never Rich markup
+            TextColumn("{task.description}", style="progress.description", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            "{task.fields[info]}",
+            TextColumn("{task.fields[info]}", markup=False),
             console=self.err,
             transient=True,
         ) as bar:
-            task = bar.add_task(description, total=total, info="")
+            task = bar.add_task(printable(description), total=total, info="")
 
             def update(done: int, total: int, info: dict[str, Any] | None = None) -> None:
                 bar.update(task, completed=done, total=total, info=progress_info(info))
 
             yield update
+
+
+def landed_output(report: Report) -> str | None:
+    """The path of the output this command has already written (``-`` for stdout), if any."""
+    if report.output and report.output.get("path") is not None:
+        return str(report.output["path"])
+    if report.export and report.export.get("written"):
+        return str(report.export["path"])
+    return None
+
+
+def _report_not_rendered(output: str, save_to: Path | None, exc: Exception) -> None:
+    """The output landed, its report did not render: say so on stderr; the run still succeeds."""
+    if os.environ.get("PRUNECLI_DEBUG") == "1":
+        import traceback
+
+        traceback.print_exc()
+    missing = f" and --report {save_to} was not written" if save_to is not None else ""
+    print(
+        printable(
+            f"prunecli: warning: wrote {output}, but its report could not be shown{missing} "
+            f"(internal error: {type(exc).__name__}: {exc})"
+        ),
+        file=sys.stderr,
+    )
+    print(
+        "  hint: the output is complete; rerun with PRUNECLI_DEBUG=1 for a traceback and "
+        "report it",
+        file=sys.stderr,
+    )
 
 
 def render_plan(console: Console, plan: dict[str, Any]) -> None:
@@ -403,25 +477,28 @@ def check_report(path: Path | None, inputs: list[str], force: bool, curve: bool 
 
 
 def save_report(report: Report, path: Path) -> None:
+    data = report_bytes(report, path)
+    with atomic_output(str(path)) as stream:
+        stream.write(data)
+
+
+def report_bytes(report: Report, path: Path) -> bytes:
+    """The ``--report`` file's contents for ``path``'s suffix, rendered in memory."""
     suffix = path.suffix.lower()
     rounds = (report.pruning or {}).get("rounds")
     if rounds and suffix in (".svg", ".png"):
         from prunecli.cli.curve import curve_png, curve_svg
 
-        title = f"{report.pruning['method']}: test accuracy against sparsity"
-        data = curve_svg(rounds, title).encode() if suffix == ".svg" else curve_png(rounds, title)
-        with atomic_output(str(path)) as stream:
-            stream.write(data)
-        return
+        title = f"{printable(report.pruning['method'])}: test accuracy against sparsity"
+        return curve_svg(rounds, title).encode() if suffix == ".svg" else curve_png(rounds, title)
     if suffix == ".json":
         text = json.dumps(report.to_json(), indent=2) + "\n"
     elif suffix == ".md":
         text = report_markdown(report)
     elif suffix in (".svg", ".html"):
-        recorder = Console(record=True, file=io.StringIO(), width=120, force_terminal=True)
+        recorder = DataConsole(record=True, file=io.StringIO(), width=120, force_terminal=True)
         render_report(recorder, report)
         text = recorder.export_svg(title="prunecli") if suffix == ".svg" else recorder.export_html()
     else:
         raise BadInput(f"--report {path}: unknown report format", "use .json, .md, .svg or .html")
-    with atomic_output(str(path)) as stream:
-        stream.write(text.encode("utf-8"))
+    return text.encode("utf-8")

@@ -6,6 +6,8 @@ from typing import Any
 
 from rich.table import Table
 
+from prunecli.cli.text import markdown_cell
+
 _MAX_ROWS = 12  # longer histories show evenly spaced epochs and always the last
 
 
@@ -92,5 +94,5 @@ def training_markdown(report_training: dict[str, Any] | None, rounds: list | Non
             for r in rounds
         ]
     if report_training:
-        lines += ["", f"- {training_line(report_training)}"]
+        lines += ["", f"- {markdown_cell(training_line(report_training))}"]
     return lines
