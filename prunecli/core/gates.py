@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+from prunecli.core.allocation import prune_count
 from prunecli.core.pruning import parse_sparsity
 from prunecli.core.report import Check, Report
 from prunecli.errors import BadInput, Unsupported
 
 
 def min_sparsity_check(report: Report, threshold_text: str) -> Check:
+    """At least ``round(S · N)`` of the N prunable weights are zero: the count `prune -s S`
+    zeroes (allocation.prune_count), compared as integers. Comparing fractions instead fails a
+    model pruned to exactly S whenever S · N is not whole (0.95 of 832: 790 zeros, 94.95%)."""
     threshold = parse_sparsity(threshold_text, "--min-sparsity")
-    value = report.sparsity
-    passed = value >= threshold
+    total, zeros = report.prunable_params, report.prunable_params - report.prunable_nonzero
+    needed = prune_count(threshold, total)
+    passed = zeros >= needed if total else threshold == 0  # no weight: sparsity 0, as reported
     relation = "meets" if passed else "is below"
-    message = f"prunable sparsity {value:.4%} {relation} --min-sparsity {threshold:.4%}"
-    return Check("min-sparsity", threshold, value, passed, message)
+    message = (
+        f"prunable sparsity {report.sparsity:.4%} {relation} --min-sparsity {threshold:.4%}: "
+        f"{zeros:,} of {total:,} weights are zero, {needed:,} needed"
+    )
+    return Check("min-sparsity", threshold, report.sparsity, passed, message)
 
 
 def max_collapsed_check(report: Report, limit: int) -> Check:
