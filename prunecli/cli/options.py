@@ -7,6 +7,18 @@ from typing import Annotated
 
 import typer
 
+# Upper bounds of the counts (docs/commands.md, "Limits"): each far above any real run (the
+# benchmarks use at most 100 rounds, 40 epochs, 1,500 steps), low enough that a typo such as
+# --epochs 1000000000 is refused at once (exit 2, naming the limit) instead of running for ever.
+MAX_ITERATIONS = 10_000
+MAX_EPOCHS = 100_000
+MAX_STEPS = 100_000_000
+MAX_BATCHES = 100_000
+MAX_BATCH_SIZE = 10_000_000
+MAX_STARTS = 1_000
+MAX_IHT_STEPS = 1_000
+MAX_CLASSES = 1_000_000
+
 ModelArg = Annotated[
     str,
     typer.Argument(
@@ -91,6 +103,7 @@ Iterations = Annotated[
     int | None,
     typer.Option(
         "--iterations",
+        max=MAX_ITERATIONS,
         help="Prune in K rounds, rescoring each round (default: the method's).",
         show_default=False,
     ),
@@ -118,6 +131,7 @@ Batches = Annotated[
     int | None,
     typer.Option(
         "--batches",
+        max=MAX_BATCHES,
         help="Labelled batches a data criterion scores on (default 1).",
         show_default=False,
     ),
@@ -126,6 +140,7 @@ BatchSize = Annotated[
     int | None,
     typer.Option(
         "--batch-size",
+        max=MAX_BATCH_SIZE,
         help="Examples per batch (default 128 for scoring, 100 for training).",
         show_default=False,
     ),
@@ -164,12 +179,17 @@ MaxP = Annotated[
 # --- training (retrain, and the training methods of prune) ---------------------------------
 Epochs = Annotated[
     int | None,
-    typer.Option("--epochs", help="Train for N passes over the data.", show_default=False),
+    typer.Option(
+        "--epochs", max=MAX_EPOCHS, help="Train for N passes over the data.", show_default=False
+    ),
 ]
 Steps = Annotated[
     int | None,
     typer.Option(
-        "--steps", help="Train for N optimizer steps (instead of --epochs).", show_default=False
+        "--steps",
+        max=MAX_STEPS,
+        help="Train for N optimizer steps (instead of --epochs).",
+        show_default=False,
     ),
 ]
 Lr = Annotated[float, typer.Option("--lr", help="Learning rate.")]
@@ -202,6 +222,7 @@ RewindStep = Annotated[
     int | None,
     typer.Option(
         "--rewind-step",
+        max=MAX_STEPS,
         help="imp: rewind to the weights after K training steps (late rewinding).",
         show_default=False,
     ),
@@ -284,6 +305,7 @@ IhtSteps = Annotated[
     int | None,
     typer.Option(
         "--iht-steps",
+        max=MAX_IHT_STEPS,
         help="iht: extra backtracked gradient steps on a changed support (default 2).",
         show_default=False,
     ),
@@ -305,13 +327,17 @@ BingoEvery = Annotated[
 Starts = Annotated[
     int | None,
     typer.Option(
-        "--starts", help="kstarts: number K of random masks tried (default 4).", show_default=False
+        "--starts",
+        max=MAX_STARTS,
+        help="kstarts: number K of random masks tried (default 4).",
+        show_default=False,
     ),
 ]
 WarmupEpochs = Annotated[
     int | None,
     typer.Option(
         "--warmup-epochs",
+        max=MAX_EPOCHS,
         help="kstarts: epochs each random mask trains before the fittest is chosen (default 1).",
         show_default=False,
     ),
@@ -336,6 +362,7 @@ DissipateEpochs = Annotated[
     int | None,
     typer.Option(
         "--dissipate-epochs",
+        max=MAX_EPOCHS,
         help="dissipating: the first N epochs in which weights are pruned (default 2).",
         show_default=False,
     ),

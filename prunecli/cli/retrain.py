@@ -29,6 +29,7 @@ def retrain_command(
         int | None,
         typer.Option(
             "--num-classes",
+            max=opt.MAX_CLASSES,
             help="Replace the classifier head (the last Linear layer) with a fresh one of N "
             "outputs, for transfer to another task.",
             show_default=False,
