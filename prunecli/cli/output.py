@@ -22,7 +22,6 @@ from rich.table import Table
 from rich.text import Text
 
 from prunecli.cli.text import DataConsole, markdown_cell, printable, styled
-
 from prunecli.cli.training_view import (
     history_table,
     rounds_table,
@@ -423,8 +422,7 @@ def _report_not_rendered(output: str, save_to: Path | None, exc: Exception) -> N
         file=sys.stderr,
     )
     print(
-        "  hint: the output is complete; rerun with PRUNECLI_DEBUG=1 for a traceback and "
-        "report it",
+        "  hint: the output is complete; rerun with PRUNECLI_DEBUG=1 for a traceback and report it",
         file=sys.stderr,
     )
 
