@@ -29,7 +29,8 @@ class _OneLineErrors(TyperGroup):
                 # the values quoted in it are the user's: printed literally, on one line
                 print(f"prunecli: error: {printable(message)}", file=sys.stderr)
                 if usage is not None:
-                    print(f"  hint: see '{usage.command_path} --help'", file=sys.stderr)
+                    hint = printable(f"see '{usage.command_path} --help'")
+                    print(f"  hint: {hint}", file=sys.stderr)
             code = exc.exit_code
         except typer.Abort:
             print("prunecli: error: aborted; nothing was written", file=sys.stderr)

@@ -331,6 +331,11 @@ class Output:
         return captured.get()
 
     def _write(self, text: str) -> None:
+        # a stream that cannot encode a character (PYTHONIOENCODING=ascii, a latin-1 terminal)
+        # gets it as an escape, as stderr does, rather than a UnicodeEncodeError (exit 70)
+        encoding = getattr(self.console.file, "encoding", None)
+        if encoding:
+            text = text.encode(encoding, "backslashreplace").decode(encoding)
         self.console.file.write(text)
         self.console.file.flush()
 
