@@ -28,7 +28,7 @@ from prunecli.cli.training_view import (
     training_markdown,
 )
 from prunecli.errors import BadInput
-from prunecli.io.paths import atomic_output, check_output
+from prunecli.io.paths import Target, atomic_output
 
 if TYPE_CHECKING:
     from prunecli.core.report import Report
@@ -384,13 +384,14 @@ def progress_info(info: dict[str, Any] | None) -> str:
     return " ".join(parts)
 
 
-def check_report(path: Path | None, inputs: list[str], force: bool, curve: bool = False) -> None:
-    """Refuse a bad ``--report`` before any work: a failed run leaves neither model nor report.
+def check_report(path: Path | None, curve: bool = False) -> list[Target]:
+    """Refuse a ``--report`` of an unknown kind before any work; the report's path as a target
+    for io.paths.check_outputs (empty without ``--report``).
 
     ``curve``: the run has rounds (a training method), so .svg and .png draw accuracy against
     sparsity (cli/curve.py)."""
     if path is None:
-        return
+        return []
     suffix = path.suffix.lower()
     if suffix == ".png" and not curve:
         raise BadInput(
@@ -399,7 +400,20 @@ def check_report(path: Path | None, inputs: list[str], force: bool, curve: bool 
         )
     if suffix not in REPORT_SUFFIXES and suffix != ".png":
         raise BadInput(f"--report {path}: unknown report format", "use .json, .md, .svg or .html")
-    check_output(str(path), inputs, force)
+    return [Target(str(path), "--report")]
+
+
+def read_paths(model: str, data: str | None = None, **options: object) -> list[tuple[str, str | None]]:
+    """What a command reads, for io.paths.check_outputs: the model, a ``--data`` that names a
+    path (not a built-in data set), and the file options given as ``rewind_to=...``."""
+    from prunecli.data import BUILTINS
+
+    reads: list[tuple[str, str | None]] = [("input", model)]
+    if data is not None and data not in BUILTINS:
+        reads.append(("--data", data))
+    for name, value in options.items():
+        reads.append((f"--{name.replace('_', '-')}", str(value) if value else None))
+    return reads
 
 
 def save_report(report: Report, path: Path) -> None:
