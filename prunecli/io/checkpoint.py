@@ -93,9 +93,25 @@ def open_checkpoint(source: str) -> Checkpoint:
     companions = sorted(
         p
         for p in path.iterdir()
-        if p.is_file() and p.suffix in _COMPANION_SUFFIXES and p.name != INDEX
+        if p.suffix in _COMPANION_SUFFIXES and p.name != INDEX and _own_file(p, path)
     )
     return Checkpoint(source, shards, path, metadata, config, companions)
+
+
+def _own_file(file: Path, folder: Path) -> bool:
+    """A regular file of ``folder``, safe to copy into an output that may be shared: a link
+    counts only when it resolves inside the folder, or into the blob store of the Hugging Face
+    cache the folder is a snapshot of (``hub/models--x/snapshots/REV`` -> ``models--x/blobs``).
+    A link elsewhere (``tokenizer.json -> ~/.ssh/...``) is not copied."""
+    if not file.is_file():
+        return False
+    if not file.is_symlink():
+        return True
+    real = file.resolve()
+    homes = [folder.resolve()]
+    if folder.resolve().parent.name == "snapshots":
+        homes.append(folder.resolve().parent.parent / "blobs")
+    return any(real.parent == home or home in real.parents for home in homes)
 
 
 def _read_config(folder: Path) -> dict[str, object] | None:

@@ -91,6 +91,9 @@ def check_outputs(
     """
     _replaceable.clear()
     protected = _expand(reads)
+    source_folder = next(
+        (Path(p) for label, p in reads if label == "input" and p and is_dir(p)), None
+    )
     here = os.path.realpath(os.getcwd())
     written: list[tuple[Target, str]] = []
     for target in targets:
@@ -112,7 +115,7 @@ def check_outputs(
                     f"{target.what} and {other.what} are the same path or one holds the other",
                     f"choose another path with {target.option}",
                 )
-        _check_target(target, force)
+        _check_target(target, force, source_folder)
         written.append((target, where))
     if force:
         _replaceable.update(where for _, where in written)
@@ -162,16 +165,17 @@ def _refuse_overlap(
     mine = _stat(target.path)
     same = mine is not None and st is not None and os.path.samestat(mine, st)
     kind = "folder" if st is not None and stat.S_ISDIR(st.st_mode) else "file"
+    given = "" if label == "input" else f" given to {label}"
     if same or where == path:
         if top:
-            raise BadInput(f"{target.what} is the {label} {kind}", hint)
-        raise BadInput(f"{target.what} is {shown}, part of the {label} folder", hint)
+            raise BadInput(f"{target.what} is the input {kind}{given}", hint)
+        raise BadInput(f"{target.what} is {shown}, part of the input folder{given}", hint)
     if same_only:
         return
     if _inside(path, where):
-        raise BadInput(f"{target.what} holds the {label} {shown}", hint)
+        raise BadInput(f"{target.what} holds the input {shown}{given}", hint)
     if kind == "folder" and _inside(where, path):
-        raise BadInput(f"{target.what} lies inside the {label} folder {shown}", hint)
+        raise BadInput(f"{target.what} lies inside the input folder {shown}{given}", hint)
 
 
 def _check_stdout() -> None:
@@ -181,8 +185,15 @@ def _check_stdout() -> None:
         raise BadInput("refusing to write a binary model to the terminal", "pipe or redirect it")
 
 
-def _check_target(target: Target, force: bool) -> None:
-    """The target alone: its folder exists and takes files; an existing path needs --force."""
+def is_dir(path: str | os.PathLike[str]) -> bool:
+    return str(path) != STDIO and os.path.isdir(path)
+
+
+def _check_target(target: Target, force: bool, source: Path | None = None) -> None:
+    """The target alone: its folder exists and takes files; an existing path needs --force.
+
+    An existing folder is replaced (--force) only when prunecli wrote it from a folder like
+    ``source``: see :func:`_prunecli_folder`."""
     path = Path(target.path)
     if not target.folder and target.path.endswith(("/", os.sep)):
         raise BadInput(
@@ -215,7 +226,7 @@ def _check_target(target: Target, force: bool) -> None:
         raise BadInput(f"{target.what} is a file, and the input is a folder", "name a folder")
     if not force:
         raise BadInput(f"{target.path} already exists", "pass --force to replace it")
-    if target.folder and stat.S_ISDIR(mode) and not _prunecli_folder(path):
+    if target.folder and stat.S_ISDIR(mode) and not _prunecli_folder(path, source):
         raise BadInput(
             f"{target.what} holds files prunecli did not write; --force replaces only a "
             "folder that prunecli wrote",
@@ -223,13 +234,15 @@ def _check_target(target: Target, force: bool) -> None:
         )
 
 
-def _prunecli_folder(folder: Path) -> bool:
-    """Empty, or only regular files of a model folder, one of them a safetensors file that
-    prunecli wrote (``prunecli.version`` in its metadata)."""
+def _prunecli_folder(folder: Path, source: Path | None) -> bool:
+    """Whether replacing ``folder`` loses only what this run writes again: it is empty, or it
+    holds only regular files named like files of the input folder ``source`` (shards, index,
+    config, companions), one of them a safetensors file prunecli wrote (``prunecli.version``)."""
     from prunecli.io import safetensors as st
 
     entries = list(folder.iterdir())
-    if any(not e.is_file() or e.is_symlink() for e in entries):
+    names = {e.name for e in source.iterdir()} if source is not None else set()
+    if any(not e.is_file() or e.is_symlink() or e.name not in names for e in entries):
         return False
     if any(not e.name.endswith(OUTPUT_FOLDER_SUFFIXES) for e in entries):
         return False
