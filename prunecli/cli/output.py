@@ -12,7 +12,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +28,7 @@ from prunecli.cli.training_view import (
     training_markdown,
 )
 from prunecli.errors import BadInput
-from prunecli.io.paths import Target, atomic_output
+from prunecli.io.paths import Target, atomic_output, stdout_errors
 
 if TYPE_CHECKING:
     from prunecli.core.report import Report
@@ -295,6 +295,14 @@ def report_markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """Rich exits 1 (\"a check failed\") when the reader goes away: let cli/errors.py give
+        the shell's code for a broken pipe instead."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
 class Output:
     """Renders results for one command run: human (Rich), ``--json``, or ``-q``."""
 
@@ -304,17 +312,18 @@ class Output:
         self.json_mode = json_mode
         self.quiet = quiet
         stream = sys.stderr if data_to_stderr else sys.stdout
-        self.console = Console(file=stream, highlight=False, soft_wrap=False)
+        self.console = _Console(file=stream, highlight=False, soft_wrap=False)
         self.err = Console(file=sys.stderr, highlight=False)
 
     def document(self, doc: dict[str, Any], human: Callable[[Console], None]) -> None:
         if self.quiet:
             return
-        if self.json_mode:
-            self.console.file.write(json.dumps(doc, indent=2) + "\n")
-            self.console.file.flush()
-        else:
-            human(self.console)
+        with stdout_errors() if self.console.file is not sys.stderr else nullcontext():
+            if self.json_mode:
+                self.console.file.write(json.dumps(doc, indent=2) + "\n")
+                self.console.file.flush()
+            else:
+                human(self.console)
 
     def report(self, report: Report, save_to: Path | None = None) -> None:
         if save_to is not None:

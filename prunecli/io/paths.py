@@ -334,16 +334,9 @@ def _renameat2_noreplace(source: Path, target: Path) -> None:
 def atomic_output(output: str) -> Iterator[BinaryIO]:
     """A binary stream for ``output``: a temporary file renamed into place only on success."""
     if output == STDIO:
-        try:
+        with stdout_errors():
             yield sys.stdout.buffer
             sys.stdout.buffer.flush()
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            if exc.errno not in STDOUT_ERRORS:
-                raise
-            silence_stdout()
-            raise BadInput(f"could not write standard output: {exc.strerror}") from None
         return
     target = Path(output)
     try:
@@ -371,6 +364,23 @@ def atomic_output(output: str) -> Iterator[BinaryIO]:
 
 # the ways writing to stdout fails that are the reader's or the machine's doing
 STDOUT_ERRORS = (errno.ENOSPC, errno.EBADF, errno.EIO, errno.EDQUOT, errno.EFBIG, errno.EINVAL)
+
+
+@contextmanager
+def stdout_errors() -> Iterator[None]:
+    """Writing to standard output: a closed or full stdout is the caller's doing (exit 2, like a
+    file output); a broken pipe goes up as it is (cli/errors.py)."""
+    if sys.stdout is None:  # fd 1 was closed when Python started
+        raise BadInput("could not write standard output: it is closed")
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        if exc.errno not in STDOUT_ERRORS:
+            raise
+        silence_stdout()
+        raise BadInput(f"could not write standard output: {exc.strerror}") from None
 
 
 def silence_stdout() -> None:
