@@ -110,9 +110,15 @@ def check_outputs(
                 f"choose another path with {target.option}",
             )
         for other, other_where in written:
-            if _inside(where, other_where) or _inside(other_where, where):
+            relation = (
+                "is the same path as" if where == other_where
+                else "lies inside" if _inside(where, other_where)
+                else "holds" if _inside(other_where, where)
+                else None
+            )
+            if relation:
                 raise BadInput(
-                    f"{target.what} and {other.what} are the same path or one holds the other",
+                    f"{target.what} {relation} {other.what}",
                     f"choose another path with {target.option}",
                 )
         _check_target(target, force, source_folder)
@@ -205,8 +211,9 @@ def _check_target(target: Target, force: bool, source: Path | None = None) -> No
         raise BadInput(f"output folder {folder} does not exist")
     limit = _name_max(folder)
     if len(os.fsencode(path.name)) > limit:
+        short = target.path if len(target.path) <= 60 else target.path[:40] + "…"
         raise BadInput(
-            f"{target.what}: the file name is {len(os.fsencode(path.name))} bytes, "
+            f"{target.option} {short}: the file name is {len(os.fsencode(path.name))} bytes, "
             f"more than the {limit} this file system allows",
             "choose a shorter name",
         )
