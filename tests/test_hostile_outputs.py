@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -67,7 +66,10 @@ def sharded_folder(path: Path) -> Path:
     tensors = {"a.weight": torch.randn(8, 8), "b.weight": torch.randn(4, 8)}
     write_weights(path / "model-1.safetensors", {"a.weight": tensors["a.weight"]})
     write_weights(path / "model-2.safetensors", {"b.weight": tensors["b.weight"]})
-    index = {"metadata": {}, "weight_map": {"a.weight": "model-1.safetensors", "b.weight": "model-2.safetensors"}}
+    index = {
+        "metadata": {},
+        "weight_map": {"a.weight": "model-1.safetensors", "b.weight": "model-2.safetensors"},
+    }
     (path / INDEX).write_text(json.dumps(index))
     (path / "config.json").write_text("{}")
     return path
@@ -108,8 +110,12 @@ def test_current_folder_is_never_an_output(cli, workdir: Path, monkeypatch) -> N
     model_folder(workdir / "in")
     (workdir / "here").mkdir()
     monkeypatch.chdir(workdir / "here")
-    refused_here(cli, workdir, ("prune", "../in", *MAGNITUDE, "-o", ".", "--force"), "current folder")
-    refused_here(cli, workdir, ("prune", "../in", *MAGNITUDE, "-o", "..", "--force"), "holds the input")
+    refused_here(
+        cli, workdir, ("prune", "../in", *MAGNITUDE, "-o", ".", "--force"), "current folder"
+    )
+    refused_here(
+        cli, workdir, ("prune", "../in", *MAGNITUDE, "-o", "..", "--force"), "holds the input"
+    )
 
 
 def test_default_output_is_beside_the_resolved_folder(cli, workdir: Path, monkeypatch) -> None:
@@ -156,7 +162,9 @@ def test_force_replaces_only_a_folder_prunecli_wrote(cli, workdir: Path) -> None
 
 def test_report_never_replaces_an_input(cli, workdir: Path) -> None:
     folder = sharded_folder(workdir / "ckpt")
-    refused_here(cli, workdir, ("inspect", "ckpt", "--report", f"ckpt/{INDEX}"), INDEX, "part of the input")
+    refused_here(
+        cli, workdir, ("inspect", "ckpt", "--report", f"ckpt/{INDEX}"), INDEX, "part of the input"
+    )
     args = ("prune", "ckpt", *MAGNITUDE, "--report", "ckpt/config.json", "--force")
     refused_here(cli, workdir, args, "ckpt/config.json, part of the input folder")
     # a shard linked from elsewhere is protected where it really lives
@@ -169,7 +177,12 @@ def test_report_never_replaces_an_input(cli, workdir: Path) -> None:
 def test_report_and_output_hard_links_and_each_other(cli, workdir: Path) -> None:
     write_zoo(workdir / "m.safetensors", "mlp", SMALL_MLP)
     os.link(workdir / "m.safetensors", workdir / "hard.json")
-    refused_here(cli, workdir, ("inspect", "m.safetensors", "--report", "hard.json", "--force"), "is the input file")
+    refused_here(
+        cli,
+        workdir,
+        ("inspect", "m.safetensors", "--report", "hard.json", "--force"),
+        "is the input file",
+    )
     args = ("prune", "m.safetensors", *MAGNITUDE, "-o", "x.json", "--report", "./x.json")
     refused_here(cli, workdir, args, "--report x.json is the same path as output x.json")
 
@@ -177,7 +190,9 @@ def test_report_and_output_hard_links_and_each_other(cli, workdir: Path) -> None
 def test_inspect_report_needs_force_like_every_output(cli, workdir: Path) -> None:
     write_zoo(workdir / "m.safetensors", "mlp", SMALL_MLP)
     (workdir / "r.json").write_text("my notes")
-    refused_here(cli, workdir, ("inspect", "m.safetensors", "--report", "r.json"), "r.json already exists")
+    refused_here(
+        cli, workdir, ("inspect", "m.safetensors", "--report", "r.json"), "r.json already exists"
+    )
     assert cli("inspect", "m.safetensors", "--report", "r.json", "--force", "-q").exit_code == 0
     assert json.loads((workdir / "r.json").read_text())["command"] == "inspect"
 
@@ -191,13 +206,22 @@ def test_data_rewind_and_scores_are_inputs_too(cli, workdir: Path) -> None:
     data = ("--data", "d.safetensors")
     for args in (
         ("score", "m.safetensors", "-m", "snip", *data, "-o", "d.safetensors", "--force"),
-        ("prune", "m.safetensors", "-m", "snip", "-s", "0.5", *data, "-o", "d.safetensors", "--force"),
+        ("prune", "m.safetensors", "-m", "snip", "-s", "0.5", *data, "-o", "d.safetensors"),
         ("retrain", "m.safetensors", *data, "--steps", "1", "-o", "d.safetensors", "--force"),
     ):
         refused_here(cli, workdir, args, "output d.safetensors is the input file given to --data")
     args = ("retrain", "m.safetensors", *data, "--steps", "1", "--rewind-to", "init.safetensors")
     refused_here(cli, workdir, (*args, "-o", "init.safetensors", "--force"), "given to --rewind-to")
-    args = ("retrain", "m.safetensors", "--data", "images", "--steps", "1", "-o", "images/m.safetensors")
+    args = (
+        "retrain",
+        "m.safetensors",
+        "--data",
+        "images",
+        "--steps",
+        "1",
+        "-o",
+        "images/m.safetensors",
+    )
     refused_here(cli, workdir, args, "lies inside the input folder images given to --data")
 
 
@@ -217,12 +241,16 @@ def test_file_appearing_during_the_write_is_kept(cli, workdir: Path, monkeypatch
     assert_refused(result, 2, "out.safetensors appeared while prunecli was writing it", "--force")
     assert (workdir / "out.safetensors").read_bytes() == b"the other run's output"
     assert not hidden(workdir)
-    assert cli("prune", "m.safetensors", *MAGNITUDE, "-o", "out.safetensors", "--force").exit_code == 0
+    assert (
+        cli("prune", "m.safetensors", *MAGNITUDE, "-o", "out.safetensors", "--force").exit_code == 0
+    )
     assert metadata_of(workdir / "out.safetensors")["prunecli.method"] == "magnitude"
 
 
 @pytest.mark.parametrize("appears", ["empty folder", "folder", "file"])
-def test_folder_appearing_during_the_write_is_kept(cli, workdir: Path, monkeypatch, appears: str) -> None:
+def test_folder_appearing_during_the_write_is_kept(
+    cli, workdir: Path, monkeypatch, appears: str
+) -> None:
     model_folder(workdir / "in")
     real = shutil.copy2
 
@@ -278,7 +306,9 @@ def test_special_targets(cli, workdir: Path) -> None:
     refused_here(cli, workdir, (*prune, "-o", "dangling.safetensors"), "already exists", "--force")
     refused_here(cli, workdir, (*prune, "-o", "newdir/"), "is a folder path", "newdir.safetensors")
     refused_here(cli, workdir, (*prune, "-o", "a" * 300 + ".safetensors"), "file name is 312 bytes")
-    refused_here(cli, workdir, ("inspect", "m.safetensors", "--report", "r" * 300 + ".json"), "--report")
+    refused_here(
+        cli, workdir, ("inspect", "m.safetensors", "--report", "r" * 300 + ".json"), "--report"
+    )
     # a name that fits: its temporary (".NAME.XXXXXXXX.tmp") is cut to fit too
     assert cli(*prune, "-o", "a" * 240 + ".safetensors", "-q").exit_code == 0
     assert not hidden(workdir)
@@ -352,7 +382,9 @@ def run_prunecli(*args: object, **kwargs) -> subprocess.Popen:
         ("export", signal.SIGTERM, 143),
     ],
 )
-def test_signal_during_the_write_leaves_nothing(workdir: Path, how: str, signum: int, code: int) -> None:
+def test_signal_during_the_write_leaves_nothing(
+    workdir: Path, how: str, signum: int, code: int
+) -> None:
     write_zoo(workdir / "m.safetensors", "mlp", SMALL_MLP)
     model_folder(workdir / "in")
     args = {
@@ -397,7 +429,10 @@ def test_full_stdout(workdir: Path, args: tuple[str, ...]) -> None:
 def test_closed_stdout(workdir: Path) -> None:
     write_zoo(workdir / "m.safetensors", "mlp", SMALL_MLP)
     before = snapshot(workdir)
-    for args in (("prune", "m.safetensors", *MAGNITUDE, "-o", "-"), ("inspect", "m.safetensors", "--json")):
+    for args in (
+        ("prune", "m.safetensors", *MAGNITUDE, "-o", "-"),
+        ("inspect", "m.safetensors", "--json"),
+    ):
         process = run_prunecli(
             "-m", "prunecli", *args, stderr=subprocess.PIPE, preexec_fn=lambda: os.close(1)
         )
@@ -408,7 +443,8 @@ def test_closed_stdout(workdir: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "args", [("prune", "big.safetensors", *MAGNITUDE, "-o", "-"), ("inspect", "big.safetensors", "--all")]
+    "args",
+    [("prune", "big.safetensors", *MAGNITUDE, "-o", "-"), ("inspect", "big.safetensors", "--all")],
 )
 def test_broken_pipe_exits_141_quietly(workdir: Path, args: tuple[str, ...]) -> None:
     big_model(workdir / "big.safetensors")

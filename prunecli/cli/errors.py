@@ -87,6 +87,7 @@ def handle_errors(command: F) -> F:
             flush_stdout()
             raise
         except PrunecliError as exc:
+            flush_stdout()  # a gate's report (exit 1) is printed before its exit code
             if os.environ.get("PRUNECLI_DEBUG") == "1":
                 traceback.print_exc()
             _say(exc.message)

@@ -65,7 +65,6 @@ def inspect_command(
     from prunecli.core.selection import select_prunable
     from prunecli.core.session import open_model, parse_input_shape
     from prunecli.core.stream_jobs import lazy_model, stream_inspect, streamable
-
     from prunecli.io.paths import check_outputs
 
     check_outputs(read_paths(model), check_report(report_file), force)

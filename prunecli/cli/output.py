@@ -412,7 +412,9 @@ def check_report(path: Path | None, curve: bool = False) -> list[Target]:
     return [Target(str(path), "--report")]
 
 
-def read_paths(model: str, data: str | None = None, **options: object) -> list[tuple[str, str | None]]:
+def read_paths(
+    model: str, data: str | None = None, **options: object
+) -> list[tuple[str, str | None]]:
     """What a command reads, for io.paths.check_outputs: the model, a ``--data`` that names a
     path (not a built-in data set), and the file options given as ``rewind_to=...``."""
     from prunecli.data import BUILTINS

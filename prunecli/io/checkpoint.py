@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prunecli.errors import BadInput
-from prunecli.io.paths import may_replace, rename_new, temp_prefix, umask
 from prunecli.io import safetensors as st
+from prunecli.io.paths import may_replace, rename_new, temp_prefix, umask
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"

@@ -27,8 +27,16 @@ from prunecli.errors import BadInput
 STDIO = "-"
 # a file or folder that may make up a model folder prunecli wrote (the shards, the index and
 # the companions of checkpoint.py): --force replaces such a folder, never one holding more
-OUTPUT_FOLDER_SUFFIXES = (".safetensors", ".json", ".txt", ".model", ".tiktoken", ".py", ".md")
-OUTPUT_FOLDER_SUFFIXES += (".jinja",)
+OUTPUT_FOLDER_SUFFIXES = (
+    ".safetensors",
+    ".json",
+    ".txt",
+    ".model",
+    ".tiktoken",
+    ".py",
+    ".md",
+    ".jinja",
+)
 _TEMP_NAME_BYTES = 200  # of the output's name kept in a temporary's name: NAME_MAX is 255
 
 
@@ -72,11 +80,6 @@ def named_path(model: str) -> Path:
     return path
 
 
-def check_output(output: str, inputs: Sequence[str | None], force: bool) -> None:
-    """One file output and the files it must not replace (see :func:`check_outputs`)."""
-    check_outputs([("input", source) for source in inputs], [Target(output)], force)
-
-
 def check_outputs(
     reads: Sequence[tuple[str, str | os.PathLike[str] | None]],
     targets: Sequence[Target],
@@ -110,12 +113,7 @@ def check_outputs(
                 f"choose another path with {target.option}",
             )
         for other, other_where in written:
-            relation = (
-                "is the same path as" if where == other_where
-                else "lies inside" if _inside(where, other_where)
-                else "holds" if _inside(other_where, where)
-                else None
-            )
+            relation = _relation(where, other_where)
             if relation:
                 raise BadInput(
                     f"{target.what} {relation} {other.what}",
@@ -143,6 +141,14 @@ def _expand(
                     shown = os.path.join(source, entry.name)
                     out.append((label, shown, os.path.realpath(shown), _stat(shown), False))
     return out
+
+
+def _relation(path: str, other: str) -> str | None:
+    if path == other:
+        return "is the same path as"
+    if _inside(path, other):
+        return "lies inside"
+    return "holds" if _inside(other, path) else None
 
 
 def _stat(path: str) -> os.stat_result | None:
@@ -350,7 +356,7 @@ def atomic_output(output: str) -> Iterator[BinaryIO]:
         handle = tempfile.NamedTemporaryFile(
             dir=target.parent, prefix=temp_prefix(target), suffix=".tmp", delete=False
         )
-    except OSError as exc:  # the folder changed since check_output, or was never checked
+    except OSError as exc:  # the folder changed since check_outputs, or was never checked
         raise BadInput(f"cannot write {output}: {exc.strerror}") from None
     try:
         with handle:
