@@ -302,6 +302,10 @@ def test_special_targets(cli, workdir: Path) -> None:
         refused_here(cli, workdir, (*prune, "-o", "/dev/null", *force), "not a regular file")
     os.mkfifo(workdir / "fifo")
     refused_here(cli, workdir, (*prune, "-o", "fifo", "--force"), "not a regular file")
+    (workdir / "mine.safetensors").write_bytes(b"mine")
+    os.symlink("mine.safetensors", workdir / "link.safetensors")
+    for target in ("link.safetensors", "/dev/stdout"):  # never swap a link for a file
+        refused_here(cli, workdir, (*prune, "-o", target, "--force"), "is a link to")
     os.symlink("nowhere", workdir / "dangling.safetensors")
     refused_here(cli, workdir, (*prune, "-o", "dangling.safetensors"), "already exists", "--force")
     refused_here(cli, workdir, (*prune, "-o", "newdir/"), "is a folder path", "newdir.safetensors")
@@ -311,7 +315,9 @@ def test_special_targets(cli, workdir: Path) -> None:
     )
     # a name that fits: its temporary (".NAME.XXXXXXXX.tmp") is cut to fit too
     assert cli(*prune, "-o", "a" * 240 + ".safetensors", "-q").exit_code == 0
-    assert not hidden(workdir)
+    assert cli(*prune, "-o", "dangling.safetensors", "-q", "--force").exit_code == 0
+    assert not hidden(workdir) and (workdir / "dangling.safetensors").is_file()
+    assert os.readlink("/dev/stdout") == "/proc/self/fd/1"
 
 
 def test_folder_output_with_a_trailing_slash(cli, workdir: Path) -> None:

@@ -228,9 +228,12 @@ def _check_target(target: Target, force: bool, source: Path | None = None) -> No
     if not os.path.lexists(path):
         return
     mode = os.lstat(path).st_mode
-    if stat.S_ISLNK(mode) and os.path.exists(path):  # /dev/stdout: judge what it points to
-        pointee = os.stat(path).st_mode
-        mode = pointee if not (stat.S_ISREG(pointee) or stat.S_ISDIR(pointee)) else mode
+    if stat.S_ISLNK(mode) and os.path.exists(path):
+        # replacing would swap the link itself for a file (/dev/stdout as root): never
+        raise BadInput(
+            f"{target.what} is a link to {os.path.realpath(path)}",
+            f"name the path itself with {target.option}",
+        )
     if stat.S_ISDIR(mode) and not target.folder:
         raise BadInput(f"{target.what} is a folder", f"pass a file path with {target.option}")
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
