@@ -136,10 +136,13 @@ def _expand(
         source = str(source)
         out.append((label, source, os.path.realpath(source), _stat(source), True))
         if os.path.isdir(source):
-            with os.scandir(source) as entries:
-                for entry in entries:
-                    shown = os.path.join(source, entry.name)
-                    out.append((label, shown, os.path.realpath(shown), _stat(shown), False))
+            try:
+                names = sorted(os.listdir(source))
+            except OSError:  # unreadable: the command's reader says so, with its own words
+                names = []
+            for name in names:
+                shown = os.path.join(source, name)
+                out.append((label, shown, os.path.realpath(shown), _stat(shown), False))
     return out
 
 
