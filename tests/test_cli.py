@@ -237,8 +237,9 @@ def test_inspect_report_files(cli, pruned90: Path, suffix: str) -> None:
         assert text.lstrip().startswith("<svg") and "fc1.weight" in text
     else:
         assert "<html" in text.lower() and "fc1.weight" in text
-    # a rerun replaces the report (inspect only reads; CI jobs rerun)
-    assert cli("inspect", pruned90, "--report", target, "-q").exit_code == 0
+    # an existing report is replaced only with --force, as every output is
+    assert cli("inspect", pruned90, "--report", target, "-q").exit_code == 2
+    assert cli("inspect", pruned90, "--report", target, "-q", "--force").exit_code == 0
 
 
 # --- score and prune ------------------------------------------------------------------------

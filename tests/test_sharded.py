@@ -146,13 +146,14 @@ def test_two_shards_with_the_same_tensor(cli, workdir: Path) -> None:
 
 
 def test_existing_output_folder_needs_force(cli, sharded: Path, workdir: Path) -> None:
-    (workdir / "out").mkdir()
-    (workdir / "out" / "keep.txt").write_text("mine")
     args = ("prune", sharded, "-m", "magnitude", "-s", "0.5", "-o", "out")
-    refused(cli(*args), 2, "already exists")
+    assert cli(*args).exit_code == 0
+    refused(cli(*args, "-s", "0.7"), 2, "already exists")
+    assert cli(*args, "-s", "0.7", "--force").exit_code == 0  # a folder prunecli wrote
+    assert not [name for name in files_in(workdir) if "/." in "/" + name]  # no temporaries
+    (workdir / "out" / "keep.txt").write_text("mine")  # --force never replaces more than that
+    refused(cli(*args, "--force"), 2, "prunecli did not write")
     assert (workdir / "out" / "keep.txt").read_text() == "mine"
-    assert cli(*args, "--force").exit_code == 0
-    assert not (workdir / "out" / "keep.txt").exists()
 
 
 def test_disk_full_mid_write_leaves_nothing(cli, sharded: Path, workdir: Path, monkeypatch) -> None:

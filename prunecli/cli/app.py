@@ -12,6 +12,7 @@ from typer.core import TyperGroup
 import prunecli
 from prunecli.cli import export, init, inspect, methods, prune, retrain, score
 from prunecli.cli.text import printable
+from prunecli.cli.errors import install_signal_handlers, interrupt_code, interrupted
 
 
 class _OneLineErrors(TyperGroup):
@@ -32,9 +33,14 @@ class _OneLineErrors(TyperGroup):
                     hint = printable(f"see '{usage.command_path} --help'")
                     print(f"  hint: {hint}", file=sys.stderr)
             code = exc.exit_code
-        except typer.Abort:
-            print("prunecli: error: aborted; nothing was written", file=sys.stderr)
-            code = 1
+        except typer.Abort as exc:  # Click's word for Ctrl-C (or a signal) outside a command
+            cause = exc.__cause__
+            if isinstance(cause, KeyboardInterrupt):
+                print(f"prunecli: error: {interrupted(cause)}", file=sys.stderr)
+                code = interrupt_code(cause)
+            else:
+                print("prunecli: error: aborted; nothing was written", file=sys.stderr)
+                code = 1
         if standalone_mode:
             sys.exit(code)
         return code
@@ -91,4 +97,5 @@ def root(
 
 
 def main() -> None:
+    install_signal_handlers()
     app()

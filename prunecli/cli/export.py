@@ -8,7 +8,7 @@ import typer
 
 from prunecli.cli import options as opt
 from prunecli.cli.errors import handle_errors
-from prunecli.cli.output import Output, check_report
+from prunecli.cli.output import Output, check_report, read_paths
 
 
 @handle_errors
@@ -90,7 +90,7 @@ def export_command(
     from prunecli.core.session import open_model, parse_input_shape
     from prunecli.core.writing import check_format
     from prunecli.errors import BadInput, CheckFailed
-    from prunecli.io.paths import check_output
+    from prunecli.io.paths import Target, check_outputs
 
     target = target_of(to, output)
     if not (math.isfinite(atol) and atol >= 0):
@@ -117,8 +117,7 @@ def export_command(
     output = output or default_export_output(model, settings)
     if target == "safetensors":
         check_format(format, output)
-    check_output(output, [model], force)
-    check_report(report_file, [model, output], force)
+    check_outputs(read_paths(model), [Target(output), *check_report(report_file)], force)
 
     out = Output(json_mode, quiet, data_to_stderr=output == "-")
     loaded, names = open_model(model, arch, arch_kwargs)

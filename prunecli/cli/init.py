@@ -45,12 +45,12 @@ def init_command(
     from prunecli.core.selection import default_prunable
     from prunecli.core.writing import write_model
     from prunecli.errors import BadInput
-    from prunecli.io.paths import check_output
+    from prunecli.io.paths import Target, check_outputs
 
     if not -(2**63) <= seed < 2**64:  # torch.manual_seed's range; beyond it torch fails late
         raise BadInput(f"--seed {seed} is out of range", "use a 64-bit integer")
     output = output or f"{arch.replace(':', '_').replace('.', '_')}.safetensors"
-    check_output(output, [], force)
+    check_outputs([], [Target(output)], force)
     out = Output(json_mode, quiet, data_to_stderr=output == "-")
     architecture = Architecture(arch, parse_arch_kwargs(arch_kwargs))
     torch.manual_seed(seed)

@@ -8,7 +8,7 @@ import typer
 
 from prunecli.cli import options as opt
 from prunecli.cli.errors import handle_errors
-from prunecli.cli.output import Output, check_report
+from prunecli.cli.output import Output, check_report, read_paths
 
 
 @handle_errors
@@ -42,6 +42,7 @@ def inspect_command(
     json_mode: opt.Json = False,
     quiet: opt.Quiet = False,
     report_file: opt.ReportFile = None,
+    force: opt.Force = False,
 ) -> None:
     """Show per-layer and total sparsity and topology of MODEL; gate CI pipelines on them.
 
@@ -64,9 +65,9 @@ def inspect_command(
     from prunecli.core.selection import select_prunable
     from prunecli.core.session import open_model, parse_input_shape
     from prunecli.core.stream_jobs import lazy_model, stream_inspect, streamable
+    from prunecli.io.paths import check_outputs
 
-    # inspect only reads: rerunning a CI job replaces its last report without asking for --force
-    check_report(report_file, [model], force=True)
+    check_outputs(read_paths(model), check_report(report_file), force)
     shape = parse_input_shape(input_shape)
     out = Output(json_mode, quiet)
     checkpoint = None if max_collapsed is not None else streamable(model, None, arch, None)

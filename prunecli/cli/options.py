@@ -90,7 +90,12 @@ ShowProgress = Annotated[
         help="Show a progress bar over bytes on stderr even when it is not a terminal.",
     ),
 ]
-Force = Annotated[bool, typer.Option("--force", help="Replace an existing output file.")]
+Force = Annotated[
+    bool,
+    typer.Option(
+        "--force", help="Replace an existing output (a file, or a folder prunecli wrote)."
+    ),
+]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for every random choice.")]
 Method = Annotated[
     str | None,

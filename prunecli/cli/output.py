@@ -12,7 +12,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,7 @@ from prunecli.cli.training_view import (
     training_markdown,
 )
 from prunecli.errors import BadInput
-from prunecli.io.paths import atomic_output, check_output
+from prunecli.io.paths import Target, atomic_output, stdout_errors
 
 if TYPE_CHECKING:
     from prunecli.core.report import Report
@@ -304,6 +304,14 @@ def report_markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
+class _Console(DataConsole):
+    def on_broken_pipe(self) -> None:
+        """Rich exits 1 (\"a check failed\") when the reader goes away: let cli/errors.py give
+        the shell's code for a broken pipe instead."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
 class Output:
     """Renders results for one command run: human (Rich), ``--json``, or ``-q``.
 
@@ -316,7 +324,7 @@ class Output:
         self.json_mode = json_mode
         self.quiet = quiet
         stream = sys.stderr if data_to_stderr else sys.stdout
-        self.console = DataConsole(file=stream, soft_wrap=False)
+        self.console = _Console(file=stream, soft_wrap=False)
         self.err = DataConsole(file=sys.stderr)
 
     def document(self, doc: dict[str, Any], human: Callable[[Console], None]) -> None:
@@ -336,8 +344,9 @@ class Output:
         encoding = getattr(self.console.file, "encoding", None)
         if encoding:
             text = text.encode(encoding, "backslashreplace").decode(encoding)
-        self.console.file.write(text)
-        self.console.file.flush()
+        with stdout_errors() if self.console.file is not sys.stderr else nullcontext():
+            self.console.file.write(text)
+            self.console.file.flush()
 
     def report(self, report: Report, save_to: Path | None = None) -> None:
         """Show ``report`` and save it to ``save_to``, both rendered before either is written.
@@ -461,13 +470,14 @@ def progress_info(info: dict[str, Any] | None) -> str:
     return " ".join(parts)
 
 
-def check_report(path: Path | None, inputs: list[str], force: bool, curve: bool = False) -> None:
-    """Refuse a bad ``--report`` before any work: a failed run leaves neither model nor report.
+def check_report(path: Path | None, curve: bool = False) -> list[Target]:
+    """Refuse a ``--report`` of an unknown kind before any work; the report's path as a target
+    for io.paths.check_outputs (empty without ``--report``).
 
     ``curve``: the run has rounds (a training method), so .svg and .png draw accuracy against
     sparsity (cli/curve.py)."""
     if path is None:
-        return
+        return []
     suffix = path.suffix.lower()
     if suffix == ".png" and not curve:
         raise BadInput(
@@ -476,7 +486,22 @@ def check_report(path: Path | None, inputs: list[str], force: bool, curve: bool 
         )
     if suffix not in REPORT_SUFFIXES and suffix != ".png":
         raise BadInput(f"--report {path}: unknown report format", "use .json, .md, .svg or .html")
-    check_output(str(path), inputs, force)
+    return [Target(str(path), "--report")]
+
+
+def read_paths(
+    model: str, data: str | None = None, **options: object
+) -> list[tuple[str, str | None]]:
+    """What a command reads, for io.paths.check_outputs: the model, a ``--data`` that names a
+    path (not a built-in data set), and the file options given as ``rewind_to=...``."""
+    from prunecli.data import BUILTINS
+
+    reads: list[tuple[str, str | None]] = [("input", model)]
+    if data is not None and data not in BUILTINS:
+        reads.append(("--data", data))
+    for name, value in options.items():
+        reads.append((f"--{name.replace('_', '-')}", str(value) if value else None))
+    return reads
 
 
 def save_report(report: Report, path: Path) -> None:

@@ -9,7 +9,7 @@ import typer
 
 from prunecli.cli import options as opt
 from prunecli.cli.errors import handle_errors
-from prunecli.cli.output import Output, check_report, render_plan
+from prunecli.cli.output import Output, check_report, read_paths, render_plan
 
 
 @handle_errors
@@ -120,7 +120,7 @@ def prune_command(
     from prunecli.criteria import get_criterion
     from prunecli.errors import BadInput, Unsupported
     from prunecli.io.checkpoint import check_folder_output, is_folder
-    from prunecli.io.paths import check_output, default_output
+    from prunecli.io.paths import Target, check_outputs, default_output
 
     if (method is None) == (scores_file is None):
         raise BadInput("pass exactly one of --method or --scores")
@@ -185,12 +185,13 @@ def prune_command(
     if output.endswith(".pt2") and not model.endswith(".pt2"):
         raise Unsupported("a .pt2 output needs a .pt2 input", "write .safetensors instead")
     check_format(format, output)
-    inputs = [model, str(scores_file) if scores_file else "-", str(rewind_to or "-")]
-    if is_folder(model) and not dry_run:
-        check_folder_output(output, model, force)
-    elif not dry_run:
-        check_output(output, inputs, force)
-    check_report(report_file, [*inputs, output], force, curve=training is not None)
+    folder = is_folder(model)
+    if folder and not dry_run:
+        check_folder_output(output, model)
+    targets = [] if dry_run else [Target(output, folder=folder)]
+    targets += check_report(report_file, curve=training is not None)
+    reads = read_paths(model, data, scores=scores_file, rewind_to=rewind_to)
+    check_outputs(reads, targets, force)
 
     out = Output(json_mode, quiet, data_to_stderr=output == "-")
     plain = scores_file is None and iterations in (None, 1) and device == "cpu"

@@ -8,7 +8,7 @@ import typer
 
 from prunecli.cli import options as opt
 from prunecli.cli.errors import handle_errors
-from prunecli.cli.output import Output, check_report
+from prunecli.cli.output import Output, check_report, read_paths
 
 
 @handle_errors
@@ -78,7 +78,7 @@ def retrain_command(
     from prunecli.core.writing import check_format
     from prunecli.data import check_fits, load_data
     from prunecli.errors import BadInput
-    from prunecli.io.paths import check_output, default_output
+    from prunecli.io.paths import Target, check_outputs, default_output
 
     if data is None:
         raise BadInput("retrain needs labelled data: pass --data", "e.g. --data mnist1d")
@@ -102,9 +102,8 @@ def retrain_command(
     if output.endswith((".pt2", ".onnx")):
         raise BadInput("retrain writes safetensors", "name the output *.safetensors")
     check_format(format, output)
-    inputs = [model, str(rewind_to) if rewind_to else "-"]
-    check_output(output, inputs, force)
-    check_report(report_file, [*inputs, output], force)
+    targets = [Target(output), *check_report(report_file)]
+    check_outputs(read_paths(model, data, rewind_to=rewind_to), targets, force)
 
     out = Output(json_mode, quiet, data_to_stderr=output == "-")
     loaded, names = open_model(model, arch, arch_kwargs, include, exclude)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prunecli.cli import options as opt
 from prunecli.cli.errors import handle_errors
-from prunecli.cli.output import Output, check_report
+from prunecli.cli.output import Output, check_report, read_paths
 
 
 @handle_errors
@@ -46,15 +46,15 @@ def score_command(
     from prunecli.core.session import check_request, open_model, resolve_inputs
     from prunecli.criteria import get_criterion
     from prunecli.errors import BadInput
-    from prunecli.io.paths import check_output, default_output
+    from prunecli.io.paths import Target, check_outputs, default_output
 
     if method is None:
         raise BadInput("--method is required", "run `prunecli methods` for the list")
     criterion_class = get_criterion(method)
     check_request(criterion_class, data)
     output = output or default_output(model, ".scores.safetensors")
-    check_output(output, [model], force)
-    check_report(report_file, [model, output], force)
+    targets = [Target(output), *check_report(report_file)]
+    check_outputs(read_paths(model, data), targets, force)
 
     out = Output(json_mode, quiet, data_to_stderr=output == "-")
     loaded, names = open_model(model, arch, arch_kwargs, include, exclude)

@@ -31,7 +31,7 @@ from prunecli.core.writing import model_metadata, write_model
 from prunecli.errors import BadInput, Unsupported
 from prunecli.io import onnx as onnx_io
 from prunecli.io import safetensors as st
-from prunecli.io.paths import STDIO, atomic_output
+from prunecli.io.paths import STDIO, atomic_output, named_path
 
 TARGETS = ("onnx", "safetensors", "pt2")
 SUFFIXES = {".onnx": "onnx", ".safetensors": "safetensors", ".pt2": "pt2"}
@@ -120,7 +120,7 @@ def default_export_output(model: str, settings: ExportSettings) -> str:
     if model == STDIO:
         return STDIO
     suffix = {"onnx": ".onnx", "pt2": ".pt2"}.get(settings.to, f".{settings.format}.safetensors")
-    path = Path(model)
+    path = named_path(model)
     return str(path.with_name(path.stem + suffix))
 
 

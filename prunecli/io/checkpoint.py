@@ -20,6 +20,7 @@ from pathlib import Path
 
 from prunecli.errors import BadInput
 from prunecli.io import safetensors as st
+from prunecli.io.paths import may_replace, rename_new, temp_prefix, umask
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
@@ -92,9 +93,25 @@ def open_checkpoint(source: str) -> Checkpoint:
     companions = sorted(
         p
         for p in path.iterdir()
-        if p.is_file() and p.suffix in _COMPANION_SUFFIXES and p.name != INDEX
+        if p.suffix in _COMPANION_SUFFIXES and p.name != INDEX and _own_file(p, path)
     )
     return Checkpoint(source, shards, path, metadata, config, companions)
+
+
+def _own_file(file: Path, folder: Path) -> bool:
+    """A regular file of ``folder``, safe to copy into an output that may be shared: a link
+    counts only when it resolves inside the folder, or into the blob store of the Hugging Face
+    cache the folder is a snapshot of (``hub/models--x/snapshots/REV`` -> ``models--x/blobs``).
+    A link elsewhere (``tokenizer.json -> ~/.ssh/...``) is not copied."""
+    if not file.is_file():
+        return False
+    if not file.is_symlink():
+        return True
+    real = file.resolve()
+    homes = [folder.resolve()]
+    if folder.resolve().parent.name == "snapshots":
+        homes.append(folder.resolve().parent.parent / "blobs")
+    return any(real.parent == home or home in real.parents for home in homes)
 
 
 def _read_config(folder: Path) -> dict[str, object] | None:
@@ -167,45 +184,42 @@ def write_index(folder: Path, weight_map: dict[str, str], total_size: int, meta:
     (folder / INDEX).write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
 
 
-def check_folder_output(output: str, source: str, force: bool) -> None:
-    """Refuse a folder output that is the input, lands nowhere, or replaces one silently."""
+def check_folder_output(output: str, source: str) -> None:
+    """A folder in gives a folder out: refuse an output named like a file (the rest of the
+    output's checks are io.paths.check_outputs', with ``Target(output, folder=True)``)."""
     if output == "-" or Path(output).suffix in (".safetensors", ".pt2", ".onnx"):
         raise BadInput(
             f"the input {source} is a folder, so the output is one too: -o {output} cannot be",
             "name a folder with -o, e.g. -o model-pruned/",
         )
-    target = Path(output)
-    if target.exists() and os.path.samefile(target, source):
-        raise BadInput(f"output {output} is the input folder", "choose another path with -o")
-    parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        raise BadInput(f"output folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise BadInput(f"output folder {parent} is not writable")
-    if target.exists() and not force:
-        raise BadInput(f"{output} already exists", "pass --force to replace it")
-    if target.exists() and not target.is_dir():
-        raise BadInput(f"output {output} is a file, and the input is a folder", "name a folder")
 
 
 @contextmanager
 def atomic_folder(output: str) -> Iterator[Path]:
-    """A temporary folder beside ``output``, renamed into place only when the block succeeds."""
-    target = Path(output)
+    """A temporary folder beside ``output``, renamed into place only when the block succeeds.
+
+    An existing folder is replaced only where the output check allowed it (--force); one that
+    appeared meanwhile is never replaced silently (paths.rename_new)."""
+    target = Path(os.path.abspath(output))  # "out/." and "out/" name the folder "out"
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        staging = Path(tempfile.mkdtemp(prefix=temp_prefix(target), dir=target.parent))
     except OSError as exc:
         raise BadInput(f"cannot write {output}: {exc.strerror}") from None
+    old: Path | None = None
     try:
         yield staging
-        os.chmod(staging, 0o777 & ~_umask())
-        if target.exists():  # --force: the old folder goes only once the new one is complete
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-            os.replace(target, old / target.name)
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, target)
+        os.chmod(staging, 0o777 & ~umask())
+        replace = may_replace(target)
+        if replace and os.path.lexists(target):
+            # the old folder goes only once the new one is complete
+            old = Path(tempfile.mkdtemp(prefix=temp_prefix(target) + "old.", dir=target.parent))
+            os.replace(target, old / "replaced")
+        try:
+            rename_new(staging, target, output, replace=False)
+        except BaseException:
+            if old is not None:  # put the old one back: nothing was written
+                os.replace(old / "replaced", target)
+            raise
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise BadInput(
@@ -214,9 +228,6 @@ def atomic_folder(output: str) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

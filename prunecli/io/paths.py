@@ -1,18 +1,60 @@
-"""Where outputs go: checks made before any work, and atomic writes (DESIGN §1 "never lose data")."""
+"""Where outputs go: checks made before any work, and atomic writes (DESIGN §1 "never lose data").
+
+One check, :func:`check_outputs`, guards every command: it gets every path the command reads and
+every path it writes (``-o``, ``--report``) and refuses, before any work, a write that would
+replace, contain or lie inside something read, an existing path without ``--force``, and a path
+that cannot be written. The writers (:func:`atomic_output`, ``checkpoint.atomic_folder``) then
+replace an existing path only where that check allowed it (``--force``); a path that appeared
+while prunecli was writing is never replaced silently.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
+import stat
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from prunecli.errors import BadInput
 
 STDIO = "-"
+# a file or folder that may make up a model folder prunecli wrote (the shards, the index and
+# the companions of checkpoint.py): --force replaces such a folder, never one holding more
+OUTPUT_FOLDER_SUFFIXES = (
+    ".safetensors",
+    ".json",
+    ".txt",
+    ".model",
+    ".tiktoken",
+    ".py",
+    ".md",
+    ".jinja",
+)
+_TEMP_NAME_BYTES = 200  # of the output's name kept in a temporary's name: NAME_MAX is 255
+
+
+@dataclass(frozen=True)
+class Target:
+    """A path a command writes: its ``-o`` (a folder when the input is one) or ``--report``."""
+
+    path: str
+    option: str = "-o"
+    folder: bool = False
+
+    @property
+    def what(self) -> str:
+        return f"output {self.path}" if self.option == "-o" else f"{self.option} {self.path}"
+
+
+# the targets this run's check allowed to replace (--force): the writers consult it
+_replaceable: set[str] = set()
 
 
 def default_output(model: str, suffix: str = ".pruned.safetensors") -> str:
@@ -20,7 +62,7 @@ def default_output(model: str, suffix: str = ".pruned.safetensors") -> str:
     ``model.pruned.onnx``: ONNX in, ONNX out); stdin input -> stdout."""
     if model == STDIO:
         return STDIO
-    path = Path(model)
+    path = named_path(model)
     if path.is_dir():  # a pruned folder goes beside it; scores of a folder are one file
         tail = ".pruned" if suffix == ".pruned.safetensors" else suffix
         return str(path.with_name(path.name + tail))
@@ -29,27 +71,218 @@ def default_output(model: str, suffix: str = ".pruned.safetensors") -> str:
     return str(path.with_name(path.stem + suffix))
 
 
-def check_output(output: str, inputs: list[str], force: bool) -> None:
-    """Refuse an output that would overwrite an input, land nowhere, or replace a file silently."""
-    if output == STDIO:
-        if sys.stdout.isatty():
+def named_path(model: str) -> Path:
+    """``model`` as a path with a real last name: ``.``, ``..`` and ``/`` name no file, so an
+    output named after them would land inside the input; those are resolved first."""
+    path = Path(model)
+    if path.name in ("", ".", ".."):
+        return path.resolve()
+    return path
+
+
+def check_outputs(
+    reads: Sequence[tuple[str, str | os.PathLike[str] | None]],
+    targets: Sequence[Target],
+    force: bool,
+) -> None:
+    """Refuse, before any work, every write that could lose data or land nowhere.
+
+    ``reads``: ``(label, path)`` for everything the command reads (``("input", model)``,
+    ``("--data", data)``, ...); None, ``-`` and names that are not paths are skipped. A folder
+    read protects every entry in it (a shard or companion may be a link to elsewhere). A target
+    may not be, contain or lie inside anything read, the current folder, or another target.
+    """
+    _replaceable.clear()
+    protected = _expand(reads)
+    source_folder = next(
+        (Path(p) for label, p in reads if label == "input" and p and is_dir(p)), None
+    )
+    here = os.path.realpath(os.getcwd())
+    written: list[tuple[Target, str]] = []
+    for target in targets:
+        if target.path == STDIO:
+            _check_stdout()
+            continue
+        where = os.path.realpath(target.path)
+        for same_only in (True, False):  # "is config.json" says more than "lies inside"
+            for label, shown, path, st, top in protected:
+                _refuse_overlap(target, where, label, shown, path, st, top, same_only)
+        if _inside(here, where):
             raise BadInput(
-                "refusing to write a binary model to the terminal", "pipe or redirect it"
+                f"{target.what} is or holds the current folder",
+                f"choose another path with {target.option}",
             )
+        for other, other_where in written:
+            relation = _relation(where, other_where)
+            if relation:
+                raise BadInput(
+                    f"{target.what} {relation} {other.what}",
+                    f"choose another path with {target.option}",
+                )
+        _check_target(target, force, source_folder)
+        written.append((target, where))
+    if force:
+        _replaceable.update(where for _, where in written)
+
+
+def _expand(
+    reads: Sequence[tuple[str, str | os.PathLike[str] | None]],
+) -> list[tuple[str, str, str, os.stat_result | None, bool]]:
+    """``(label, shown, realpath, stat, top)`` for each read path and each entry of a read folder."""
+    out = []
+    for label, source in reads:
+        if source is None or str(source) == STDIO or not os.path.lexists(source):
+            continue
+        source = str(source)
+        out.append((label, source, os.path.realpath(source), _stat(source), True))
+        if os.path.isdir(source):
+            try:
+                names = sorted(os.listdir(source))
+            except OSError:  # unreadable: the command's reader says so, with its own words
+                names = []
+            for name in names:
+                shown = os.path.join(source, name)
+                out.append((label, shown, os.path.realpath(shown), _stat(shown), False))
+    return out
+
+
+def _relation(path: str, other: str) -> str | None:
+    if path == other:
+        return "is the same path as"
+    if _inside(path, other):
+        return "lies inside"
+    return "holds" if _inside(other, path) else None
+
+
+def _stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+def _inside(path: str, folder: str) -> bool:
+    """``path`` is ``folder`` or lies under it (both real paths)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _refuse_overlap(
+    target: Target,
+    where: str,
+    label: str,
+    shown: str,
+    path: str,
+    st: os.stat_result | None,
+    top: bool,
+    same_only: bool,
+) -> None:
+    hint = f"choose a path outside the input with {target.option}"
+    mine = _stat(target.path)
+    same = mine is not None and st is not None and os.path.samestat(mine, st)
+    kind = "folder" if st is not None and stat.S_ISDIR(st.st_mode) else "file"
+    given = "" if label == "input" else f" given to {label}"
+    if same or where == path:
+        if top:
+            raise BadInput(f"{target.what} is the input {kind}{given}", hint)
+        raise BadInput(f"{target.what} is {shown}, part of the input folder{given}", hint)
+    if same_only:
         return
-    target = Path(output)
-    for source in inputs:
-        if source != STDIO and _same_file(target, Path(source)):
-            raise BadInput(f"output {output} is the input file", "choose another path with -o")
-    folder = target.parent if str(target.parent) else Path(".")
+    if _inside(path, where):
+        raise BadInput(f"{target.what} holds the input {shown}{given}", hint)
+    if kind == "folder" and _inside(where, path):
+        raise BadInput(f"{target.what} lies inside the input folder {shown}{given}", hint)
+
+
+def _check_stdout() -> None:
+    if sys.stdout is None:  # fd 1 was closed when Python started
+        raise BadInput("could not write standard output: it is closed")
+    if sys.stdout.isatty():
+        raise BadInput("refusing to write a binary model to the terminal", "pipe or redirect it")
+
+
+def is_dir(path: str | os.PathLike[str]) -> bool:
+    return str(path) != STDIO and os.path.isdir(path)
+
+
+def _check_target(target: Target, force: bool, source: Path | None = None) -> None:
+    """The target alone: its folder exists and takes files; an existing path needs --force.
+
+    An existing folder is replaced (--force) only when prunecli wrote it from a folder like
+    ``source``: see :func:`_prunecli_folder`."""
+    path = Path(target.path)
+    if not target.folder and target.path.endswith(("/", os.sep)):
+        raise BadInput(
+            f"{target.what} is a folder path; this output is a file",
+            f"name the file, e.g. {target.option} {target.path.rstrip('/' + os.sep)}.safetensors",
+        )
+    folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise BadInput(f"output folder {folder} does not exist")
+    limit = _name_max(folder)
+    if len(os.fsencode(path.name)) > limit:
+        short = target.path if len(target.path) <= 60 else target.path[:40] + "…"
+        raise BadInput(
+            f"{target.option} {short}: the file name is {len(os.fsencode(path.name))} bytes, "
+            f"more than the {limit} this file system allows",
+            "choose a shorter name",
+        )
     if not os.access(folder, os.W_OK | os.X_OK) or not _can_create_in(folder):
         raise BadInput(f"output folder {folder} is not writable")
-    if target.is_dir():
-        raise BadInput(f"output {output} is a folder", "pass a file path with -o")
-    if target.exists() and not force:
-        raise BadInput(f"{output} already exists", "pass --force to replace it")
+    if not os.path.lexists(path):
+        return
+    mode = os.lstat(path).st_mode
+    if stat.S_ISLNK(mode) and os.path.exists(path):
+        # replacing would swap the link itself for a file (/dev/stdout as root): never
+        raise BadInput(
+            f"{target.what} is a link to {os.path.realpath(path)}",
+            f"name the path itself with {target.option}",
+        )
+    if stat.S_ISDIR(mode) and not target.folder:
+        raise BadInput(f"{target.what} is a folder", f"pass a file path with {target.option}")
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+        raise BadInput(
+            f"{target.what} is not a regular file (a device, pipe or socket)",
+            "prunecli writes files only; choose another path",
+        )
+    if target.folder and stat.S_ISREG(mode):
+        raise BadInput(f"{target.what} is a file, and the input is a folder", "name a folder")
+    if not force:
+        raise BadInput(f"{target.path} already exists", "pass --force to replace it")
+    if target.folder and stat.S_ISDIR(mode) and not _prunecli_folder(path, source):
+        raise BadInput(
+            f"{target.what} holds files prunecli did not write; --force replaces only a "
+            "folder that prunecli wrote",
+            "choose another path, or remove that folder yourself",
+        )
+
+
+def _prunecli_folder(folder: Path, source: Path | None) -> bool:
+    """Whether replacing ``folder`` loses only what this run writes again: it is empty, or it
+    holds only regular files named like files of the input folder ``source`` (shards, index,
+    config, companions), one of them a safetensors file prunecli wrote (``prunecli.version``)."""
+    from prunecli.io import safetensors as st
+
+    entries = list(folder.iterdir())
+    names = {e.name for e in source.iterdir()} if source is not None else set()
+    if any(not e.is_file() or e.is_symlink() or e.name not in names for e in entries):
+        return False
+    if any(not e.name.endswith(OUTPUT_FOLDER_SUFFIXES) for e in entries):
+        return False
+    shards = [e for e in entries if e.suffix == ".safetensors"]
+    for shard in shards:
+        try:
+            if "prunecli.version" in st.read_header_file(shard).metadata:
+                return True
+        except BadInput:
+            continue
+    return not entries
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
 
 
 def _can_create_in(folder: Path) -> bool:
@@ -61,33 +294,86 @@ def _can_create_in(folder: Path) -> bool:
         return False
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if a.exists() and b.exists():
-        return os.path.samefile(a, b)
-    return a.resolve() == b.resolve()
+def temp_prefix(target: Path) -> str:
+    """``.NAME.`` for a temporary beside ``target``, the name cut so the whole fits NAME_MAX."""
+    return "." + os.fsdecode(os.fsencode(target.name)[:_TEMP_NAME_BYTES]) + "."
+
+
+def may_replace(target: Path) -> bool:
+    """Whether this run's check allowed replacing ``target`` (--force)."""
+    return os.path.realpath(target) in _replaceable
+
+
+def rename_new(source: Path, target: Path, output: str, replace: bool) -> None:
+    """Move ``source`` to ``target``; unless ``replace``, never over a path that exists now.
+
+    Linux's renameat2(RENAME_NOREPLACE) does it atomically for files and folders; where it is
+    missing, a file is hard-linked (which fails on an existing name) and a folder renamed after
+    a last look."""
+    if replace:
+        os.replace(source, target)
+        return
+    try:
+        _renameat2_noreplace(source, target)
+        return
+    except FileExistsError:
+        pass
+    except (NotImplementedError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno not in _NO_RENAMEAT2:
+            raise
+        try:
+            if source.is_dir():
+                if os.path.lexists(target):
+                    raise FileExistsError(errno.EEXIST, "exists", str(target)) from None
+                os.rename(source, target)
+            else:
+                os.link(source, target, follow_symlinks=False)
+                os.unlink(source)
+            return
+        except FileExistsError:
+            pass
+    raise BadInput(
+        f"{output} appeared while prunecli was writing it; nothing was replaced",
+        "pass --force to replace it",
+    )
+
+
+_NO_RENAMEAT2 = (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EPERM)
+
+
+def _renameat2_noreplace(source: Path, target: Path) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    call = getattr(libc, "renameat2", None)
+    if call is None:
+        raise NotImplementedError
+    at_fdcwd, rename_noreplace = -100, 1
+    if call(at_fdcwd, os.fsencode(source), at_fdcwd, os.fsencode(target), rename_noreplace):
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(target))
 
 
 @contextmanager
 def atomic_output(output: str) -> Iterator[BinaryIO]:
     """A binary stream for ``output``: a temporary file renamed into place only on success."""
     if output == STDIO:
-        yield sys.stdout.buffer
-        sys.stdout.buffer.flush()
+        with stdout_errors():
+            yield sys.stdout.buffer
+            sys.stdout.buffer.flush()
         return
     target = Path(output)
     try:
         handle = tempfile.NamedTemporaryFile(
-            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
+            dir=target.parent, prefix=temp_prefix(target), suffix=".tmp", delete=False
         )
-    except OSError as exc:  # the folder changed since check_output, or was never checked
+    except OSError as exc:  # the folder changed since check_outputs, or was never checked
         raise BadInput(f"cannot write {output}: {exc.strerror}") from None
     try:
         with handle:
             yield handle  # type: ignore[misc]
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(handle.name, 0o666 & ~_umask())
-        os.replace(handle.name, target)
+        os.chmod(handle.name, 0o666 & ~umask())
+        rename_new(Path(handle.name), target, output, may_replace(target))
     except OSError as exc:  # disk full, quota, I/O error: the machine's problem, not a bug
         Path(handle.name).unlink(missing_ok=True)
         raise BadInput(
@@ -98,7 +384,39 @@ def atomic_output(output: str) -> Iterator[BinaryIO]:
         raise
 
 
-def _umask() -> int:
+# the ways writing to stdout fails that are the reader's or the machine's doing
+STDOUT_ERRORS = (errno.ENOSPC, errno.EBADF, errno.EIO, errno.EDQUOT, errno.EFBIG, errno.EINVAL)
+
+
+@contextmanager
+def stdout_errors() -> Iterator[None]:
+    """Writing to standard output: a closed or full stdout is the caller's doing (exit 2, like a
+    file output); a broken pipe goes up as it is (cli/errors.py)."""
+    if sys.stdout is None:  # fd 1 was closed when Python started
+        raise BadInput("could not write standard output: it is closed")
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        if exc.errno not in STDOUT_ERRORS:
+            raise
+        silence_stdout()
+        raise BadInput(f"could not write standard output: {exc.strerror}") from None
+
+
+def silence_stdout() -> None:
+    """Point fd 1 at /dev/null, so Python's flush at exit does not fail a second time (the
+    documented idiom for a broken pipe)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
+
+
+def umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
