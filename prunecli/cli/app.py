@@ -11,8 +11,8 @@ from typer.core import TyperGroup
 
 import prunecli
 from prunecli.cli import export, init, inspect, methods, prune, retrain, score
-from prunecli.cli.text import printable
 from prunecli.cli.errors import install_signal_handlers, interrupt_code, interrupted
+from prunecli.cli.text import printable
 
 
 class _OneLineErrors(TyperGroup):
