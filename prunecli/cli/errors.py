@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import typer
 
 from prunecli.errors import PrunecliError
+from prunecli.io.inputs import path_refusal
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,6 +48,10 @@ def handle_errors(command: F) -> F:
         except Exception as exc:  # noqa: BLE001 - the last line of defence, by design
             if os.environ.get("PRUNECLI_DEBUG") == "1":
                 traceback.print_exc()
+            refused = path_refusal(exc)  # a path no file can have (too long, a symlink loop)
+            if refused is not None:
+                _say(refused.message)
+                raise typer.Exit(refused.exit_code) from None
             _say(f"internal error: {type(exc).__name__}: {exc}")
             print(
                 "  hint: rerun with PRUNECLI_DEBUG=1 for a traceback and report it", file=sys.stderr

@@ -63,7 +63,8 @@ def os_error(exc: OSError, name: str, path: Path | str | None = None) -> BadInpu
     if code == errno.ELOOP:
         return BadInput(f"{name} cannot be resolved: it is a loop of symbolic links")
     if code == errno.ENAMETOOLONG:
-        return BadInput(f"{name}: the path or a name in it is too long for the file system")
+        short = name if len(name) <= 60 else f"{name[:28]}…{name[-28:]}"
+        return BadInput(f"{short}: the path or a name in it is too long for the file system")
     if code == errno.ENOTDIR:
         return BadInput(f"{name} does not exist: a part of its path is a file, not a folder")
     if code in (errno.EACCES, errno.EPERM):
@@ -71,3 +72,11 @@ def os_error(exc: OSError, name: str, path: Path | str | None = None) -> BadInpu
     if code == errno.EISDIR:
         return BadInput(f"{name} is a folder", "pass a file")
     return BadInput(f"cannot read {name}: {exc.strerror or exc}")
+
+
+def path_refusal(exc: BaseException) -> BadInput | None:
+    """The BadInput for an OSError that says a path is impossible, wherever it was raised
+    (``Path.is_dir()`` and friends raise these rather than answer False), else None."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENAMETOOLONG, errno.ELOOP):
+        return os_error(exc, str(exc.filename) if exc.filename is not None else "a path")
+    return None
