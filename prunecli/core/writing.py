@@ -94,7 +94,7 @@ def _write_folder(model: LoadedModel, output: str, extra: Mapping[str, Any], for
     from prunecli.core.stream_output import write_output
 
     def write_shard(shard: Any, metadata: dict[str, str], stream: Any) -> dict[str, Any]:
-        tensors = {name: model.tensors[name] for name in shard.header.entries}
+        tensors = {name: model.tensors[name] for name in shard.names}
         if format == "bitmask":
             names = [name for name in encoded_tensors(model, extra) if name in tensors]
             return {"written": bitmask.write(stream, tensors, names, metadata)}

@@ -182,6 +182,15 @@ def decode(
     return tensors
 
 
+def tensor_names(header: st.Header, source: str) -> list[str]:
+    """The names of the tensors a file holds once decoded, in file order: an encoded tensor's
+    name where its bitmask and values are stored (a dense file: its entries as they are)."""
+    if not is_bitmask(header.metadata, source):
+        return list(header.entries)
+    names = {(_base(stored) or stored): None for stored in header.entries}
+    return list(names)
+
+
 def _base(stored: str) -> str | None:
     for suffix in (BITMASK, VALUES):
         if stored.endswith(suffix):

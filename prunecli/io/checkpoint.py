@@ -40,6 +40,14 @@ class Shard:
     def file_bytes(self) -> int:
         return self.path.stat().st_size
 
+    @property
+    def names(self) -> list[str]:
+        """The tensors of this shard as a model holds them, in order: a bitmask shard's
+        encoded tensors by their own names, not the ``.__bitmask__``/``.__values__`` stored."""
+        from prunecli.io.bitmask import tensor_names
+
+        return tensor_names(self.header, str(self.path))
+
 
 @dataclass
 class Checkpoint:
