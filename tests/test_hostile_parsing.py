@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_MLP, assert_refused, files_in, run_refused, write_weights, write_zoo
+from conftest import SMALL_MLP, assert_refused, run_refused, write_weights, write_zoo
 from safetensors.torch import load_file, save_file
 
 import prunecli.io.checkpoint as checkpoint
@@ -88,7 +88,10 @@ def test_hostile_json_in_metadata(cli, folder: Path, key: str, value: str) -> No
     ("document", "fragment"),
     [
         (DEEP.encode(), "nests"),
-        (('{"w": {"dtype": "F32", "shape": [' + LONG + '], "data_offsets": [0, 4]}}').encode(), "digits"),
+        (
+            ('{"w": {"dtype": "F32", "shape": [' + LONG + '], "data_offsets": [0, 4]}}').encode(),
+            "digits",
+        ),
         (b'{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "w": {}}', "twice"),
         (b'{"w": {"dtype": "F32", "shape": [NaN], "data_offsets": [0, 4]}}', "NaN"),
     ],
@@ -120,10 +123,15 @@ def test_hostile_json_in_bitmask_metadata(cli, folder: Path) -> None:
     write_weights(
         folder / "deep.safetensors",
         tensors,
-        {"prunecli.format": "bitmask", "prunecli.format_version": "1",
-         "prunecli.bitmask.tensors": DEEP},
+        {
+            "prunecli.format": "bitmask",
+            "prunecli.format_version": "1",
+            "prunecli.bitmask.tensors": DEEP,
+        },
     )
-    run_refused(cli, folder, ("inspect", "deep.safetensors"), 2, "prunecli.bitmask.tensors", "nests")
+    run_refused(
+        cli, folder, ("inspect", "deep.safetensors"), 2, "prunecli.bitmask.tensors", "nests"
+    )
 
 
 # --- item 11 (file parts): sizes checked before allocating; --input-shape names both shapes ---
@@ -138,13 +146,18 @@ def _bitmask_file(path: Path, shape: list[int]) -> Path:
     }
     empty = {"dtype": "U8", "shape": [0], "data_offsets": [0, 0]}
     values = {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}
-    return raw_file(path, {"__metadata__": metadata, "w.__bitmask__": empty, "w.__values__": values})
+    return raw_file(
+        path, {"__metadata__": metadata, "w.__bitmask__": empty, "w.__values__": values}
+    )
 
 
 def test_impossible_shapes_are_refused_before_allocating(cli, folder: Path) -> None:
     _bitmask_file(folder / "bm70.safetensors", [0, 2**70])
     run_refused(cli, folder, ("inspect", "bm70.safetensors"), 2, "'w'", "impossible shape")
-    raw_file(folder / "d70.safetensors", {"w": {"dtype": "F32", "shape": [0, 2**70], "data_offsets": [0, 0]}})
+    raw_file(
+        folder / "d70.safetensors",
+        {"w": {"dtype": "F32", "shape": [0, 2**70], "data_offsets": [0, 0]}},
+    )
     run_refused(cli, folder, ("inspect", "d70.safetensors"), 2, "'w'", "impossible shape")
     many = {"w": {"dtype": "F32", "shape": [1] * 100, "data_offsets": [0, 4]}}
     raw_file(folder / "dims.safetensors", many, bytes(4))
@@ -217,7 +230,12 @@ def test_every_command_reads_a_bitmask_folder(cli, bitmask_folders: Path, kind: 
     assert cli("score", "bm", "-m", "magnitude", "-o", "s.safetensors").exit_code == 0
     again = cli("prune", "bm", "-m", "magnitude", "-s", "0.8", "-o", "again")
     assert again.exit_code == 0, again.stderr
-    assert cli("prune", "bm", "-m", "random", "-s", "0.8", "--format", "bitmask", "-o", "again.bm").exit_code == 0
+    assert (
+        cli(
+            "prune", "bm", "-m", "random", "-s", "0.8", "--format", "bitmask", "-o", "again.bm"
+        ).exit_code
+        == 0
+    )
     graph = cli("prune", "bm", "-m", "snip", "-s", "0.7", "--data", "digits", *arch, "-o", "snip")
     assert graph.exit_code == 2 and "--data digits" in graph.stderr  # read, then data refused
     exported = cli("export", "bm", "-o", "e.safetensors")
@@ -241,7 +259,9 @@ def test_every_command_reads_a_bitmask_folder(cli, bitmask_folders: Path, kind: 
 # --- item 14: no memory map, so a truncated input is a message, never SIGBUS ------------------
 
 
-def test_in_memory_loader_does_not_memory_map(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_in_memory_loader_does_not_memory_map(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import mmap
 
     import safetensors
@@ -256,7 +276,9 @@ def test_in_memory_loader_does_not_memory_map(folder: Path, monkeypatch: pytest.
     assert all(torch.equal(tensors[name], expected[name]) for name in expected)
 
 
-def test_input_truncated_while_it_is_read(cli, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_input_truncated_while_it_is_read(
+    cli, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Another process cuts the file after its header was read: a message, exit 2."""
     path = folder / "model.safetensors"
     data = path.read_bytes()
@@ -280,7 +302,10 @@ def test_truncated_while_read_in_a_real_process(folder: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "PRUNECLI_DEBUG": "", "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "prunecli", "inspect", "big.safetensors", "--include", "w"],
-        cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=folder,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     while process.poll() is None and not _has_open(process.pid, folder / "big.safetensors"):
         pass
@@ -292,8 +317,10 @@ def test_truncated_while_read_in_a_real_process(folder: Path) -> None:
 
 def _has_open(pid: int, path: Path) -> bool:
     try:
-        return any(os.path.realpath(f"/proc/{pid}/fd/{fd}") == str(path.resolve())
-                   for fd in os.listdir(f"/proc/{pid}/fd"))
+        return any(
+            os.path.realpath(f"/proc/{pid}/fd/{fd}") == str(path.resolve())
+            for fd in os.listdir(f"/proc/{pid}/fd")
+        )
     except OSError:
         return False
 
@@ -373,7 +400,10 @@ def test_data_paths_that_cannot_be_read(cli, folder: Path) -> None:
 @pytest.mark.parametrize(
     ("entry", "fragment"),
     [
-        ({"dtype": "F32", "shape": [16], "data_offsets": [-64, 0]}, "invalid data_offsets [-64, 0]"),
+        (
+            {"dtype": "F32", "shape": [16], "data_offsets": [-64, 0]},
+            "invalid data_offsets [-64, 0]",
+        ),
         ({"dtype": "F32", "shape": [16], "data_offsets": [64, 0]}, "invalid data_offsets"),
         ({"dtype": "F32", "shape": [-4, -4], "data_offsets": [0, 64]}, "negative dimension"),
         ({"dtype": "F32", "shape": [16.0], "data_offsets": [0, 64]}, "malformed"),

@@ -134,7 +134,9 @@ def _load_folder(source: str, arch: str | None, arch_kwargs: str | None) -> Load
 
 def _read_safetensors(source: str) -> tuple[dict[str, torch.Tensor], st.Header, int]:
     if source == STDIO:
-        return st.read_stream(sys.stdin.buffer, "standard input")
+        from prunecli.io.stdin import read_stream
+
+        return read_stream(sys.stdin.buffer, "standard input")
     path = Path(source)
     check_input(path, source)
     tensors, header = st.load_file(path)
@@ -243,8 +245,7 @@ def _attach(model: LoadedModel, architecture: Architecture) -> None:
 def _load_pt2(path: Path) -> LoadedModel:
     from prunecli.io.pt2 import load_program
 
-    if not path.is_file():
-        raise BadInput(f"{path} does not exist")
+    check_input(path)
     program = load_program(path)
     tensors = dict(program.state_dict)
     example = program.example_inputs[0] if program.example_inputs else ()

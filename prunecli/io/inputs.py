@@ -24,7 +24,9 @@ _SPECIAL = {
 }
 
 
-def check_input(path: Path | str, source: str | None = None, folder: bool = False) -> os.stat_result:
+def check_input(
+    path: Path | str, source: str | None = None, folder: bool = False
+) -> os.stat_result:
     """The stat of an existing regular file (or folder, when ``folder``), else BadInput."""
     name = source or str(path)
     try:
@@ -58,7 +60,9 @@ def os_error(exc: OSError, name: str, path: Path | str | None = None) -> BadInpu
     code = exc.errno
     if code == errno.ENOENT:
         if path is not None and os.path.islink(path):
-            return BadInput(f"{name} is a symbolic link to {os.readlink(path)}, which does not exist")
+            return BadInput(
+                f"{name} is a symbolic link to {os.readlink(path)}, which does not exist"
+            )
         return BadInput(f"{name} does not exist")
     if code == errno.ELOOP:
         return BadInput(f"{name} cannot be resolved: it is a loop of symbolic links")

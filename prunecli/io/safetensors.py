@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import numpy as np
 import torch
 
 from prunecli.errors import BadInput
@@ -72,7 +71,7 @@ def parse_header(prefix: bytes, file_size: int, source: str) -> Header:
     length = header_length(prefix[:8], source, file_size - 8)
     entries, metadata = parse_document(prefix[8 : 8 + length], source)
     data_size = file_size - 8 - length
-    _check_layout(entries, data_size, source)
+    check_layout(entries, data_size, source)
     for name, entry in entries.items():
         if entry.end > data_size:
             raise BadInput(
@@ -115,7 +114,7 @@ def parse_document(raw: bytes, source: str) -> tuple[dict[str, TensorEntry], dic
     return entries, dict(metadata)
 
 
-def _check_layout(entries: dict[str, TensorEntry], data_size: int, source: str) -> None:
+def check_layout(entries: dict[str, TensorEntry], data_size: int, source: str) -> None:
     """Tensors must tile the data section: no overlap, no gap (as the safetensors spec says)."""
     position, previous = 0, None
     for name, entry in sorted(entries.items(), key=lambda item: (item[1].begin, item[1].end)):
@@ -242,13 +241,13 @@ def load_file(path: Path) -> tuple[dict[str, torch.Tensor], Header]:
             if raw.numel():
                 offset = header.data_start + entry.begin
                 read_into(handle.fileno(), offset, memoryview(raw.numpy()), source)
-            return _typed(raw, entry)
+            return typed(raw, entry)
 
         tensors = read_tensors(header, read, source)
     return tensors, header
 
 
-def _typed(raw: torch.Tensor, entry: TensorEntry) -> torch.Tensor:
+def typed(raw: torch.Tensor, entry: TensorEntry) -> torch.Tensor:
     """The tensor of ``entry`` from its raw little-endian bytes (no copy)."""
     return raw.view(DTYPES[entry.dtype]).reshape(entry.shape)
 
@@ -262,81 +261,9 @@ def load_bytes(data: bytes, source: str) -> tuple[dict[str, torch.Tensor], Heade
         start = header.data_start + entry.begin
         raw = torch.empty(entry.end - entry.begin, dtype=torch.uint8)
         raw.numpy()[:] = memoryview(data)[start : header.data_start + entry.end]
-        return _typed(raw, entry)
+        return typed(raw, entry)
 
     return read_tensors(header, read, source), header
-
-
-def read_stream(stream: BinaryIO, source: str) -> tuple[dict[str, torch.Tensor], Header, int]:
-    """Every tensor of a safetensors document read from ``stream`` (e.g. standard input).
-
-    Nothing is read or allocated before the part before it is valid: 8 bytes, then a header of
-    at most 100 MB, then exactly the data the header describes, each tensor's bytes read in
-    chunks, so memory grows only as fast as data arrives. Bytes after the data are refused.
-    Returns the tensors, the header and the bytes read.
-    """
-    head = _read_upto(stream, 8)
-    if not head:
-        raise BadInput(f"{source} is empty")
-    if len(head) < 8:
-        raise BadInput(f"{source} is not a safetensors file: only {len(head)} bytes")
-    length = header_length(head, source)
-    document = _read_upto(stream, length)
-    if len(document) < length:
-        raise BadInput(
-            f"{source} is truncated or not a safetensors file: its header length field "
-            f"claims {length} bytes but only {len(document)} follow"
-        )
-    entries, metadata = parse_document(document, source)
-    data_size = max((entry.end for entry in entries.values()), default=0)
-    _check_layout(entries, data_size, source)
-    header = Header(entries=entries, metadata=metadata, data_start=8 + length)
-    data: dict[str, torch.Tensor] = {}
-    for name, entry in sorted(entries.items(), key=lambda item: item[1].begin):
-        data[name] = _typed(_read_tensor_bytes(stream, entry, source), entry)
-    if _read_upto(stream, 1):
-        raise BadInput(f"{source}: bytes follow the last tensor; they belong to none")
-    tensors = read_tensors(header, data.pop, source)
-    return tensors, header, 8 + length + data_size
-
-
-_STREAM_CHUNK = 16 << 20
-
-
-def _read_upto(stream: BinaryIO, size: int) -> bytes:
-    """Up to ``size`` bytes (fewer only at the end), in chunks: nothing is allocated ahead."""
-    parts, left = [], size
-    while left:
-        part = stream.read(min(left, _STREAM_CHUNK))
-        if not part:
-            break
-        parts.append(part)
-        left -= len(part)
-    return b"".join(parts)
-
-
-def _read_tensor_bytes(stream: BinaryIO, entry: TensorEntry, source: str) -> torch.Tensor:
-    """The bytes of one tensor; chunks are kept until the whole tensor has arrived, then copied
-    into one buffer (whose pages are touched only as they are filled)."""
-    nbytes = entry.end - entry.begin
-    parts, got = [], 0
-    while got < nbytes:
-        part = stream.read(min(nbytes - got, _STREAM_CHUNK))
-        if not part:
-            raise BadInput(
-                f"{source} is truncated: it ended {nbytes - got} bytes before the end of "
-                "the data its header describes"
-            )
-        parts.append(part)
-        got += len(part)
-    raw = torch.empty(nbytes, dtype=torch.uint8)
-    view, position = raw.numpy(), 0
-    parts.reverse()
-    while parts:
-        part = parts.pop()  # each chunk is freed once copied
-        view[position : position + len(part)] = np.frombuffer(part, dtype=np.uint8)
-        position += len(part)
-    return raw
 
 
 def tensor_bytes(tensor: torch.Tensor) -> memoryview:
