@@ -313,15 +313,16 @@ def _check_npz(path: Path, spec: str) -> None:
             name = info.filename[: -len(".npy")]
             if dtype.hasobject:
                 raise BadInput(
-                    f"--data {spec}: array {name!r} holds Python objects; prunecli does not "
-                    "unpickle them",
+                    f"--data {spec} is not a readable .npz file: array {name!r} holds Python "
+                    "objects; prunecli does not unpickle them",
                     "save numeric arrays (e.g. x.astype('float32'))",
                 )
             nbytes = math.prod(shape) * dtype.itemsize
             if header + nbytes != info.file_size:
                 raise BadInput(
-                    f"--data {spec}: array {name!r} of shape {list(shape)} needs {nbytes} bytes, "
-                    f"but its entry holds {max(info.file_size - header, 0)}"
+                    f"--data {spec} is not a readable .npz file: array {name!r} of shape "
+                    f"{list(shape)} needs {nbytes} bytes, but its entry holds "
+                    f"{max(info.file_size - header, 0)}"
                 )
             total += nbytes
     memory = _memory_bytes()
