@@ -62,10 +62,17 @@ def check_input_shape(model: LoadedModel, shape: tuple[int, ...] | None, text: s
     was_training = module.training
     set_mode(module, training=False)
     try:
-        with torch.no_grad():
-            module(torch.zeros((1, *shape), dtype=dtype or torch.float32, device=device))
-    except Exception as exc:  # noqa: BLE001 - shape errors come as many types
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        error = None
+        # float samples, else token ids: a model that takes indices (an embedding first) fits
+        # a shape as well; only a shape that fits neither is refused
+        for kind in (dtype or torch.float32, torch.long):
+            try:
+                with torch.no_grad():
+                    module(torch.zeros((1, *shape), dtype=kind, device=device))
+                return
+            except Exception as exc:  # noqa: BLE001 - shape errors come as many types
+                error = error or exc
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
         expects = f", which expects {list(expected)}" if expected else ""
         raise BadInput(
             f"--input-shape {text} does not fit the model{expects} ({detail[:200]})",
