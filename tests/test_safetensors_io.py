@@ -153,7 +153,7 @@ def test_parse_header_accepts_a_good_document() -> None:
         (document({"w": {**GOOD_ENTRY, "data_offsets": [0, 20]}}, b"\0" * 24), "needs 24 bytes"),
         (document({"w": {**GOOD_ENTRY, "shape": [3, 3]}}, b"\0" * 24), "needs 36 bytes"),
         (document({"w": {**GOOD_ENTRY, "data_offsets": [-4, 20]}}, b"\0" * 24), "offsets"),
-        (document({"w": {**GOOD_ENTRY, "shape": [-2, -3]}}, b"\0" * 24), "offsets"),
+        (document({"w": {**GOOD_ENTRY, "shape": [-2, -3]}}, b"\0" * 24), "negative dimension"),
         (document({"w": {"dtype": "F32", "shape": [2, 3]}}, b"\0" * 24), "malformed"),
         (document({"w": "F32"}, b"\0" * 24), "malformed"),
         (document({"w": GOOD_ENTRY, "__metadata__": {"x": 1}}, b"\0" * 24), "strings"),

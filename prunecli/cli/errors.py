@@ -14,6 +14,7 @@ import typer
 
 from prunecli.cli.text import printable
 from prunecli.errors import PrunecliError
+from prunecli.io.inputs import path_refusal
 from prunecli.io.paths import silence_stdout
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -105,6 +106,10 @@ def handle_errors(command: F) -> F:
         except Exception as exc:  # noqa: BLE001 - the last line of defence, by design
             if os.environ.get("PRUNECLI_DEBUG") == "1":
                 traceback.print_exc()
+            refused = path_refusal(exc)  # a path no file can have (too long, a symlink loop)
+            if refused is not None:
+                _say(refused.message)
+                raise typer.Exit(refused.exit_code) from None
             _say(
                 f"internal error: {type(exc).__name__}: {exc}",
                 "rerun with PRUNECLI_DEBUG=1 for a traceback and report it",

@@ -87,7 +87,7 @@ def export_command(
         export_to_file,
         target_of,
     )
-    from prunecli.core.session import open_model, parse_input_shape
+    from prunecli.core.session import check_input_shape, open_model, parse_input_shape
     from prunecli.core.writing import check_format
     from prunecli.errors import BadInput, CheckFailed
     from prunecli.io.paths import Target, check_outputs
@@ -121,6 +121,7 @@ def export_command(
 
     out = Output(json_mode, quiet, data_to_stderr=output == "-")
     loaded, names = open_model(model, arch, arch_kwargs)
+    check_input_shape(loaded, settings.input_shape, input_shape)
     report = export_to_file(loaded, names, settings, output)
     out.report(report, report_file)
     failed = [check for check in report.checks if not check.passed]

@@ -63,7 +63,7 @@ def inspect_command(
     """
     from prunecli.core.report import build_report
     from prunecli.core.selection import select_prunable
-    from prunecli.core.session import open_model, parse_input_shape
+    from prunecli.core.session import check_input_shape, open_model, parse_input_shape
     from prunecli.core.stream_jobs import lazy_model, stream_inspect, streamable
     from prunecli.io.paths import check_outputs
 
@@ -78,6 +78,7 @@ def inspect_command(
         _gate(report, min_sparsity, None, out, report_file)
         return
     loaded, names = open_model(model, arch, arch_kwargs, include, exclude, check_weights=False)
+    check_input_shape(loaded, shape, input_shape)
     if max_collapsed is not None:
         loaded.require_graph("--max-collapsed")
     prunable = names

@@ -12,6 +12,7 @@ place atomically, so a failed check leaves no file. The checks (docs/export.md):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import tempfile
@@ -245,7 +246,8 @@ def write_safetensors(
 ) -> Artifact:
     """A copy (dense or bitmask), verified by reading it back bit for bit: no run needed."""
     path = folder / "model.safetensors"
-    write_model(model, str(path), {}, settings.format)
+    # one file, whatever the input (a folder's shards too): -o names a file
+    write_model(dataclasses.replace(model, checkpoint=None), str(path), {}, settings.format)
     reloaded = load_model(str(path)).tensors  # bitmask files read back transparently
     differ = [
         name

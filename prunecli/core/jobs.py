@@ -14,8 +14,8 @@ from prunecli.core.writing import check_format, encoded_tensors, write_model, wr
 from prunecli.criteria import Criterion, ScoreContext
 from prunecli.criteria.base import Inputs
 from prunecli.criteria.training import TrainingMethod
-from prunecli.errors import BadInput
 from prunecli.io import safetensors as st
+from prunecli.io.inputs import check_input
 
 
 @dataclass
@@ -38,8 +38,7 @@ class TrainingRun:
 
 
 def load_scores(path: Path) -> FixedScores:
-    if not path.is_file():
-        raise BadInput(f"--scores {path} does not exist")
+    check_input(path, f"--scores {path}")
     return FixedScores(st.load_file(path)[0])
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,8 @@ import torch
 
 from prunecli.errors import BadInput, Unsupported
 from prunecli.io import safetensors as st
+from prunecli.io.inputs import check_input
+from prunecli.io.jsonfile import parse_json
 from prunecli.io.paths import STDIO
 
 # safetensors metadata keys written by prunecli (documented in docs/formats.md)
@@ -82,10 +83,7 @@ def parse_arch_kwargs(text: str | None, origin: str = "--arch-kwargs") -> dict[s
     """JSON keyword arguments; ``origin`` names where they came from in error messages."""
     if not text:
         return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"{origin} is not valid JSON: {exc.msg} at character {exc.pos}") from None
+    value = parse_json(text, origin)
     if not isinstance(value, dict):
         raise BadInput(f"{origin} must be a JSON object, e.g. '{{\"widths\": [40, 100, 10]}}'")
     return value
@@ -136,14 +134,11 @@ def _load_folder(source: str, arch: str | None, arch_kwargs: str | None) -> Load
 
 def _read_safetensors(source: str) -> tuple[dict[str, torch.Tensor], st.Header, int]:
     if source == STDIO:
-        data = sys.stdin.buffer.read()
-        tensors, header = st.load_bytes(data, "standard input")
-        return tensors, header, len(data)
+        from prunecli.io.stdin import read_stream
+
+        return read_stream(sys.stdin.buffer, "standard input")
     path = Path(source)
-    if not path.exists():
-        raise BadInput(f"{source} does not exist")
-    if path.is_dir():
-        raise BadInput(f"{source} is a folder", "pass a .safetensors or .pt2 file")
+    check_input(path, source)
     tensors, header = st.load_file(path)
     return tensors, header, path.stat().st_size
 
@@ -182,12 +177,7 @@ def _architecture(
 def _metadata_json(metadata: dict[str, str], key: str, source: str) -> Any:
     if key not in metadata:
         return None
-    try:
-        return json.loads(metadata[key])
-    except json.JSONDecodeError:
-        raise BadInput(
-            f"{source}: metadata {key} is not valid JSON: {metadata[key][:60]!r}"
-        ) from None
+    return parse_json(metadata[key], f"{source}: metadata {key}")
 
 
 def build_module(architecture: Architecture) -> torch.nn.Module:
@@ -255,8 +245,7 @@ def _attach(model: LoadedModel, architecture: Architecture) -> None:
 def _load_pt2(path: Path) -> LoadedModel:
     from prunecli.io.pt2 import load_program
 
-    if not path.is_file():
-        raise BadInput(f"{path} does not exist")
+    check_input(path)
     program = load_program(path)
     tensors = dict(program.state_dict)
     example = program.example_inputs[0] if program.example_inputs else ()

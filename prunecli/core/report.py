@@ -164,7 +164,7 @@ def model_summary(model: LoadedModel) -> dict[str, Any]:
         summary["shards"] = [
             {
                 "file": shard.path.name,
-                "tensors": len(shard.header.entries),
+                "tensors": len(shard.names),
                 "file_bytes": shard.file_bytes,
             }
             for shard in checkpoint.shards

@@ -45,6 +45,43 @@ def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
     return shape
 
 
+def check_input_shape(model: LoadedModel, shape: tuple[int, ...] | None, text: str | None) -> None:
+    """Refuse an ``--input-shape`` the model cannot take, naming both shapes, before a method
+    (synflow, npb, topology, export) runs its own forward pass and fails deep inside it."""
+    module = model.module
+    if text is None or shape is None or module is None or model.hf_config is not None:
+        return
+    from prunecli.data import set_mode
+
+    parameter = next(iter(module.parameters()), None)
+    dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else None
+    device = parameter.device if parameter is not None else "cpu"
+    expected = model.arch.input_shape if model.arch else None
+    if expected is not None and tuple(expected) == tuple(shape):
+        return  # the shape the model was built or exported with: nothing to try
+    was_training = module.training
+    set_mode(module, training=False)
+    try:
+        error = None
+        # float samples, else token ids: a model that takes indices (an embedding first) fits
+        # a shape as well; only a shape that fits neither is refused
+        for kind in (dtype or torch.float32, torch.long):
+            try:
+                with torch.no_grad():
+                    module(torch.zeros((1, *shape), dtype=kind, device=device))
+                return
+            except Exception as exc:  # noqa: BLE001 - shape errors come as many types
+                error = error or exc
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        expects = f", which expects {list(expected)}" if expected else ""
+        raise BadInput(
+            f"--input-shape {text} does not fit the model{expects} ({detail[:200]})",
+            "give the shape of one sample without the batch, e.g. 3,32,32",
+        ) from None
+    finally:
+        set_mode(module, was_training)
+
+
 def check_request(criterion: type[Criterion], data: str | None, training: bool = False) -> None:
     """Refuse what cannot work before anything is loaded (e.g. a data method without --data).
 
@@ -79,7 +116,9 @@ def resolve_inputs(
         from prunecli.core.hf import check_criterion
 
         check_criterion(model.hf_config, criterion.name, criterion.needs)
-    shape = parse_input_shape(input_shape) or (model.arch.input_shape if model.arch else None)
+    shape = parse_input_shape(input_shape)
+    check_input_shape(model, shape, input_shape)
+    shape = shape or (model.arch.input_shape if model.arch else None)
     if "input_shape" in criterion.needs and shape is None:
         raise Unsupported(
             f"--method {criterion.name} needs the model's input shape",

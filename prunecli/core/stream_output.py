@@ -39,7 +39,7 @@ def write_output(
     done: list[tuple[Shard, dict[str, Any]]] = []
     with atomic_folder(output) as staging:
         for shard in checkpoint.shards:
-            names = set(shard.header.entries)
+            names = set(shard.names)
             shard_extra = dict(extra)
             if isinstance(extra.get("prunable"), list):
                 shard_extra["prunable"] = [n for n in extra["prunable"] if n in names]

@@ -13,12 +13,12 @@ from prunecli.core.model import Architecture, LoadedModel, build_module
 from prunecli.data import Dataset
 from prunecli.errors import BadInput, Unsupported
 from prunecli.io import safetensors as st
+from prunecli.io.inputs import check_input
 
 
 def read_rewind_point(path: Path, model: LoadedModel) -> dict[str, torch.Tensor]:
     """The tensors of ``path``, checked to match ``model`` name for name and shape for shape."""
-    if not path.is_file():
-        raise BadInput(f"--rewind-to {path} does not exist")
+    check_input(path, f"--rewind-to {path}")
     tensors = st.load_file(path)[0]
     for name, tensor in model.tensors.items():
         if name not in tensors:

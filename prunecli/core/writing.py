@@ -25,6 +25,7 @@ from prunecli.core.selection import default_prunable
 from prunecli.errors import BadInput, Unsupported
 from prunecli.io import bitmask
 from prunecli.io import safetensors as st
+from prunecli.io.jsonfile import parse_json
 from prunecli.io.paths import STDIO, atomic_output
 
 
@@ -93,7 +94,7 @@ def _write_folder(model: LoadedModel, output: str, extra: Mapping[str, Any], for
     from prunecli.core.stream_output import write_output
 
     def write_shard(shard: Any, metadata: dict[str, str], stream: Any) -> dict[str, Any]:
-        tensors = {name: model.tensors[name] for name in shard.header.entries}
+        tensors = {name: model.tensors[name] for name in shard.names}
         if format == "bitmask":
             names = [name for name in encoded_tensors(model, extra) if name in tensors]
             return {"written": bitmask.write(stream, tensors, names, metadata)}
@@ -111,8 +112,8 @@ def encoded_tensors(model: LoadedModel, extra: Mapping[str, Any]) -> list[str]:
     candidates = extra.get("prunable")
     if candidates is None:
         try:
-            candidates = json.loads(model.metadata.get("prunecli.prunable", "null"))
-        except json.JSONDecodeError:
+            candidates = parse_json(model.metadata.get("prunecli.prunable", "null"), "metadata")
+        except BadInput:  # a hint only: the default selection applies
             candidates = None
     if not isinstance(candidates, list):
         candidates = default_prunable(model)

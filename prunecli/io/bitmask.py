@@ -22,6 +22,7 @@ import torch
 
 from prunecli.errors import BadInput
 from prunecli.io import safetensors as st
+from prunecli.io.jsonfile import parse_json
 
 META_FORMAT = "prunecli.format"
 META_VERSION = "prunecli.format_version"
@@ -181,6 +182,15 @@ def decode(
     return tensors
 
 
+def tensor_names(header: st.Header, source: str) -> list[str]:
+    """The names of the tensors a file holds once decoded, in file order: an encoded tensor's
+    name where its bitmask and values are stored (a dense file: its entries as they are)."""
+    if not is_bitmask(header.metadata, source):
+        return list(header.entries)
+    names = {(_base(stored) or stored): None for stored in header.entries}
+    return list(names)
+
+
 def _base(stored: str) -> str | None:
     for suffix in (BITMASK, VALUES):
         if stored.endswith(suffix):
@@ -190,10 +200,9 @@ def _base(stored: str) -> str | None:
 
 def _specs(header: st.Header, source: str) -> dict[str, dict[str, Any]]:
     """The encoded tensors of the metadata, checked against the header before any data is read."""
-    try:
-        raw = json.loads(header.metadata.get(META_TENSORS, ""))
-    except json.JSONDecodeError:
-        raise BadInput(f"{source}: metadata {META_TENSORS} is missing or not JSON") from None
+    if META_TENSORS not in header.metadata:
+        raise BadInput(f"{source}: metadata {META_TENSORS} is missing")
+    raw = parse_json(header.metadata[META_TENSORS], f"{source}: metadata {META_TENSORS}")
     if not isinstance(raw, dict):
         raise BadInput(f"{source}: metadata {META_TENSORS} must be a JSON object")
     specs = {name: _spec(name, info, header, source) for name, info in raw.items()}
@@ -214,6 +223,7 @@ def _spec(name: str, info: object, header: st.Header, source: str) -> dict[str, 
     shape, dtype, nnz = info.get("shape"), info.get("dtype"), info.get("nnz")
     if not isinstance(shape, list) or not all(st.is_int(d) and d >= 0 for d in shape):
         raise BadInput(f"{where} has no valid shape in its metadata")
+    shape = list(st.check_shape(shape, where))  # no dimension torch cannot hold (e.g. 2**70)
     if not isinstance(dtype, str) or dtype not in st.DTYPES:
         raise BadInput(f"{where} has unknown dtype {dtype!r} in its metadata")
     if not st.is_int(nnz) or nnz < 0:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,8 @@ from pathlib import Path
 
 from prunecli.errors import BadInput
 from prunecli.io import safetensors as st
+from prunecli.io.inputs import check_input
+from prunecli.io.jsonfile import read_json_file
 from prunecli.io.paths import may_replace, rename_new, temp_prefix, umask
 
 INDEX = "model.safetensors.index.json"
@@ -37,6 +40,14 @@ class Shard:
     @property
     def file_bytes(self) -> int:
         return self.path.stat().st_size
+
+    @property
+    def names(self) -> list[str]:
+        """The tensors of this shard as a model holds them, in order: a bitmask shard's
+        encoded tensors by their own names, not the ``.__bitmask__``/``.__values__`` stored."""
+        from prunecli.io.bitmask import tensor_names
+
+        return tensor_names(self.header, str(self.path))
 
 
 @dataclass
@@ -76,14 +87,12 @@ def is_folder(source: str) -> bool:
 def open_checkpoint(source: str) -> Checkpoint:
     """The checkpoint at ``source`` (a ``.safetensors`` file or a folder), headers validated."""
     path = Path(source)
-    if not path.exists():
-        raise BadInput(f"{source} does not exist")
-    if not path.is_dir():
+    if stat.S_ISREG(check_input(path, source, folder=True).st_mode):
         return Checkpoint(source, [Shard(path, st.read_header_file(path))])
     config = _read_config(path)
-    if (path / INDEX).is_file():
+    if os.path.lexists(path / INDEX):
         shards, metadata = _read_sharded(path)
-    elif (path / SINGLE).is_file():
+    elif os.path.lexists(path / SINGLE):
         shards, metadata = [Shard(path / SINGLE, st.read_header_file(path / SINGLE))], None
     else:
         raise BadInput(
@@ -116,12 +125,9 @@ def _own_file(file: Path, folder: Path) -> bool:
 
 def _read_config(folder: Path) -> dict[str, object] | None:
     file = folder / CONFIG
-    if not file.is_file():
+    if not os.path.lexists(file):
         return None
-    try:
-        config = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInput(f"{file} is not valid JSON: {exc}") from None
+    config = read_json_file(file)
     if not isinstance(config, dict):
         raise BadInput(f"{file} must hold a JSON object")
     return config
@@ -130,10 +136,7 @@ def _read_config(folder: Path) -> dict[str, object] | None:
 def _read_sharded(folder: Path) -> tuple[list[Shard], dict[str, object]]:
     """Shards in the order the index first names them; every tensor listed once, where it is."""
     index_file = folder / INDEX
-    try:
-        index = json.loads(index_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInput(f"{index_file} is not valid JSON: {exc}") from None
+    index = read_json_file(index_file)
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise BadInput(f"{index_file} has no weight_map of tensor names to shard files")
@@ -143,7 +146,7 @@ def _read_sharded(folder: Path) -> tuple[list[Shard], dict[str, object]]:
         file = folder / name
         if Path(name).name != name:
             raise BadInput(f"{index_file} names shard {name!r} outside the folder")
-        if not file.is_file():
+        if not os.path.lexists(file):
             raise BadInput(f"{index_file} names shard {name}, which is missing from {folder}")
         shards.append(Shard(file, st.read_header_file(file)))
     seen: dict[str, str] = {}
@@ -169,13 +172,19 @@ def _read_sharded(folder: Path) -> tuple[list[Shard], dict[str, object]]:
     return shards, dict(metadata)
 
 
-def read_into(handle: int, offset: int, buffer: memoryview) -> None:
-    """Fill ``buffer`` from the file descriptor ``handle`` at ``offset`` (threads may share it)."""
+def read_into(handle: int, offset: int, buffer: memoryview, source: str | None = None) -> None:
+    """Fill ``buffer`` from the file descriptor ``handle`` at ``offset`` (threads may share it).
+
+    Every model read goes through here rather than a memory map: a file truncated meanwhile
+    gives a short read and this message, where a mapping would kill the process with SIGBUS."""
     done, size = 0, buffer.nbytes
     while done < size:
-        got = os.preadv(handle, [buffer[done:]], offset + done)
+        try:
+            got = os.preadv(handle, [buffer[done:]], offset + done)
+        except OSError as exc:
+            raise BadInput(f"cannot read {source or 'a model file'}: {exc.strerror}") from None
         if got == 0:
-            raise BadInput("a model file was truncated while it was being read")
+            raise BadInput(f"{source or 'a model file'} was truncated while it was being read")
         done += got
 
 

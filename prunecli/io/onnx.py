@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from prunecli.errors import BadInput, Unsupported
+from prunecli.io.inputs import check_input
 
 if TYPE_CHECKING:
     import onnx
@@ -76,8 +77,7 @@ def read_onnx(path: Path) -> OnnxFile:
     require("onnx")
     import onnx
 
-    if not path.is_file():
-        raise BadInput(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
+    check_input(path)
     if path.stat().st_size == 0:
         raise BadInput(f"{path} is empty")
     try:

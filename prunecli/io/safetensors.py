@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import BinaryIO
 import torch
 
 from prunecli.errors import BadInput
+from prunecli.io.inputs import open_input
 
 DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
@@ -41,6 +43,8 @@ DTYPES: dict[str, torch.dtype] = {
 }
 DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 _MAX_HEADER = 100_000_000  # the safetensors library's own limit
+MAX_DIMS = 64  # far more than any model uses; torch itself stops at 64
+MAX_DIM = 1 << 48  # no real dimension comes near; keeps any buffer sized by one impossible
 
 
 @dataclass(frozen=True)
@@ -64,36 +68,53 @@ def parse_header(prefix: bytes, file_size: int, source: str) -> Header:
         raise BadInput(f"{source} is empty")
     if file_size < 8:
         raise BadInput(f"{source} is not a safetensors file: only {file_size} bytes")
-    (length,) = struct.unpack("<Q", prefix[:8])
-    if length > file_size - 8:
-        raise BadInput(
-            f"{source} is truncated or not a safetensors file: its header length field "
-            f"claims {length} bytes but only {file_size - 8} follow"
-        )
-    if length > _MAX_HEADER:
-        raise BadInput(f"{source}: header of {length} bytes exceeds the 100 MB limit")
-    try:
-        raw = json.loads(prefix[8 : 8 + length].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise BadInput(f"{source} is not a safetensors file: its header is not JSON") from None
-    if not isinstance(raw, dict):
-        raise BadInput(f"{source} is not a safetensors file: its header is not a JSON object")
-    metadata = raw.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise BadInput(f"{source}: __metadata__ must map strings to strings")
-    entries = {name: _entry(name, info, source) for name, info in raw.items()}
+    length = header_length(prefix[:8], source, file_size - 8)
+    entries, metadata = parse_document(prefix[8 : 8 + length], source)
     data_size = file_size - 8 - length
-    _check_layout(entries, data_size, source)
+    check_layout(entries, data_size, source)
     for name, entry in entries.items():
         if entry.end > data_size:
             raise BadInput(
                 f"{source} is truncated: tensor {name!r} needs {entry.end} data bytes "
                 f"but the file holds {data_size}"
             )
-    return Header(entries=entries, metadata=dict(metadata), data_start=8 + length)
+    return Header(entries=entries, metadata=metadata, data_start=8 + length)
 
 
-def _check_layout(entries: dict[str, TensorEntry], data_size: int, source: str) -> None:
+def header_length(head: bytes, source: str, available: int | None = None) -> int:
+    """The header length field, checked against the limit and (when known) the bytes after it."""
+    (length,) = struct.unpack("<Q", head)
+    if available is not None and length > available:
+        raise BadInput(
+            f"{source} is truncated or not a safetensors file: its header length field "
+            f"claims {length} bytes but only {available} follow"
+        )
+    if length > _MAX_HEADER:
+        raise BadInput(
+            f"{source} is not a safetensors file: its header length field claims {length} "
+            "bytes, over the 100 MB limit"
+        )
+    return length
+
+
+def parse_document(raw: bytes, source: str) -> tuple[dict[str, TensorEntry], dict[str, str]]:
+    """The entries and metadata of a header's JSON, every entry checked on its own."""
+    from prunecli.io.jsonfile import NotJSON, parse_json
+
+    try:
+        document = parse_json(raw, f"{source}: its header")
+    except NotJSON:
+        raise BadInput(f"{source} is not a safetensors file: its header is not JSON") from None
+    if not isinstance(document, dict):
+        raise BadInput(f"{source} is not a safetensors file: its header is not a JSON object")
+    metadata = document.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise BadInput(f"{source}: __metadata__ must map strings to strings")
+    entries = {name: _entry(name, info, source) for name, info in document.items()}
+    return entries, dict(metadata)
+
+
+def check_layout(entries: dict[str, TensorEntry], data_size: int, source: str) -> None:
     """Tensors must tile the data section: no overlap, no gap (as the safetensors spec says)."""
     position, previous = 0, None
     for name, entry in sorted(entries.items(), key=lambda item: (item[1].begin, item[1].end)):
@@ -111,6 +132,28 @@ def is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def check_shape(shape: object, where: str) -> tuple[int, ...]:
+    """A list of dimensions torch can hold: integers, none negative or past ``MAX_DIM``.
+
+    Checked with Python integers before anything is allocated: a tensor with no elements still
+    has its dimensions, and code that sizes a buffer by one of them must not meet 2**70."""
+    if not isinstance(shape, list) or not all(is_int(d) for d in shape):
+        raise BadInput(f"{where} has no valid shape (a list of integers)")
+    if any(d < 0 for d in shape):
+        raise BadInput(f"{where} has a negative dimension in its shape {shape}")
+    if len(shape) > MAX_DIMS or any(d > MAX_DIM for d in shape):
+        raise BadInput(
+            f"{where} has an impossible shape {_short(shape)}: at most {MAX_DIMS} "
+            f"dimensions of at most {MAX_DIM} each"
+        )
+    return tuple(shape)
+
+
+def _short(shape: list[int]) -> str:
+    text = str(shape)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _entry(name: str, info: object, source: str) -> TensorEntry:
     malformed = BadInput(f"{source}: malformed header entry for tensor {name!r}")
     if not isinstance(info, dict):
@@ -120,28 +163,51 @@ def _entry(name: str, info: object, source: str) -> TensorEntry:
         raise malformed
     if not isinstance(offsets, list) or len(offsets) != 2 or not all(is_int(o) for o in offsets):
         raise malformed
-    shape, (begin, end) = tuple(shape), offsets
     if not isinstance(dtype, str) or dtype not in DTYPES:
-        raise BadInput(f"{source}: tensor {name!r} has unknown dtype {dtype!r}")
-    nbytes = math.prod(shape) * DTYPES[dtype].itemsize
-    if begin < 0 or end - begin != nbytes or any(d < 0 for d in shape):
+        raise BadInput(f"{source}: tensor {name!r} has unknown dtype {_short_text(dtype)}")
+    shape, (begin, end) = check_shape(shape, f"{source}: tensor {name!r}"), offsets
+    if begin < 0 or end < begin:
         raise BadInput(
-            f"{source}: tensor {name!r} of shape {list(shape)} {dtype} needs {nbytes} bytes "
-            f"but its offsets span {end - begin}"
+            f"{source}: tensor {name!r} has invalid data_offsets [{begin}, {end}]: "
+            "they must satisfy 0 <= begin <= end"
+        )
+    nbytes = math.prod(shape) * DTYPES[dtype].itemsize
+    if end - begin != nbytes:
+        raise BadInput(
+            f"{source}: tensor {name!r} of shape {_short(list(shape))} {dtype} needs {nbytes} "
+            f"bytes but its offsets span {end - begin}"
         )
     return TensorEntry(dtype, shape, begin, end)
 
 
+def _short_text(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def read_header_file(path: Path) -> Header:
     """Parse the header of a safetensors file without reading its data."""
-    size = path.stat().st_size
-    with path.open("rb") as handle:
-        head = handle.read(8)
-        if len(head) == 8:
-            (length,) = struct.unpack("<Q", head)
-            if length <= min(size - 8, _MAX_HEADER):
-                head += handle.read(length)
-    return parse_header(head, size, str(path))
+    with open_input(path) as handle:
+        return _read_header(handle, str(path))
+
+
+def _read_header(handle: BinaryIO, source: str) -> Header:
+    """The header of the open file ``handle``, reading no more than the header's bytes."""
+    size = os.fstat(handle.fileno()).st_size
+    head = _read_all(handle, min(size, 8), source)
+    if len(head) == 8 and struct.unpack("<Q", head)[0] <= min(size - 8, _MAX_HEADER):
+        head += _read_all(handle, struct.unpack("<Q", head)[0], source)
+    return parse_header(head, size, source)
+
+
+def _read_all(handle: BinaryIO, size: int, source: str) -> bytes:
+    try:
+        data = handle.read(size)
+    except OSError as exc:
+        raise BadInput(f"cannot read {source}: {exc.strerror or exc}") from None
+    if len(data) < size:
+        raise BadInput(f"{source} was truncated while it was being read")
+    return data
 
 
 def read_tensors(
@@ -158,30 +224,46 @@ def read_tensors(
 def load_file(path: Path) -> tuple[dict[str, torch.Tensor], Header]:
     """Every tensor of a validated safetensors file (dense or bitmask), in file order.
 
-    The header returned describes the file as stored (its metadata included).
+    Read with plain ``pread`` calls into tensors allocated from the validated header, never
+    memory-mapped: a file truncated while it is read then gives a short read and a message,
+    where a mapping would kill the process with SIGBUS. The header returned describes the file
+    as stored (its metadata included).
     """
-    header = read_header_file(path)
-    from safetensors import SafetensorError, safe_open
+    from prunecli.io.checkpoint import read_into
 
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            tensors = read_tensors(header, handle.get_tensor, str(path))
-    except SafetensorError as exc:
-        raise BadInput(f"{path} is not a valid safetensors file: {exc}") from None
+    source = str(path)
+    with open_input(path) as handle:
+        header = _read_header(handle, source)
+
+        def read(name: str) -> torch.Tensor:
+            entry = header.entries[name]
+            raw = torch.empty(entry.end - entry.begin, dtype=torch.uint8)
+            if raw.numel():
+                offset = header.data_start + entry.begin
+                read_into(handle.fileno(), offset, memoryview(raw.numpy()), source)
+            return typed(raw, entry)
+
+        tensors = read_tensors(header, read, source)
     return tensors, header
 
 
-def load_bytes(data: bytes, source: str) -> tuple[dict[str, torch.Tensor], Header]:
-    """Every tensor of a safetensors document held in memory (e.g. read from stdin)."""
-    header = parse_header(data, len(data), source)
-    from safetensors import SafetensorError
-    from safetensors.torch import load
+def typed(raw: torch.Tensor, entry: TensorEntry) -> torch.Tensor:
+    """The tensor of ``entry`` from its raw little-endian bytes (no copy)."""
+    return raw.view(DTYPES[entry.dtype]).reshape(entry.shape)
 
-    try:
-        loaded = load(data)
-    except SafetensorError as exc:
-        raise BadInput(f"{source} is not a valid safetensors document: {exc}") from None
-    return read_tensors(header, loaded.pop, source), header
+
+def load_bytes(data: bytes, source: str) -> tuple[dict[str, torch.Tensor], Header]:
+    """Every tensor of a safetensors document held in memory."""
+    header = parse_header(data, len(data), source)
+
+    def read(name: str) -> torch.Tensor:
+        entry = header.entries[name]
+        start = header.data_start + entry.begin
+        raw = torch.empty(entry.end - entry.begin, dtype=torch.uint8)
+        raw.numpy()[:] = memoryview(data)[start : header.data_start + entry.end]
+        return typed(raw, entry)
+
+    return read_tensors(header, read, source), header
 
 
 def tensor_bytes(tensor: torch.Tensor) -> memoryview:
