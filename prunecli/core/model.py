@@ -253,7 +253,7 @@ def _attach(model: LoadedModel, architecture: Architecture) -> None:
 
 
 def _load_pt2(path: Path) -> LoadedModel:
-    from prunecli.io.pt2 import load_program
+    from prunecli.io.pt2 import load_program, quiet_torch
 
     if not path.is_file():
         raise BadInput(f"{path} does not exist")
@@ -264,9 +264,9 @@ def _load_pt2(path: Path) -> LoadedModel:
         tuple(example[0].shape[1:]) if example and isinstance(example[0], torch.Tensor) else None
     )
     arch = Architecture("torch.export", input_shape=shape)
-    return LoadedModel(
-        tensors, {}, str(path), "pt2", path.stat().st_size, program.module(), arch, program
-    )
+    with quiet_torch():  # unlifting the program warns about torch's own deprecations
+        module = program.module()
+    return LoadedModel(tensors, {}, str(path), "pt2", path.stat().st_size, module, arch, program)
 
 
 def _load_onnx(path: Path) -> LoadedModel:
