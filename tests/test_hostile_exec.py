@@ -9,6 +9,7 @@ import os
 import pickle
 import subprocess
 import sys
+import textwrap
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import assert_refused, run_refused
+from conftest import assert_refused, run_refused, write_weights
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -213,3 +214,116 @@ def test_pt2_programs_torch_writes_still_load(cli, workdir: Path) -> None:
     result = cli("prune", good, "-m", "synflow", "-s", "0.5", "-o", "o.pt2", "-q")
     assert result.exit_code == 0, result.stderr
     assert cli("inspect", "o.pt2", "-q").exit_code == 0
+
+
+# --- Hugging Face folders ------------------------------------------------------------------------
+
+
+def _tiny_llama(folder: Path) -> Path:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=32,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+    )
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def _remote_code_folder(workdir: Path, marker: Path) -> Path:
+    """A real small model whose config.json names the folder's own code (auto_map); importing
+    that code creates ``marker``."""
+    folder = _tiny_llama(workdir / "remote")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel"}
+    config["architectures"] = ["EvilModel"]
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "evil.py").write_text(
+        textwrap.dedent(
+            f"""
+            open({str(marker)!r}, "w").write("ran")
+            from transformers import LlamaConfig, LlamaForCausalLM
+
+            class EvilConfig(LlamaConfig):  # subclasses: transformers marks what it loads
+                pass
+
+            class EvilModel(LlamaForCausalLM):
+                config_class = EvilConfig
+            """
+        )
+    )
+    return folder
+
+
+def test_auto_map_code_never_runs_without_opt_in(cli, workdir: Path) -> None:
+    marker = workdir.parent / f"{workdir.name}-remote-ran"
+    _remote_code_folder(workdir, marker)
+    graph = ("--data", "digits", "-q")
+    for args in (
+        ("prune", "remote", "-m", "snip", "-s", "0.5", "-o", "o", *graph),
+        ("score", "remote", "-m", "snip", "-o", "s.safetensors", *graph),
+        ("retrain", "remote", "--epochs", "1", "-o", "r", *graph),
+        ("export", "remote", "--to", "pt2", "-o", "x.pt2"),
+        ("export", "remote", "--to", "pt2", "-o", "x.pt2", "--json"),
+    ):
+        result = cli(*args, input="y\n")  # what a user would answer to transformers' prompt
+        assert_refused(result, 3, "auto_map", "--trust-remote-code")
+        assert not marker.exists(), args
+    # weights-only work goes on without the folder's code
+    for args in (
+        ("inspect", "remote", "--json"),
+        ("prune", "remote", "-m", "magnitude", "-s", "0.5", "-o", "m", "-q"),
+    ):
+        result = cli(*args, input="y\n")
+        assert result.exit_code == 0, result.stderr
+        assert "custom code" not in result.stdout + result.stderr
+    assert not marker.exists()
+
+
+def test_auto_map_runs_only_with_trust_remote_code(cli, workdir: Path) -> None:
+    marker = workdir / "remote-ran"
+    _remote_code_folder(workdir, marker)
+    for command in ("prune", "score", "retrain", "export", "inspect"):
+        assert "--trust-remote-code" in cli(command, "--help").stdout
+    args = ("prune", "remote", "-m", "snip", "-s", "0.5", "--data", "digits", "-o", "o", "-q")
+    result = cli(*args, "--trust-remote-code")
+    assert result.exit_code == 0, result.stderr
+    assert marker.exists()  # asked for explicitly: the folder's code built the model
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("embed_tokens.weight", "vocab_size 32000, hidden_size 4096"),
+        ("model.layers.0.mlp.up_proj.weight", "intermediate_size 11008"),
+    ],
+)
+def test_minimal_config_is_compared_before_building(cli, workdir: Path, name: str, said: str):
+    """{"model_type": "llama"} beside one 8×8 tensor built a default 7B Llama (OOM-killed): the
+    model is now built on the meta device and compared with the stored shapes first."""
+    pytest.importorskip("transformers")
+    folder = workdir / "mini"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    write_weights(folder / "model.safetensors", {name: torch.randn(8, 8)})
+    if name.startswith("model."):  # a causal-LM layout
+        (folder / "config.json").write_text(
+            '{"model_type": "llama", "architectures": ["LlamaForCausalLM"]}'
+        )
+    args = ("prune", "mini", "-m", "snip", "-s", "0.5", "--data", "digits", "-o", "o")
+    result = run_refused(cli, workdir, args, 2, "config.json says", said, f"{name} is 8×8")
+    assert "Traceback" not in result.stderr
+
+
+def test_config_with_tensors_it_lacks_is_refused_before_building(cli, workdir: Path) -> None:
+    folder = _tiny_llama(workdir / "small")
+    config = json.loads((folder / "config.json").read_text())
+    config["num_hidden_layers"] = 4000  # 4000 layers the folder does not store
+    (folder / "config.json").write_text(json.dumps(config))
+    args = ("prune", "small", "-m", "snip", "-s", "0.5", "--data", "digits", "-o", "o")
+    run_refused(cli, workdir, args, 2, "lacks tensor", "model.layers.1.")

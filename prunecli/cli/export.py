@@ -55,6 +55,7 @@ def export_command(
     seed: opt.Seed = 0,
     arch: opt.Arch = None,
     arch_kwargs: opt.ArchKwargs = None,
+    trust_remote_code: opt.TrustRemoteCode = False,
     force: opt.Force = False,
     json_mode: opt.Json = False,
     quiet: opt.Quiet = False,
@@ -121,7 +122,7 @@ def export_command(
     check_report(report_file, [model, output], force)
 
     out = Output(json_mode, quiet, data_to_stderr=output == "-")
-    loaded, names = open_model(model, arch, arch_kwargs)
+    loaded, names = open_model(model, arch, arch_kwargs, trust_remote_code=trust_remote_code)
     report = export_to_file(loaded, names, settings, output)
     out.report(report, report_file)
     failed = [check for check in report.checks if not check.passed]

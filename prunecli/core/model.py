@@ -47,6 +47,7 @@ class LoadedModel:
     weight_names: list[str] | None = None  # ONNX: initializers that are MatMul/Gemm/Conv weights
     checkpoint: Any = None  # io.checkpoint.Checkpoint: the shards of a folder or file on disk
     hf_config: dict[str, Any] | None = None  # config.json of a Hugging Face folder
+    remote_code: list[str] | None = None  # what its auto_map names (not run without opt-in)
 
     def require_graph(self, method: str) -> torch.nn.Module:
         if self.module is not None:
@@ -56,6 +57,15 @@ class LoadedModel:
                 f"{method} needs a PyTorch graph; an ONNX model supports inspect and the "
                 "weights-only methods (magnitude, random)",
                 "run it on the PyTorch model (with --arch), then export to ONNX",
+            )
+        if self.remote_code:
+            from prunecli.core.hf import REMOTE_CODE_HINT
+
+            raise Unsupported(
+                f"{method} needs the model's architecture; {self.source}/config.json names the "
+                f"folder's own Python code (auto_map: {self.remote_code[0]}), which prunecli "
+                "does not run on its own",
+                REMOTE_CODE_HINT,
             )
         if self.hf_config is not None:
             from prunecli.core.hf import INSTALL_HINT
@@ -91,8 +101,16 @@ def parse_arch_kwargs(text: str | None, origin: str = "--arch-kwargs") -> dict[s
     return value
 
 
-def load_model(source: str, arch: str | None = None, arch_kwargs: str | None = None) -> LoadedModel:
-    """Load ``source`` (a path or ``-``) and, when known, build its architecture around it."""
+def load_model(
+    source: str,
+    arch: str | None = None,
+    arch_kwargs: str | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load ``source`` (a path or ``-``) and, when known, build its architecture around it.
+
+    ``trust_remote_code``: a Hugging Face folder whose config.json names its own Python code
+    (``auto_map``) is built by running that code; without it such a folder is weights-only."""
     if source != STDIO and Path(source).suffix == ".pt2":
         if arch:
             raise BadInput("a .pt2 program carries its own graph; drop --arch")
@@ -102,7 +120,7 @@ def load_model(source: str, arch: str | None = None, arch_kwargs: str | None = N
             raise BadInput("an ONNX model carries its own graph; drop --arch")
         return _load_onnx(Path(source))
     if source != STDIO and Path(source).is_dir():
-        return _load_folder(source, arch, arch_kwargs)
+        return _load_folder(source, arch, arch_kwargs, trust_remote_code)
     tensors, header, size = _read_safetensors(source)
     model = LoadedModel(tensors, header.metadata, source, "safetensors", size)
     architecture = _architecture(model.metadata, arch, arch_kwargs, source)
@@ -114,7 +132,9 @@ def load_model(source: str, arch: str | None = None, arch_kwargs: str | None = N
     return model
 
 
-def _load_folder(source: str, arch: str | None, arch_kwargs: str | None) -> LoadedModel:
+def _load_folder(
+    source: str, arch: str | None, arch_kwargs: str | None, trust_remote_code: bool
+) -> LoadedModel:
     """A sharded or Hugging Face folder, all in memory; its module from transformers if known."""
     from prunecli.core import hf
     from prunecli.io.checkpoint import open_checkpoint
@@ -130,7 +150,9 @@ def _load_folder(source: str, arch: str | None, arch_kwargs: str | None) -> Load
     if arch is not None:
         _attach(model, Architecture(arch, parse_arch_kwargs(arch_kwargs)))
     elif checkpoint.config is not None and hf.transformers_available():
-        model.module = hf.build_module(Path(source), tensors)
+        model.remote_code = hf.remote_code(checkpoint.config)
+        if not model.remote_code or trust_remote_code:
+            model.module = hf.build_module(Path(source), tensors, trust_remote_code)
     return model
 
 
