@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import assert_refused, run_refused, write_weights
 
 REPO = Path(__file__).resolve().parent.parent
@@ -327,3 +326,80 @@ def test_config_with_tensors_it_lacks_is_refused_before_building(cli, workdir: P
     (folder / "config.json").write_text(json.dumps(config))
     args = ("prune", "small", "-m", "snip", "-s", "0.5", "--data", "digits", "-o", "o")
     run_refused(cli, workdir, args, 2, "lacks tensor", "model.layers.1.")
+
+
+# --- architectures: sizes checked before building, import paths and factories ------------------
+
+
+HUGE = '{"widths": [1000000000, 1000000000]}'  # a 10^18-weight Linear: exabytes
+
+
+def test_huge_arch_kwargs_are_compared_on_the_meta_device(cli, workdir: Path) -> None:
+    small = {"fc1.weight": torch.randn(8, 8), "fc1.bias": torch.randn(8)}
+    write_weights(workdir / "w.safetensors", small)
+    prune = ("-m", "magnitude", "-s", "0.5", "-o", "o.safetensors")
+    args = ("prune", "w.safetensors", "--arch", "mlp", "--arch-kwargs", HUGE, *prune)
+    run_refused(cli, workdir, args, 2, "'fc1.weight'", "[8, 8]", "[1000000000, 1000000000]")
+    meta = {"prunecli.arch": "mlp", "prunecli.arch_kwargs": HUGE}
+    write_weights(workdir / "m.safetensors", small, meta)
+    for command in (("inspect", "m.safetensors"), ("prune", "m.safetensors", *prune)):
+        run_refused(cli, workdir, command, 2, "does not fit mlp", "[1000000000, 1000000000]")
+    args = ("init", "mlp", "--arch-kwargs", HUGE, "-o", "i.safetensors")
+    run_refused(cli, workdir, args, 2, "GiB", "more than this machine's memory")
+    for kwargs in ('{"widths": [8, -1]}', '{"widths": [8, 100000000000000000000000]}'):
+        args = ("prune", "w.safetensors", "--arch", "mlp", "--arch-kwargs", kwargs, *prune)
+        run_refused(cli, workdir, args, 2, "cannot build 'mlp'")
+
+
+USER_MODULE = """
+import sys
+import torch
+
+def raises():
+    raise ValueError("no such width\\nsecond line")
+
+def exits():
+    sys.exit(0)
+
+def number():
+    return 42
+
+def interrupted():
+    raise KeyboardInterrupt
+
+value = 5
+"""
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragments"),
+    [
+        (":", ("neither a zoo name nor an import path",)),
+        (".:x", ("neither a zoo name nor an import path",)),
+        ("..foo:x", ("neither a zoo name nor an import path",)),
+        ("pkg.:x", ("neither a zoo name nor an import path",)),
+        ("a b:c", ("neither a zoo name nor an import path",)),
+        ("{mod}:", ("neither a zoo name nor an import path",)),
+        ("{mod}:raises", ("{mod}:raises", "ValueError: no such width")),
+        ("{mod}:exits", ("{mod}:exits", "sys.exit(0)")),
+        ("{mod}:number", ("returned int, not a torch.nn.Module",)),
+        ("{mod}:value", ("is not callable",)),
+        ("{mod}:missing", ("has no attribute 'missing'",)),
+        ("{mod}_absent:build", ("cannot import", "No module named")),
+        ("{mod}_broken:build", ("cannot import", "RuntimeError: broken at import")),
+    ],
+)
+def test_arch_import_paths_and_factories(cli, workdir, monkeypatch, spec, fragments) -> None:
+    """Bad import paths and the user's failing code exit 2 with one line, never 70."""
+    name = f"user_arch_{os.getpid()}_{abs(hash(spec))}"
+    (workdir / f"{name}.py").write_text(USER_MODULE)
+    (workdir / f"{name}_broken.py").write_text('raise RuntimeError("broken at import")\n')
+    monkeypatch.syspath_prepend(str(workdir))
+    write_weights(workdir / "w.safetensors", {"fc1.weight": torch.randn(4, 4)})
+    spec = spec.format(mod=name)
+    args = ("prune", "w.safetensors", "--arch", spec, "-m", "magnitude", "-s", "0.5")
+    try:
+        run_refused(cli, workdir, args, 2, *(f.format(mod=name) for f in fragments))
+    finally:
+        for module in (name, f"{name}_broken"):
+            sys.modules.pop(module, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 import torch
 
-from prunecli.errors import BadInput, Unsupported
+from prunecli.errors import BadInput, PrunecliError, Unsupported
 from prunecli.io import safetensors as st
 from prunecli.io.paths import STDIO
 
@@ -221,7 +222,9 @@ def build_module(architecture: Architecture) -> torch.nn.Module:
         architecture.input_shape = built.input_shape
         architecture.num_classes = built.num_classes
         return built.module
-    module = _import_factory(architecture.name)(**architecture.kwargs)
+    module = _call_factory(
+        architecture.name, _import_factory(architecture.name), architecture.kwargs
+    )
     if isinstance(module, zoo.ZooModel):
         architecture.input_shape, architecture.num_classes = module.input_shape, module.num_classes
         module = module.module
@@ -233,25 +236,55 @@ def build_module(architecture: Architecture) -> torch.nn.Module:
     return module
 
 
+# pkg.module:factory — dotted identifiers, a colon, an identifier; nothing relative
+_IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+
+
 def _import_factory(spec: str) -> Any:
     from prunecli import zoo
 
     if ":" not in spec:
         zoo.build_arch(spec)  # raises the unknown-architecture error with a suggestion
+    if not _IMPORT_PATH.match(spec):
+        raise BadInput(
+            f"--arch {spec!r} is neither a zoo name nor an import path",
+            "write pkg.module:factory (a module importable from here, then the function)",
+        )
     module_name, _, attr = spec.partition(":")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
         raise BadInput(f"cannot import --arch {spec}: {exc}") from None
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's module failed to import
+        raise BadInput(f"cannot import --arch {spec}: {_one_line(exc)}") from None
+    factory = getattr(module, attr, None)
+    if factory is None:
+        raise BadInput(f"cannot import --arch {spec}: {module_name} has no attribute {attr!r}")
     if not callable(factory):
         raise BadInput(f"--arch {spec} is not callable")
     return factory
 
 
-def _attach(model: LoadedModel, architecture: Architecture) -> None:
-    """Build the module and make its parameters the file's tensors, or say where they differ."""
-    module = build_module(architecture)
-    expected = module.state_dict()
+def _call_factory(spec: str, factory: Any, kwargs: dict[str, Any]) -> Any:
+    """The user's factory is the user's code: its failure is a bad input (exit 2) naming it."""
+    try:
+        return factory(**kwargs)
+    except PrunecliError:
+        raise  # e.g. a zoo build with bad kwargs inside the factory: already says what is wrong
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - whatever the factory raises
+        raise BadInput(f"--arch {spec} failed to build the model: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _check_fit(model: LoadedModel, architecture: Architecture, expected: dict[str, Any]) -> None:
+    """The file's tensors are exactly the architecture's, shape for shape."""
     for name, tensor in expected.items():
         if name not in model.tensors:
             raise BadInput(
@@ -268,6 +301,20 @@ def _attach(model: LoadedModel, architecture: Architecture) -> None:
         raise BadInput(
             f"{model.source} does not fit {architecture.name}: the file has tensor {extra[0]!r}, which the architecture lacks"
         )
+
+
+def _attach(model: LoadedModel, architecture: Architecture) -> None:
+    """Build the module and make its parameters the file's tensors, or say where they differ.
+
+    A zoo architecture is compared on the meta device first: its kwargs (from the command line
+    or the file's metadata) must not allocate anything the stored tensors do not fill."""
+    from prunecli import zoo
+
+    if zoo.is_zoo_name(architecture.name):
+        meta = zoo.build_arch(architecture.name, architecture.kwargs, device="meta")
+        _check_fit(model, architecture, meta.module.state_dict())
+    module = build_module(architecture)
+    _check_fit(model, architecture, module.state_dict())
     module.load_state_dict(model.tensors, strict=True, assign=True)
     module.eval()
     model.module = module
