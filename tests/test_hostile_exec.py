@@ -403,3 +403,28 @@ def test_arch_import_paths_and_factories(cli, workdir, monkeypatch, spec, fragme
     finally:
         for module in (name, f"{name}_broken"):
             sys.modules.pop(module, None)
+
+
+def test_pt2_expressions_torch_prints_are_admitted_and_code_is_not() -> None:
+    import sympy
+    from torch._export.serde.serialize import _print_sympy
+    from torch.utils._sympy.functions import CeilDiv, FloorDiv, Mod
+    from torch.utils._sympy.numbers import int_oo
+
+    from prunecli.io.pt2 import _safe_expression
+
+    s = sympy.Symbol("s77", positive=True, integer=True)
+    u = sympy.Symbol("u0", integer=True)
+    printed = [2 * s, FloorDiv(s, 2), Mod(s, 3), CeilDiv(s, 4), sympy.Max(2, s), s > 2, s <= 3]
+    printed += [sympy.Eq(s, 4), sympy.Ne(s, 4), sympy.Float(1.5) * s, sympy.Rational(1, 2) * s]
+    printed += [int_oo, -int_oo, sympy.And(s > 2, u < 3), sympy.sqrt(s), sympy.true]
+    for expression in printed:
+        assert _safe_expression(_print_sympy(expression), guard=False), expression
+    assert _safe_expression("L['x'].size()[0] <= 9223372036854775807", guard=True)
+    for code in (
+        "open(chr(1))", "s0.func", "(1).__class__", "Float('1e5', precision=open)", "eval('1')",
+        "Symbol('__import__')", "lambda: 1", "[x for x in s0]", "Symbol('a b')", "5!",
+    ):  # fmt: skip
+        assert not _safe_expression(code, guard=False), code
+    for code in ("__import__('os')", "L['x'].__class__", "L['x\"y']", "open('f') == 0"):
+        assert not _safe_expression(code, guard=True), code

@@ -39,6 +39,7 @@ _PLAIN = {
 }
 _MODEL = re.compile(r"^models/([A-Za-z0-9_]+)\.json$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NUMBER = re.compile(r"^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$")  # Float('1.5')
 _PART = re.compile(r"^[A-Za-z0-9_]+$")
 _SYMBOL = re.compile(r"^[a-z]+[0-9_]*[0-9]+$")  # s77, u0, zuf1, r0_2: torch's symbol names
 # what torch's printer writes into expr_str (sympy classes and torch's sympy functions)
@@ -47,11 +48,13 @@ _SYMPY_NAMES = frozenset(
     "sqrt oo zoo nan int_oo true false True False None Mul Add Pow Piecewise ITE Mod FloorDiv "
     "ModularIndexing Where PythonMod CleanDiv CeilToInt FloorToInt CeilDiv LShift RShift "
     "PowByNatural FloatPow FloatTrueDiv IntTrueDiv IsNonOverlappingAndDenseIndicator "
-    "TruncToFloat TruncToInt RoundToInt RoundDecimal ToFloat Identity".split()
+    "TruncToFloat TruncToInt RoundToInt RoundDecimal ToFloat Identity StrictGreaterThan "
+    "StrictLessThan GreaterThan LessThan Equality Unequality BooleanTrue BooleanFalse "
+    "IntInfinity NegativeIntInfinity Infinity NegativeInfinity".split()
 )
 _ASSUMPTIONS = frozenset(
     "positive negative nonnegative nonpositive integer real finite infinite zero nonzero even odd "
-    "rational evaluate".split()
+    "rational evaluate precision".split()
 )
 _TENSOR_METHODS = frozenset({"size", "stride", "storage_offset", "dim", "numel"})
 _OPERATORS = (
@@ -77,7 +80,10 @@ def _safe_expression(text: str, guard: bool) -> bool:
             continue
         if isinstance(node, ast.Constant):
             value = node.value
-            if isinstance(value, str) and not _IDENTIFIER.match(value) or "__" in str(value):
+            text = str(value)
+            if isinstance(value, str) and not (_IDENTIFIER.match(text) or _NUMBER.match(text)):
+                return False
+            if "__" in text:
                 return False
             if not isinstance(value, (int, float, str, bool)) and value is not None:
                 return False
