@@ -428,3 +428,18 @@ def test_pt2_expressions_torch_prints_are_admitted_and_code_is_not() -> None:
         assert not _safe_expression(code, guard=False), code
     for code in ("__import__('os')", "L['x'].__class__", "L['x\"y']", "open('f') == 0"):
         assert not _safe_expression(code, guard=True), code
+
+
+def test_transformers_log_lines_do_not_reach_the_user(workdir: Path) -> None:
+    """transformers logs about odd configs ("bos_token_id must be ..."): one clean run."""
+    folder = _tiny_llama(workdir / "odd")
+    config = json.loads((folder / "config.json").read_text())
+    config.update(bos_token_id=999, eos_token_id=998)  # outside the 32-token vocabulary
+    (folder / "config.json").write_text(json.dumps(config))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = subprocess.run(
+        [sys.executable, "-m", "prunecli", "prune", "odd", "-m", "snip", "-s", "0.5",
+         "--data", "digits", "-o", "out", "-q"],
+        cwd=workdir, capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert (run.returncode, run.stdout, run.stderr) == (0, "", "")

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from prunecli.errors import BadInput, Unsupported
+from prunecli.io.pt2 import quiet_torch
 
 INSTALL_HINT = "install the extra: pip install 'prunecli[hf]'"
 # output heads of transformers' task models: left dense unless --include names them
@@ -62,14 +63,16 @@ def build_module(
             INSTALL_HINT,
         ) from None
     try:
-        # trust_remote_code is always passed: left unset, transformers asks on stdout
-        config = transformers.AutoConfig.from_pretrained(
-            str(folder), local_files_only=True, trust_remote_code=trust_remote_code
-        )
-        # eager attention: the fused CPU kernels have no second derivative, which grasp needs
-        config._attn_implementation = "eager"
-        with torch.device("meta"):
-            meta = _instantiate(transformers, config, trust_remote_code)
+        # trust_remote_code is always passed: left unset, transformers asks on stdout.
+        # quiet: transformers logs its own config warnings; prunecli reports one line
+        with quiet_torch():
+            config = transformers.AutoConfig.from_pretrained(
+                str(folder), local_files_only=True, trust_remote_code=trust_remote_code
+            )
+            # eager attention: the fused CPU kernels have no second derivative, which grasp needs
+            config._attn_implementation = "eager"
+            with torch.device("meta"):
+                meta = _instantiate(transformers, config, trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - transformers raises many types for a bad config
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BadInput(
@@ -79,7 +82,8 @@ def build_module(
     _check_fits(meta, tensors, folder, config.to_dict())
     del meta
     try:
-        module = _instantiate(transformers, config, trust_remote_code)
+        with quiet_torch():
+            module = _instantiate(transformers, config, trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - as above
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BadInput(

@@ -253,7 +253,8 @@ def check_archive(data: bytes, path: Path) -> None:
 @contextlib.contextmanager
 def quiet_torch() -> Iterator[None]:
     """torch's loaders log warnings and whole tracebacks (``log.warning(..., exc_info=True)``)
-    on a damaged archive; prunecli reports one line instead, so none of it reaches stderr."""
+    on a damaged archive, transformers logs about configs; prunecli reports one line instead,
+    so none of their log lines or warnings reaches stderr while they load."""
     previous = logging.root.manager.disable
     logging.disable(logging.CRITICAL)
     try:
