@@ -123,29 +123,28 @@ def _dotted(name: object, empty: bool = False) -> bool:
     return all(_PART.match(part) for part in name.split("."))
 
 
-def _check_graph(value: Any, path: Path, record: str, key: str = "") -> None:
+def _check_graph(program: Any, path: Path, record: str) -> None:
     """Walk a ``models/*.json`` program. torch generates Python from its names (placeholders,
-    attributes, keyword arguments) and evaluates its expressions, so each must be inert."""
-    bad = None
-    if isinstance(value, dict):
-        for child_key, child in value.items():
-            if key.endswith("_values") or key == "range_constraints":
-                if not _dotted(child_key):
-                    bad = child_key
-            _check_graph(child, path, record, child_key)
-    elif isinstance(value, list):
-        for item in value:
-            _check_graph(item, path, record, key)
-    elif isinstance(value, str):
-        if key in ("name", "as_name", "forward_arg_names") and not _dotted(value, empty=True):
-            bad = value
-        elif (key.endswith("_name") or key == "fqn") and not _dotted(value, empty=True):
-            bad = value
-        elif key in ("expr_str", "guards_code") and not _safe_expression(value, key != "expr_str"):
-            bad = value
-    if bad is not None:
-        shown = bad if len(bad) <= 60 else bad[:57] + "..."
-        raise _refuse(path, f"{record} holds code, not a program: {key} {shown!r}")
+    attributes, keyword arguments) and evaluates its expressions, so each must be inert.
+    Iterative: a deeply nested document must not exhaust the recursion limit."""
+    stack: list[tuple[str, Any]] = [("", program)]
+    while stack:
+        key, value = stack.pop()
+        bad = None
+        if isinstance(value, dict):
+            names = key.endswith("_values") or key == "range_constraints"
+            bad = next((k for k in value if names and not _dotted(k)), None)
+            stack.extend(value.items())
+        elif isinstance(value, list):
+            stack.extend((key, item) for item in value)
+        elif isinstance(value, str):
+            if key in ("name", "as_name", "forward_arg_names", "fqn") or key.endswith("_name"):
+                bad = None if _dotted(value, empty=True) else value
+            elif key in ("expr_str", "guards_code"):
+                bad = None if _safe_expression(value, key == "guards_code") else value
+        if bad is not None:
+            shown = bad if len(bad) <= 60 else bad[:57] + "..."
+            raise _refuse(path, f"{record} holds code, not a program: {key} {shown!r}")
 
 
 def _payloads(reader: Any, path: Path, record: str, constants: bool) -> dict[str, Any]:
