@@ -55,6 +55,7 @@ def export_command(
     seed: opt.Seed = 0,
     arch: opt.Arch = None,
     arch_kwargs: opt.ArchKwargs = None,
+    trust_remote_code: opt.TrustRemoteCode = False,
     force: opt.Force = False,
     json_mode: opt.Json = False,
     quiet: opt.Quiet = False,
@@ -120,7 +121,7 @@ def export_command(
     check_outputs(read_paths(model), [Target(output), *check_report(report_file)], force)
 
     out = Output(json_mode, quiet, data_to_stderr=output == "-")
-    loaded, names = open_model(model, arch, arch_kwargs)
+    loaded, names = open_model(model, arch, arch_kwargs, trust_remote_code=trust_remote_code)
     check_input_shape(loaded, settings.input_shape, input_shape)
     report = export_to_file(loaded, names, settings, output)
     out.report(report, report_file)

@@ -36,6 +36,7 @@ def inspect_command(
     ] = False,
     arch: opt.Arch = None,
     arch_kwargs: opt.ArchKwargs = None,
+    trust_remote_code: opt.TrustRemoteCode = False,
     include: opt.Include = None,
     exclude: opt.Exclude = None,
     input_shape: opt.InputShape = None,
@@ -77,7 +78,15 @@ def inspect_command(
         report = stream_inspect(checkpoint, list(lazy.tensors) if all_tensors else names)
         _gate(report, min_sparsity, None, out, report_file)
         return
-    loaded, names = open_model(model, arch, arch_kwargs, include, exclude, check_weights=False)
+    loaded, names = open_model(
+        model,
+        arch,
+        arch_kwargs,
+        include,
+        exclude,
+        check_weights=False,
+        trust_remote_code=trust_remote_code,
+    )
     check_input_shape(loaded, shape, input_shape)
     if max_collapsed is not None:
         loaded.require_graph("--max-collapsed")

@@ -51,6 +51,14 @@ ArchKwargs = Annotated[
         show_default=False,
     ),
 ]
+TrustRemoteCode = Annotated[
+    bool,
+    typer.Option(
+        "--trust-remote-code",
+        help="Run the Python code a Hugging Face folder names in its config.json (auto_map) to "
+        "build the model. Only for folders you trust: that code runs with your rights.",
+    ),
+]
 Include = Annotated[
     list[str] | None,
     typer.Option(

@@ -37,6 +37,7 @@ def prune_command(
     seed: opt.Seed = 0,
     arch: opt.Arch = None,
     arch_kwargs: opt.ArchKwargs = None,
+    trust_remote_code: opt.TrustRemoteCode = False,
     include: opt.Include = None,
     exclude: opt.Exclude = None,
     output: opt.Output = None,
@@ -211,7 +212,9 @@ def prune_command(
             report_file,
         )
         return
-    loaded, names = open_model(model, arch, arch_kwargs, include, exclude)
+    loaded, names = open_model(
+        model, arch, arch_kwargs, include, exclude, trust_remote_code=trust_remote_code
+    )
     if dry_run:
         plan = plan_document(loaded, names, method or "scores", PruneSettings(target, scope), False)
         out.document(plan, lambda console: render_plan(console, plan))

@@ -46,6 +46,7 @@ def retrain_command(
     device: opt.Device = "cpu",
     arch: opt.Arch = None,
     arch_kwargs: opt.ArchKwargs = None,
+    trust_remote_code: opt.TrustRemoteCode = False,
     include: opt.Include = None,
     exclude: opt.Exclude = None,
     output: opt.Output = None,
@@ -106,7 +107,9 @@ def retrain_command(
     check_outputs(read_paths(model, data, rewind_to=rewind_to), targets, force)
 
     out = Output(json_mode, quiet, data_to_stderr=output == "-")
-    loaded, names = open_model(model, arch, arch_kwargs, include, exclude)
+    loaded, names = open_model(
+        model, arch, arch_kwargs, include, exclude, trust_remote_code=trust_remote_code
+    )
     module = loaded.require_graph("retrain")
     dataset = load_data(data)
     shape = loaded.arch.input_shape if loaded.arch else None

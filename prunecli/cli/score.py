@@ -14,6 +14,7 @@ def score_command(
     seed: opt.Seed = 0,
     arch: opt.Arch = None,
     arch_kwargs: opt.ArchKwargs = None,
+    trust_remote_code: opt.TrustRemoteCode = False,
     include: opt.Include = None,
     exclude: opt.Exclude = None,
     output: opt.Output = None,
@@ -57,7 +58,9 @@ def score_command(
     check_outputs(read_paths(model, data), targets, force)
 
     out = Output(json_mode, quiet, data_to_stderr=output == "-")
-    loaded, names = open_model(model, arch, arch_kwargs, include, exclude)
+    loaded, names = open_model(
+        model, arch, arch_kwargs, include, exclude, trust_remote_code=trust_remote_code
+    )
     options = opt.method_options(
         batches=batches,
         batch_size=batch_size,

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from prunecli.errors import BadInput, Unsupported
+from prunecli.io.pt2 import quiet_torch
 
 INSTALL_HINT = "install the extra: pip install 'prunecli[hf]'"
 # output heads of transformers' task models: left dense unless --include names them
@@ -31,8 +32,29 @@ def transformers_available() -> bool:
     return True
 
 
-def build_module(folder: Path, tensors: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """The model class named by ``config.json``, its parameters made the file's tensors."""
+REMOTE_CODE_HINT = "pass --trust-remote-code to run the folder's own Python code, if you trust it"
+# the slack over the stored tensors a config may add in buffers (rotary tables, masks)
+_BUFFER_SLACK = 1 << 24
+
+
+def remote_code(config: dict[str, Any] | None) -> list[str]:
+    """What ``auto_map`` in ``config.json`` names: Python files of the folder that transformers
+    would import (it asks on stdout first, or runs them when told to trust remote code)."""
+    auto_map = (config or {}).get("auto_map")
+    if not auto_map:
+        return []
+    values = auto_map.values() if isinstance(auto_map, dict) else [auto_map]
+    return [str(v) for v in values] or ["auto_map"]
+
+
+def build_module(
+    folder: Path, tensors: dict[str, torch.Tensor], trust_remote_code: bool = False
+) -> torch.nn.Module:
+    """The model class named by ``config.json``, its parameters made the file's tensors.
+
+    The model is first built on the ``meta`` device (no memory) and compared with the stored
+    tensors, so a config that asks for more than the folder holds (``{"model_type": "llama"}``
+    beside one small tensor would build a 7B model) is refused before anything is allocated."""
     try:
         import transformers
     except ImportError:
@@ -41,21 +63,96 @@ def build_module(folder: Path, tensors: dict[str, torch.Tensor]) -> torch.nn.Mod
             INSTALL_HINT,
         ) from None
     try:
-        config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
-        # eager attention: the fused CPU kernels have no second derivative, which grasp needs
-        config._attn_implementation = "eager"
-        names = list(getattr(config, "architectures", None) or [])
-        model_class = getattr(transformers, names[0], None) if names else None
-        module = model_class(config) if model_class else transformers.AutoModel.from_config(config)
+        # trust_remote_code is always passed: left unset, transformers asks on stdout.
+        # quiet: transformers logs its own config warnings; prunecli reports one line
+        with quiet_torch():
+            config = transformers.AutoConfig.from_pretrained(
+                str(folder), local_files_only=True, trust_remote_code=trust_remote_code
+            )
+            # eager attention: the fused CPU kernels have no second derivative, which grasp needs
+            config._attn_implementation = "eager"
+            with torch.device("meta"):
+                meta = _instantiate(transformers, config, trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - transformers raises many types for a bad config
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BadInput(
             f"{folder}/config.json: transformers cannot build this model ({detail})",
             "check model_type and the sizes in config.json",
         ) from None
+    _check_fits(meta, tensors, folder, config.to_dict())
+    del meta
+    try:
+        with quiet_torch():
+            module = _instantiate(transformers, config, trust_remote_code)
+    except Exception as exc:  # noqa: BLE001 - as above
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BadInput(
+            f"{folder}/config.json: transformers cannot build this model ({detail})"
+        ) from None
     _load(module, tensors, folder)
     _speak_labelled_batches(module)
     return module
+
+
+def _instantiate(transformers: Any, config: Any, trust_remote_code: bool) -> torch.nn.Module:
+    names = list(getattr(config, "architectures", None) or [])
+    model_class = getattr(transformers, names[0], None) if names else None
+    if isinstance(model_class, type) and issubclass(model_class, torch.nn.Module):
+        return model_class(config)
+    return transformers.AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+
+
+def _check_fits(
+    meta: torch.nn.Module, tensors: dict[str, torch.Tensor], folder: Path, config: dict[str, Any]
+) -> None:
+    """Every tensor the config's model holds is stored with the same shape (tied ones aside),
+    and the model's buffers stay within a small slack of the stored size."""
+    expected = meta.state_dict()
+    tied = _tied(meta, by_identity=True)
+    for name, tensor in expected.items():
+        if name not in tensors:
+            continue
+        stored, wanted = tuple(tensors[name].shape), tuple(tensor.shape)
+        if stored != wanted:
+            raise BadInput(
+                f"{folder}/config.json says {_sizes(config, wanted, stored)} but "
+                f"{name} is {_shape(stored)}",
+                "the config.json and the weights must come from the same model",
+            )
+    extra = [name for name in tensors if name not in expected]
+    if extra:
+        raise BadInput(
+            f"{folder} does not fit its config.json: tensor {extra[0]!r} "
+            "has no place in the architecture"
+        )
+    params = {name for name, _ in meta.named_parameters()}
+    missing = [n for n in expected if n in params and n not in tensors and n not in tied]
+    if missing:
+        raise BadInput(f"{folder} lacks tensor {missing[0]!r}, which its config.json needs")
+    built = sum(t.numel() for t in meta.parameters()) + sum(b.numel() for b in meta.buffers())
+    stored_numel = sum(t.numel() for t in tensors.values())
+    if built > 2 * stored_numel + _BUFFER_SLACK:
+        raise BadInput(
+            f"{folder}/config.json builds a model of {built:,} values, but the folder stores "
+            f"{stored_numel:,}",
+            "the config.json and the weights must come from the same model",
+        )
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "×".join(str(d) for d in shape) if shape else "a scalar"
+
+
+def _sizes(config: dict[str, Any], wanted: tuple[int, ...], stored: tuple[int, ...]) -> str:
+    """``vocab_size 32000, hidden_size 4096``: the config entries behind the dimensions that
+    differ from the stored ones (the shape itself when no entry has that value)."""
+    said = []
+    for index, dim in enumerate(wanted):
+        if index < len(stored) and stored[index] == dim:
+            continue
+        keys = [k for k, v in config.items() if type(v) is int and v == dim]
+        said.append(f"{keys[0]} {dim}" if keys else f"dimension {index} is {dim}")
+    return ", ".join(dict.fromkeys(said)) or f"the shape is {_shape(wanted)}"
 
 
 def _speak_labelled_batches(module: torch.nn.Module) -> None:
@@ -100,12 +197,13 @@ def _load(module: torch.nn.Module, tensors: dict[str, torch.Tensor], folder: Pat
     module.eval()
 
 
-def _tied(module: torch.nn.Module) -> set[str]:
-    """Parameter names that share storage with another parameter (tied weights)."""
+def _tied(module: torch.nn.Module, by_identity: bool = False) -> set[str]:
+    """Parameter names that share storage with another parameter (tied weights); on the meta
+    device, where no tensor has storage, those that are the same parameter."""
     seen: dict[int, str] = {}
     tied: set[str] = set()
     for name, param in module.named_parameters(remove_duplicate=False):
-        key = param.data_ptr()
+        key = id(param) if by_identity else param.data_ptr()
         if key in seen:
             tied.update({name, seen[key]})
         seen[key] = name

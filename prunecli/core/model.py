@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import torch
 
-from prunecli.errors import BadInput, Unsupported
+from prunecli.errors import BadInput, PrunecliError, Unsupported
 from prunecli.io import safetensors as st
 from prunecli.io.inputs import check_input
 from prunecli.io.jsonfile import parse_json
@@ -48,6 +49,7 @@ class LoadedModel:
     weight_names: list[str] | None = None  # ONNX: initializers that are MatMul/Gemm/Conv weights
     checkpoint: Any = None  # io.checkpoint.Checkpoint: the shards of a folder or file on disk
     hf_config: dict[str, Any] | None = None  # config.json of a Hugging Face folder
+    remote_code: list[str] | None = None  # what its auto_map names (not run without opt-in)
 
     def require_graph(self, method: str) -> torch.nn.Module:
         if self.module is not None:
@@ -57,6 +59,15 @@ class LoadedModel:
                 f"{method} needs a PyTorch graph; an ONNX model supports inspect and the "
                 "weights-only methods (magnitude, random)",
                 "run it on the PyTorch model (with --arch), then export to ONNX",
+            )
+        if self.remote_code:
+            from prunecli.core.hf import REMOTE_CODE_HINT
+
+            raise Unsupported(
+                f"{method} needs the model's architecture; {self.source}/config.json names the "
+                f"folder's own Python code (auto_map: {self.remote_code[0]}), which prunecli "
+                "does not run on its own",
+                REMOTE_CODE_HINT,
             )
         if self.hf_config is not None:
             from prunecli.core.hf import INSTALL_HINT
@@ -89,8 +100,16 @@ def parse_arch_kwargs(text: str | None, origin: str = "--arch-kwargs") -> dict[s
     return value
 
 
-def load_model(source: str, arch: str | None = None, arch_kwargs: str | None = None) -> LoadedModel:
-    """Load ``source`` (a path or ``-``) and, when known, build its architecture around it."""
+def load_model(
+    source: str,
+    arch: str | None = None,
+    arch_kwargs: str | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load ``source`` (a path or ``-``) and, when known, build its architecture around it.
+
+    ``trust_remote_code``: a Hugging Face folder whose config.json names its own Python code
+    (``auto_map``) is built by running that code; without it such a folder is weights-only."""
     if source != STDIO and Path(source).suffix == ".pt2":
         if arch:
             raise BadInput("a .pt2 program carries its own graph; drop --arch")
@@ -100,7 +119,7 @@ def load_model(source: str, arch: str | None = None, arch_kwargs: str | None = N
             raise BadInput("an ONNX model carries its own graph; drop --arch")
         return _load_onnx(Path(source))
     if source != STDIO and Path(source).is_dir():
-        return _load_folder(source, arch, arch_kwargs)
+        return _load_folder(source, arch, arch_kwargs, trust_remote_code)
     tensors, header, size = _read_safetensors(source)
     model = LoadedModel(tensors, header.metadata, source, "safetensors", size)
     architecture = _architecture(model.metadata, arch, arch_kwargs, source)
@@ -112,7 +131,9 @@ def load_model(source: str, arch: str | None = None, arch_kwargs: str | None = N
     return model
 
 
-def _load_folder(source: str, arch: str | None, arch_kwargs: str | None) -> LoadedModel:
+def _load_folder(
+    source: str, arch: str | None, arch_kwargs: str | None, trust_remote_code: bool
+) -> LoadedModel:
     """A sharded or Hugging Face folder, all in memory; its module from transformers if known."""
     from prunecli.core import hf
     from prunecli.io.checkpoint import open_checkpoint
@@ -128,7 +149,9 @@ def _load_folder(source: str, arch: str | None, arch_kwargs: str | None) -> Load
     if arch is not None:
         _attach(model, Architecture(arch, parse_arch_kwargs(arch_kwargs)))
     elif checkpoint.config is not None and hf.transformers_available():
-        model.module = hf.build_module(Path(source), tensors)
+        model.remote_code = hf.remote_code(checkpoint.config)
+        if not model.remote_code or trust_remote_code:
+            model.module = hf.build_module(Path(source), tensors, trust_remote_code)
     return model
 
 
@@ -189,7 +212,9 @@ def build_module(architecture: Architecture) -> torch.nn.Module:
         architecture.input_shape = built.input_shape
         architecture.num_classes = built.num_classes
         return built.module
-    module = _import_factory(architecture.name)(**architecture.kwargs)
+    module = _call_factory(
+        architecture.name, _import_factory(architecture.name), architecture.kwargs
+    )
     if isinstance(module, zoo.ZooModel):
         architecture.input_shape, architecture.num_classes = module.input_shape, module.num_classes
         module = module.module
@@ -201,25 +226,55 @@ def build_module(architecture: Architecture) -> torch.nn.Module:
     return module
 
 
+# pkg.module:factory — dotted identifiers, a colon, an identifier; nothing relative
+_IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+
+
 def _import_factory(spec: str) -> Any:
     from prunecli import zoo
 
     if ":" not in spec:
         zoo.build_arch(spec)  # raises the unknown-architecture error with a suggestion
+    if not _IMPORT_PATH.match(spec):
+        raise BadInput(
+            f"--arch {spec!r} is neither a zoo name nor an import path",
+            "write pkg.module:factory (a module importable from here, then the function)",
+        )
     module_name, _, attr = spec.partition(":")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
         raise BadInput(f"cannot import --arch {spec}: {exc}") from None
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's module failed to import
+        raise BadInput(f"cannot import --arch {spec}: {_one_line(exc)}") from None
+    factory = getattr(module, attr, None)
+    if factory is None:
+        raise BadInput(f"cannot import --arch {spec}: {module_name} has no attribute {attr!r}")
     if not callable(factory):
         raise BadInput(f"--arch {spec} is not callable")
     return factory
 
 
-def _attach(model: LoadedModel, architecture: Architecture) -> None:
-    """Build the module and make its parameters the file's tensors, or say where they differ."""
-    module = build_module(architecture)
-    expected = module.state_dict()
+def _call_factory(spec: str, factory: Any, kwargs: dict[str, Any]) -> Any:
+    """The user's factory is the user's code: its failure is a bad input (exit 2) naming it."""
+    try:
+        return factory(**kwargs)
+    except PrunecliError:
+        raise  # e.g. a zoo build with bad kwargs inside the factory: already says what is wrong
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - whatever the factory raises
+        raise BadInput(f"--arch {spec} failed to build the model: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _check_fit(model: LoadedModel, architecture: Architecture, expected: dict[str, Any]) -> None:
+    """The file's tensors are exactly the architecture's, shape for shape."""
     for name, tensor in expected.items():
         if name not in model.tensors:
             raise BadInput(
@@ -236,6 +291,20 @@ def _attach(model: LoadedModel, architecture: Architecture) -> None:
         raise BadInput(
             f"{model.source} does not fit {architecture.name}: the file has tensor {extra[0]!r}, which the architecture lacks"
         )
+
+
+def _attach(model: LoadedModel, architecture: Architecture) -> None:
+    """Build the module and make its parameters the file's tensors, or say where they differ.
+
+    A zoo architecture is compared on the meta device first: its kwargs (from the command line
+    or the file's metadata) must not allocate anything the stored tensors do not fill."""
+    from prunecli import zoo
+
+    if zoo.is_zoo_name(architecture.name):
+        meta = zoo.build_arch(architecture.name, architecture.kwargs, device="meta")
+        _check_fit(model, architecture, meta.module.state_dict())
+    module = build_module(architecture)
+    _check_fit(model, architecture, module.state_dict())
     module.load_state_dict(model.tensors, strict=True, assign=True)
     module.eval()
     model.module = module
@@ -243,7 +312,7 @@ def _attach(model: LoadedModel, architecture: Architecture) -> None:
 
 
 def _load_pt2(path: Path) -> LoadedModel:
-    from prunecli.io.pt2 import load_program
+    from prunecli.io.pt2 import load_program, quiet_torch
 
     check_input(path)
     program = load_program(path)
@@ -253,9 +322,9 @@ def _load_pt2(path: Path) -> LoadedModel:
         tuple(example[0].shape[1:]) if example and isinstance(example[0], torch.Tensor) else None
     )
     arch = Architecture("torch.export", input_shape=shape)
-    return LoadedModel(
-        tensors, {}, str(path), "pt2", path.stat().st_size, program.module(), arch, program
-    )
+    with quiet_torch():  # unlifting the program warns about torch's own deprecations
+        module = program.module()
+    return LoadedModel(tensors, {}, str(path), "pt2", path.stat().st_size, module, arch, program)
 
 
 def _load_onnx(path: Path) -> LoadedModel:

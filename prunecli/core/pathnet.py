@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Literal
 
@@ -55,7 +56,10 @@ class PathNetwork:
     def __init__(
         self, module: torch.nn.Module, batchnorm: BatchNormMode, device: str = "cpu"
     ) -> None:
-        self.module = copy.deepcopy(module).to(device=device, dtype=torch.float64).eval()
+        with warnings.catch_warnings():  # copying a .pt2 graph trips a deprecation inside torch
+            warnings.simplefilter("ignore", FutureWarning)
+            copied = copy.deepcopy(module)
+        self.module = copied.to(device=device, dtype=torch.float64).eval()
         self.device = device
         for submodule in self.module.modules():
             if isinstance(submodule, _POOLS + _ADAPTIVE_POOLS):

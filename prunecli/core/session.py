@@ -20,9 +20,10 @@ def open_model(
     include: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
     check_weights: bool = True,
+    trust_remote_code: bool = False,
 ) -> tuple[LoadedModel, list[str]]:
     """The loaded model and its prunable tensor names (finite, unless ``check_weights`` is off)."""
-    model = load_model(source, arch, arch_kwargs)
+    model = load_model(source, arch, arch_kwargs, trust_remote_code)
     names = select_prunable(model, include or (), exclude or ())
     if check_weights:
         check_finite(model, names)
