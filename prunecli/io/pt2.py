@@ -14,7 +14,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import io
-import json
 import logging
 import re
 import warnings
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prunecli.errors import BadInput
+from prunecli.io.jsonfile import parse_json
 
 if TYPE_CHECKING:
     import torch
@@ -168,10 +168,7 @@ def _payloads(reader: Any, path: Path, record: str, constants: bool) -> dict[str
 
 
 def _json(reader: Any, path: Path, record: str) -> Any:
-    try:
-        return json.loads(reader.read_bytes(record))
-    except (ValueError, RecursionError):
-        raise _refuse(path, f"{record} is not valid JSON") from None
+    return parse_json(reader.read_bytes(record), f"{path}: {record}")
 
 
 def _check_tensors_only(reader: Any, path: Path, record: str) -> None:
