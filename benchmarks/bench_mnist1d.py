@@ -176,7 +176,7 @@ def _at_init(work: Path, init: str, method: str, scope: str, sparsity: float, se
     """Prune the init with ``method``, then train the mask for the same steps (retrain)."""
     from prunecli.core.session import open_model
     from prunecli.core.training_jobs import RetrainRequest, retrain_to_file
-    from prunecli.data import load_data
+    from prunecli.data_sources import load_data
 
     pruned = str(work / f"{method}-{scope}-{sparsity}.safetensors")
     _prune(init, method, scope, sparsity, pruned, settings, {})
@@ -194,7 +194,7 @@ def _published_random(init: str, sparsity: float, settings) -> list[float]:
 
     from prunecli.core.session import open_model
     from prunecli.core.training import train
-    from prunecli.data import load_data
+    from prunecli.data_sources import load_data
 
     model, _ = open_model(init)
     generator = torch.Generator().manual_seed(settings.seed)

@@ -18,9 +18,8 @@ from prunecli.data import (
     batch_options,
     check_fits,
     from_arrays,
-    load_data,
-    load_image_folder,
 )
+from prunecli.data_sources import load_data, load_image_folder
 from prunecli.errors import BadInput, Unsupported
 
 
@@ -256,7 +255,7 @@ def test_pickled_arrays_are_refused(tmp_path: Path) -> None:
 
 
 def test_missing_optional_dependency(monkeypatch: pytest.MonkeyPatch) -> None:
-    import prunecli.data as data_module
+    import prunecli.data_sources as data_module
 
     monkeypatch.setitem(__import__("sys").modules, "mnist1d", None)
     monkeypatch.setitem(__import__("sys").modules, "mnist1d.data", None)

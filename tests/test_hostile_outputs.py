@@ -20,7 +20,7 @@ import pytest
 import torch
 from conftest import SMALL_MLP, assert_refused, files_in, metadata_of, write_weights, write_zoo
 
-import prunecli.io.paths as paths
+import prunecli.io.atomic as atomic
 import prunecli.io.safetensors as st
 from prunecli.core import stream_output
 from prunecli.io.checkpoint import INDEX
@@ -279,16 +279,16 @@ def test_no_replace_without_renameat2(tmp_path: Path, monkeypatch) -> None:
     def missing(source, target):
         raise NotImplementedError
 
-    monkeypatch.setattr(paths, "_renameat2_noreplace", missing)
+    monkeypatch.setattr(atomic, "_renameat2_noreplace", missing)
     for kind in ("file", "folder"):
         source, target = tmp_path / f"new-{kind}", tmp_path / f"there-{kind}"
         source.write_text("new") if kind == "file" else source.mkdir()
         target.write_text("old")
-        with pytest.raises(paths.BadInput, match="appeared while"):
-            paths.rename_new(source, target, str(target), replace=False)
+        with pytest.raises(atomic.BadInput, match="appeared while"):
+            atomic.rename_new(source, target, str(target), replace=False)
         assert target.read_text() == "old" and source.exists()
         target.unlink()
-        paths.rename_new(source, target, str(target), replace=False)
+        atomic.rename_new(source, target, str(target), replace=False)
         assert target.exists() and not source.exists()
 
 

@@ -488,11 +488,11 @@ def test_npz_declaring_more_than_it_holds(cli, folder: Path) -> None:
 
 def test_npz_expanding_past_memory(cli, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A compressed archive that expands beyond memory (memory made small for the test)."""
-    import prunecli.data as data
+    import prunecli.npz as npz
 
     x = np.zeros((4096, 12), np.float32)
     np.savez_compressed(folder / "big.npz", x=x, y=np.zeros(4096, np.int64))
     assert (folder / "big.npz").stat().st_size < 10_000
-    monkeypatch.setattr(data, "_memory_bytes", lambda: 100_000)
+    monkeypatch.setattr(npz, "_memory_bytes", lambda: 100_000)
     args = ("prune", "model.safetensors", "-m", "snip", "-s", "0.5", "--data", "big.npz")
     run_refused(cli, folder, args, 2, "big.npz", "more than this machine's memory")

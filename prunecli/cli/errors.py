@@ -14,8 +14,8 @@ import typer
 
 from prunecli.cli.text import printable
 from prunecli.errors import PrunecliError
+from prunecli.io.atomic import silence_stdout
 from prunecli.io.inputs import path_refusal
-from prunecli.io.paths import silence_stdout
 
 F = TypeVar("F", bound=Callable[..., Any])
 

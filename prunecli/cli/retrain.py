@@ -8,7 +8,8 @@ import typer
 
 from prunecli.cli import options as opt
 from prunecli.cli.errors import handle_errors
-from prunecli.cli.output import Output, check_report, read_paths
+from prunecli.cli.output import Output, read_paths
+from prunecli.cli.report_files import check_report
 
 
 @handle_errors
@@ -77,7 +78,8 @@ def retrain_command(
     from prunecli.core.session import open_model
     from prunecli.core.training_jobs import RetrainRequest, retrain_to_file
     from prunecli.core.writing import check_format
-    from prunecli.data import check_fits, load_data
+    from prunecli.data import check_fits
+    from prunecli.data_sources import load_data
     from prunecli.errors import BadInput
     from prunecli.io.paths import Target, check_outputs, default_output
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from prunecli.cli import options as opt
 from prunecli.cli.errors import handle_errors
-from prunecli.cli.output import Output, check_report, read_paths
+from prunecli.cli.output import Output, read_paths
+from prunecli.cli.report_files import check_report
 
 
 @handle_errors

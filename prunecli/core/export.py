@@ -32,7 +32,8 @@ from prunecli.core.writing import model_metadata, write_model
 from prunecli.errors import BadInput, Unsupported
 from prunecli.io import onnx as onnx_io
 from prunecli.io import safetensors as st
-from prunecli.io.paths import STDIO, atomic_output, named_path
+from prunecli.io.atomic import atomic_output
+from prunecli.io.paths import STDIO, named_path
 
 TARGETS = ("onnx", "safetensors", "pt2")
 SUFFIXES = {".onnx": "onnx", ".safetensors": "safetensors", ".pt2": "pt2"}

@@ -127,7 +127,8 @@ def resolve_inputs(
         )
     dataset = None
     if "data" in criterion.needs:
-        from prunecli.data import batch_options, check_fits, load_data
+        from prunecli.data import batch_options, check_fits
+        from prunecli.data_sources import load_data
 
         _, batch_size = batch_options(options or {})
         dataset = load_data(data)

@@ -25,8 +25,9 @@ from prunecli.core.selection import default_prunable
 from prunecli.errors import BadInput, Unsupported
 from prunecli.io import bitmask
 from prunecli.io import safetensors as st
+from prunecli.io.atomic import atomic_output
 from prunecli.io.jsonfile import parse_json
-from prunecli.io.paths import STDIO, atomic_output
+from prunecli.io.paths import STDIO
 
 
 def model_metadata(model: LoadedModel, extra: Mapping[str, Any]) -> dict[str, str]:

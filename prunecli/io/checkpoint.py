@@ -21,9 +21,10 @@ from pathlib import Path
 
 from prunecli.errors import BadInput
 from prunecli.io import safetensors as st
+from prunecli.io.atomic import rename_new, temp_prefix, umask
 from prunecli.io.inputs import check_input
 from prunecli.io.jsonfile import read_json_file
-from prunecli.io.paths import may_replace, rename_new, temp_prefix, umask
+from prunecli.io.paths import may_replace
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
@@ -208,7 +209,7 @@ def atomic_folder(output: str) -> Iterator[Path]:
     """A temporary folder beside ``output``, renamed into place only when the block succeeds.
 
     An existing folder is replaced only where the output check allowed it (--force); one that
-    appeared meanwhile is never replaced silently (paths.rename_new)."""
+    appeared meanwhile is never replaced silently (atomic.rename_new)."""
     target = Path(os.path.abspath(output))  # "out/." and "out/" name the folder "out"
     try:
         staging = Path(tempfile.mkdtemp(prefix=temp_prefix(target), dir=target.parent))

@@ -1,0 +1,110 @@
+"""The ``--report`` files: their formats, Markdown, SVG, HTML, JSON and PNG, and saving them."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prunecli.cli.report_view import export_lines, percent, render_report, topology_line
+from prunecli.cli.text import DataConsole, markdown_cell, printable
+from prunecli.cli.training_view import training_markdown
+from prunecli.errors import BadInput
+from prunecli.io.atomic import atomic_output
+from prunecli.io.paths import Target
+
+if TYPE_CHECKING:
+    from prunecli.core.report import Report
+
+REPORT_SUFFIXES = (".json", ".md", ".svg", ".html")
+
+
+def report_markdown(report: Report) -> str:
+    topology = report.topology
+    extra = " eff. sparsity | nodes |" if topology else ""
+    lines = [
+        f"# prunecli {report.command}: {markdown_cell(report.model['path'])}",
+        "",
+        f"| layer | shape | dtype | params | non-zero | sparsity |{extra}",
+        "|---|---|---|---:|---:|---:|" + ("---:|---:|" if topology else ""),
+    ]
+    for layer in report.layers:
+        shape = "×".join(str(d) for d in layer.shape)
+        name, dtype = markdown_cell(layer.name), markdown_cell(layer.dtype)
+        row = f"| {name} | {shape} | {dtype} | {layer.params:,} | {layer.nonzero:,} | {percent(layer.sparsity)} |"
+        if topology:
+            found = topology.layer(layer.name)
+            row += (
+                f" {percent(found.effective_sparsity)} | {found.effective_nodes:,}/{found.nodes:,}"
+                f"{' **collapsed**' if found.collapsed else ''} |"
+                if found
+                else " | |"
+            )
+        lines.append(row)
+    total = f"| **prunable total** | | | {report.prunable_params:,} | {report.prunable_nonzero:,} | {percent(report.sparsity)} |"
+    if topology:
+        total += f" {percent(topology.effective_sparsity)} | {topology.effective_nodes:,}/{topology.nodes:,} |"
+    lines.append(total)
+    line = topology_line(report)
+    if line is not None:
+        lines += ["", markdown_cell(line.plain)]
+    if report.pruning:
+        lines += ["", "```json", json.dumps(report.pruning, indent=2), "```"]
+    lines += training_markdown(report.training, None)
+    if report.export:
+        lines += ["", *[f"- {markdown_cell(line)}" for line in export_lines(report)]]
+    lines += [
+        f"- {markdown_cell(c.name)}: {'passed' if c.passed else 'FAILED'} — "
+        f"{markdown_cell(c.message)}"
+        for c in report.checks
+    ]
+    lines += [f"- warning: {markdown_cell(w)}" for w in report.warnings]
+    return "\n".join(lines) + "\n"
+
+
+def check_report(path: Path | None, curve: bool = False) -> list[Target]:
+    """Refuse a ``--report`` of an unknown kind before any work; the report's path as a target
+    for io.paths.check_outputs (empty without ``--report``).
+
+    ``curve``: the run has rounds (a training method), so .svg and .png draw accuracy against
+    sparsity (cli/curve.py)."""
+    if path is None:
+        return []
+    suffix = path.suffix.lower()
+    if suffix == ".png" and not curve:
+        raise BadInput(
+            f"--report {path}: a .png report draws the rounds of a training method (e.g. imp)",
+            "use .json, .md, .svg or .html",
+        )
+    if suffix not in REPORT_SUFFIXES and suffix != ".png":
+        raise BadInput(f"--report {path}: unknown report format", "use .json, .md, .svg or .html")
+    return [Target(str(path), "--report")]
+
+
+def save_report(report: Report, path: Path) -> None:
+    data = report_bytes(report, path)
+    with atomic_output(str(path)) as stream:
+        stream.write(data)
+
+
+def report_bytes(report: Report, path: Path) -> bytes:
+    """The ``--report`` file's contents for ``path``'s suffix, rendered in memory."""
+    suffix = path.suffix.lower()
+    rounds = (report.pruning or {}).get("rounds")
+    if rounds and suffix in (".svg", ".png"):
+        from prunecli.cli.curve import curve_png, curve_svg
+
+        title = f"{printable(report.pruning['method'])}: test accuracy against sparsity"
+        return curve_svg(rounds, title).encode() if suffix == ".svg" else curve_png(rounds, title)
+    if suffix == ".json":
+        text = json.dumps(report.to_json(), indent=2) + "\n"
+    elif suffix == ".md":
+        text = report_markdown(report)
+    elif suffix in (".svg", ".html"):
+        recorder = DataConsole(record=True, file=io.StringIO(), width=120, force_terminal=True)
+        render_report(recorder, report)
+        text = recorder.export_svg(title="prunecli") if suffix == ".svg" else recorder.export_html()
+    else:
+        raise BadInput(f"--report {path}: unknown report format", "use .json, .md, .svg or .html")
+    return text.encode("utf-8")
