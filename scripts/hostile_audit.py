@@ -27,6 +27,8 @@ W = Path(sys.argv[1])
 W.mkdir(parents=True)
 os.chdir(W)
 rows = []
+MAGNITUDE = ["prune", "m.safetensors", "-m", "magnitude", "-s", "0.5"]
+SYNFLOW = ["prune", "m.safetensors", "-m", "synflow", "-s", "0.5"]
 
 
 def snap(root=W):
@@ -283,12 +285,7 @@ run(
 run(
     "10 --arch-kwargs deeply nested",
     [
-        "prune",
-        "m.safetensors",
-        "-m",
-        "magnitude",
-        "-s",
-        "0.5",
+        *MAGNITUDE,
         "--arch",
         "mlp",
         "--arch-kwargs",
@@ -301,12 +298,7 @@ run(
 run(
     "10 --arch-kwargs 5000-digit int",
     [
-        "prune",
-        "m.safetensors",
-        "-m",
-        "magnitude",
-        "-s",
-        "0.5",
+        *MAGNITUDE,
         "--arch",
         "mlp",
         "--arch-kwargs",
@@ -323,12 +315,7 @@ run("10 safetensors header nested 50000 deep", ["inspect", "deep.safetensors"], 
 run(
     "11 --arch-kwargs widths [1e9,1e9]",
     [
-        "prune",
-        "m.safetensors",
-        "-m",
-        "synflow",
-        "-s",
-        "0.5",
+        *SYNFLOW,
         "--arch",
         "mlp",
         "--arch-kwargs",
@@ -341,12 +328,7 @@ run(
 run(
     "11 --input-shape 16,16",
     [
-        "prune",
-        "m.safetensors",
-        "-m",
-        "synflow",
-        "-s",
-        "0.5",
+        *SYNFLOW,
         "--input-shape",
         "16,16",
         "-o",
@@ -358,12 +340,7 @@ for a in (":", ".:x", "..foo:x"):
     run(
         f"11 --arch {a!r}",
         [
-            "prune",
-            "m.safetensors",
-            "-m",
-            "synflow",
-            "-s",
-            "0.5",
+            *SYNFLOW,
             "--arch",
             a,
             "-o",
@@ -375,12 +352,7 @@ Path("fac.py").write_text("def f(**k):\n    raise ValueError('boom')\n")
 run(
     "11 --arch factory that raises",
     [
-        "prune",
-        "m.safetensors",
-        "-m",
-        "synflow",
-        "-s",
-        "0.5",
+        *SYNFLOW,
         "--arch",
         "fac:f",
         "-o",
@@ -391,7 +363,7 @@ run(
 )
 run(
     "11 -o 300-char name",
-    ["prune", "m.safetensors", "-m", "magnitude", "-s", "0.5", "-o", "a" * 300 + ".safetensors"],
+    [*MAGNITUDE, "-o", "a" * 300 + ".safetensors"],
     2,
 )
 PRUNE_TO_STDOUT = "prunecli prune m.safetensors -m magnitude -s 0.5 -o -"

@@ -74,6 +74,28 @@ def write_weights(
     return path
 
 
+def write_llama(folder: Path, max_shard_size: str | None = None, **sizes: int) -> Path:
+    """A small Llama saved with ``save_pretrained`` (seed 0); ``sizes`` override the config's
+    (by default one layer of width 16, vocabulary 32). Skips the test without transformers."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        **{
+            "vocab_size": 32,
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 32,
+            **sizes,
+        }
+    )
+    shards = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
+    transformers.LlamaForCausalLM(config).save_pretrained(folder, **shards)
+    return folder
+
+
 def write_method_inputs(folder: Path) -> Path:
     """What the training methods' CLI tests start from: ``data.npz`` (240 samples of 12
     features, three classes from the signs of the first two) and ``init.safetensors``, a fresh

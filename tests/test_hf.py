@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import report_of
+from conftest import report_of, write_llama
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -21,16 +21,16 @@ from prunecli.core.session import open_model  # noqa: E402
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("hf") / "llama-like"
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
+    write_llama(
+        folder,
+        "50KB",
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
         num_attention_heads=4,
-        num_key_value_heads=2,
         vocab_size=128,
+        max_position_embeddings=2048,
     )
-    transformers.LlamaForCausalLM(config).save_pretrained(folder, max_shard_size="50KB")
     (folder / "tokenizer_config.json").write_text('{"model_max_length": 64}')
     return folder
 

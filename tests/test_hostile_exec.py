@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_refused, run_refused, write_weights
+from conftest import assert_refused, run_refused, write_llama, write_weights
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -218,26 +218,10 @@ def test_pt2_programs_torch_writes_still_load(cli, workdir: Path) -> None:
 # --- Hugging Face folders ------------------------------------------------------------------------
 
 
-def _tiny_llama(folder: Path) -> Path:
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=32,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=32,
-    )
-    transformers.LlamaForCausalLM(config).save_pretrained(folder)
-    return folder
-
-
 def _remote_code_folder(workdir: Path, marker: Path) -> Path:
     """A real small model whose config.json names the folder's own code (auto_map); importing
     that code creates ``marker``."""
-    folder = _tiny_llama(workdir / "remote")
+    folder = write_llama(workdir / "remote")
     config = json.loads((folder / "config.json").read_text())
     config["auto_map"] = {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel"}
     config["architectures"] = ["EvilModel"]
@@ -320,7 +304,7 @@ def test_minimal_config_is_compared_before_building(cli, workdir: Path, name: st
 
 
 def test_config_with_tensors_it_lacks_is_refused_before_building(cli, workdir: Path) -> None:
-    folder = _tiny_llama(workdir / "small")
+    folder = write_llama(workdir / "small")
     config = json.loads((folder / "config.json").read_text())
     config["num_hidden_layers"] = 4000  # 4000 layers the folder does not store
     (folder / "config.json").write_text(json.dumps(config))
@@ -432,7 +416,7 @@ def test_pt2_expressions_torch_prints_are_admitted_and_code_is_not() -> None:
 
 def test_transformers_log_lines_do_not_reach_the_user(workdir: Path) -> None:
     """transformers logs about odd configs ("bos_token_id must be ..."): one clean run."""
-    folder = _tiny_llama(workdir / "odd")
+    folder = write_llama(workdir / "odd")
     config = json.loads((folder / "config.json").read_text())
     config.update(bos_token_id=999, eos_token_id=998)  # outside the 32-token vocabulary
     (folder / "config.json").write_text(json.dumps(config))
