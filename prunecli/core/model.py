@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import re
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +90,14 @@ class LoadedModel:
             "pass --arch NAME (see `prunecli init --help`) or --arch pkg.module:factory, "
             "or give a .pt2 program",
         )
+
+
+def copy_module(module: torch.nn.Module) -> torch.nn.Module:
+    """A private copy of ``module`` (weights and buffers); copying a ``.pt2`` graph module trips
+    a deprecation warning inside torch that is not the user's business."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return copy.deepcopy(module)
 
 
 def parse_arch_kwargs(text: str | None, origin: str = "--arch-kwargs") -> dict[str, Any]:

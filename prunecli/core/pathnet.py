@@ -12,13 +12,13 @@ serves zoo modules and the flat graphs of ``.pt2`` programs.
 
 from __future__ import annotations
 
-import copy
 import math
-import warnings
 from collections.abc import Mapping
 from typing import Literal
 
 import torch
+
+from prunecli.core.model import copy_module
 
 BatchNormMode = Literal["identity", "scale"]
 _POOLS = (torch.nn.AvgPool1d, torch.nn.AvgPool2d, torch.nn.AvgPool3d)
@@ -56,10 +56,7 @@ class PathNetwork:
     def __init__(
         self, module: torch.nn.Module, batchnorm: BatchNormMode, device: str = "cpu"
     ) -> None:
-        with warnings.catch_warnings():  # copying a .pt2 graph trips a deprecation inside torch
-            warnings.simplefilter("ignore", FutureWarning)
-            copied = copy.deepcopy(module)
-        self.module = copied.to(device=device, dtype=torch.float64).eval()
+        self.module = copy_module(module).to(device=device, dtype=torch.float64).eval()
         self.device = device
         for submodule in self.module.modules():
             if isinstance(submodule, _POOLS + _ADAPTIVE_POOLS):

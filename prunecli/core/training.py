@@ -12,7 +12,6 @@ methods in a fixed order each step (backward → ``after_backward`` → optimize
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -472,8 +471,3 @@ def _diverged(
         "lower --lr, or use --lr-schedule cosine",
         result,
     )
-
-
-def clone_module(module: nn.Module) -> nn.Module:
-    """A private copy (weights and buffers) for methods that train several candidates."""
-    return copy.deepcopy(module)

@@ -3,8 +3,6 @@ module whose prunable weights take gradients, and the cross-entropy of a batch o
 
 from __future__ import annotations
 
-import copy
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -12,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunecli.core.model import copy_module
 from prunecli.criteria.base import ScoreContext
 from prunecli.data import (
     Dataset,
@@ -88,9 +87,7 @@ def scoring_copy(ctx: ScoreContext, method: str, batch_statistics: bool) -> Scor
     module = ctx.model.require_graph(method)
     if ctx.data is None:
         raise BadInput(f"--method {method} needs labelled data: pass --data")
-    with warnings.catch_warnings():  # copying a .pt2 graph trips a deprecation inside torch
-        warnings.simplefilter("ignore", FutureWarning)
-        net = copy.deepcopy(module)
+    net = copy_module(module)
     dtype = _scoring_dtype(net)
     net.to(device=ctx.device, dtype=dtype)
     set_mode(net, batch_statistics)

@@ -1,8 +1,8 @@
 """Safetensors: a validating reader and a tensor-by-tensor writer.
 
 The header is checked before the safetensors library sees the file, so a truncated or foreign file
-gets a message that says what is wrong; every read goes through ``load_file`` or ``load_bytes``,
-which decode compressed (bitmask) files transparently (prunecli/io/bitmask.py). The writer emits
+gets a message that says what is wrong; every read goes through ``load_file`` (or, for standard
+input, ``io/stdin.read_stream``), which decode compressed (bitmask) files transparently (prunecli/io/bitmask.py). The writer emits
 the documented format directly (8-byte little-endian header length, JSON header padded to 8 bytes,
 raw little-endian data), one tensor at a time, so writing never builds a second copy of the model
 in memory.
@@ -250,20 +250,6 @@ def load_file(path: Path) -> tuple[dict[str, torch.Tensor], Header]:
 def typed(raw: torch.Tensor, entry: TensorEntry) -> torch.Tensor:
     """The tensor of ``entry`` from its raw little-endian bytes (no copy)."""
     return raw.view(DTYPES[entry.dtype]).reshape(entry.shape)
-
-
-def load_bytes(data: bytes, source: str) -> tuple[dict[str, torch.Tensor], Header]:
-    """Every tensor of a safetensors document held in memory."""
-    header = parse_header(data, len(data), source)
-
-    def read(name: str) -> torch.Tensor:
-        entry = header.entries[name]
-        start = header.data_start + entry.begin
-        raw = torch.empty(entry.end - entry.begin, dtype=torch.uint8)
-        raw.numpy()[:] = memoryview(data)[start : header.data_start + entry.end]
-        return typed(raw, entry)
-
-    return read_tensors(header, read, source), header
 
 
 def tensor_bytes(tensor: torch.Tensor) -> memoryview:
