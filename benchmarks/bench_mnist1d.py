@@ -112,7 +112,7 @@ def run_seed(seed: int, steps: int, imp_targets: list[float], others: list[float
 
 
 def _settings(steps: int, seed: int):
-    from prunecli.core.training import TrainSettings
+    from prunecli.training.loop import TrainSettings
 
     return TrainSettings(steps=steps, batch_size=100, lr=0.02, optimizer="adam", seed=seed)
 
@@ -121,8 +121,8 @@ def _write_init(path: Path, seed: int) -> str:
     """What `prunecli init mlp --arch-kwargs '{"widths":[40,500,500,10]}' --seed S` writes."""
     import torch
 
-    from prunecli.core.model import Architecture, LoadedModel, build_module
-    from prunecli.core.writing import write_model
+    from prunecli.jobs.writing import write_model
+    from prunecli.models.loaded import Architecture, LoadedModel, build_module
 
     architecture = Architecture("mlp", {"widths": WIDTHS})
     torch.manual_seed(seed)
@@ -135,9 +135,9 @@ def _write_init(path: Path, seed: int) -> str:
 
 
 def _prune(source: str, method: str, scope: str, sparsity: float, output: str, settings, options):
-    from prunecli.core.jobs import PruneSettings, TrainingRun, prune_to_file
-    from prunecli.core.session import open_model, resolve_inputs
     from prunecli.criteria import get_criterion
+    from prunecli.jobs.prune import PruneSettings, TrainingRun, prune_to_file
+    from prunecli.jobs.session import open_model, resolve_inputs
 
     criterion_class = get_criterion(method)
     model, names = open_model(source)
@@ -174,9 +174,9 @@ def _both(training: dict) -> list[float]:
 
 def _at_init(work: Path, init: str, method: str, scope: str, sparsity: float, settings) -> list:
     """Prune the init with ``method``, then train the mask for the same steps (retrain)."""
-    from prunecli.core.session import open_model
-    from prunecli.core.training_jobs import RetrainRequest, retrain_to_file
-    from prunecli.data_sources import load_data
+    from prunecli.data.sources import load_data
+    from prunecli.jobs.session import open_model
+    from prunecli.jobs.train import RetrainRequest, retrain_to_file
 
     pruned = str(work / f"{method}-{scope}-{sparsity}.safetensors")
     _prune(init, method, scope, sparsity, pruned, settings, {})
@@ -192,9 +192,9 @@ def _published_random(init: str, sparsity: float, settings) -> list[float]:
     prunecli's own ``random`` never prunes biases (DESIGN §2), so this mask is built here."""
     import torch
 
-    from prunecli.core.session import open_model
-    from prunecli.core.training import train
-    from prunecli.data_sources import load_data
+    from prunecli.data.sources import load_data
+    from prunecli.jobs.session import open_model
+    from prunecli.training.loop import train
 
     model, _ = open_model(init)
     generator = torch.Generator().manual_seed(settings.seed)

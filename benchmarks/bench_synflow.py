@@ -45,13 +45,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from prunecli.core.model import META_ARCH, LoadedModel, load_model
-from prunecli.core.pruning import prune_model
-from prunecli.core.selection import select_prunable
 from prunecli.criteria.base import Inputs, ScoreContext
 from prunecli.criteria.synflow import SynFlow
 from prunecli.io import safetensors as st
-from prunecli.zoo import build_arch
+from prunecli.models.loaded import META_ARCH, LoadedModel, load_model
+from prunecli.models.zoo import build_arch
+from prunecli.pruning.loop import prune_model
+from prunecli.pruning.prunable import select_prunable
 
 ARCH = "vgg16"
 INPUT_SHAPE = (3, 32, 32)

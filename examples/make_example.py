@@ -13,8 +13,8 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from prunecli.core.model import Architecture, LoadedModel, build_module
-from prunecli.core.writing import write_model
+from prunecli.jobs.writing import write_model
+from prunecli.models.loaded import Architecture, LoadedModel, build_module
 
 WIDTHS = [64, 128, 64, 10]
 OUTPUT = Path(__file__).with_name("mlp-digits.safetensors")

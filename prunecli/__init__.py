@@ -1,3 +1,5 @@
 """prunecli: prune saved neural-network models."""
 
-__version__ = "0.1.0"
+from prunecli.version import __version__
+
+__all__ = ["__version__"]

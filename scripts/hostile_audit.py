@@ -4,7 +4,7 @@ byte-identical afterwards and whether a stray file appeared.
 
     PYTHONPATH=$PWD python3 scripts/hostile_audit.py /tmp/hostile-audit
 
-The regression tests are tests/test_hostile_*.py; this is the same ground walked end to end, for
+The regression tests are tests/hostile/test_hostile_*.py; this is the same ground walked end to end, for
 a closing note or a quick look after a change (about two minutes). The folder must not exist.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from prunecli.zoo import build_arch
+from prunecli.models.zoo import build_arch
 
 W = Path(sys.argv[1])
 W.mkdir(parents=True)

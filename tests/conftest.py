@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from prunecli.cli.app import app
-from prunecli.zoo import build_arch
+from prunecli.models.zoo import build_arch
 
 SMALL_MLP = {"widths": [12, 16, 8, 4]}  # fc1 16×12, fc2 8×16, fc3 4×8: 352 prunable weights
 

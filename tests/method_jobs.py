@@ -7,11 +7,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunecli.core.model import LoadedModel
-from prunecli.core.training import TrainSettings
 from prunecli.criteria.base import Inputs
 from prunecli.criteria.training import TrainingJob, TrainingMethod
-from prunecli.data import Dataset
+from prunecli.data.labelled import Dataset
+from prunecli.models.loaded import LoadedModel
+from prunecli.training.loop import TrainSettings
 
 
 def make_job(

@@ -9,10 +9,10 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-import prunecli
 from prunecli.cli import export, init, inspect, methods, prune, retrain, score
 from prunecli.cli.errors import install_signal_handlers, interrupt_code, interrupted
 from prunecli.cli.text import printable
+from prunecli.version import __version__
 
 
 class _OneLineErrors(TyperGroup):
@@ -80,7 +80,7 @@ for _name, _command in (
 
 def _version(value: bool) -> None:
     if value:
-        print(f"prunecli {prunecli.__version__}")
+        print(f"prunecli {__version__}")
         raise typer.Exit()
 
 

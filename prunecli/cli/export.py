@@ -83,16 +83,16 @@ def export_command(
     """
     import math
 
-    from prunecli.core.export import (
+    from prunecli.errors import BadInput, CheckFailed
+    from prunecli.io.paths import Target, check_outputs
+    from prunecli.jobs.export import (
         ExportSettings,
         default_export_output,
         export_to_file,
         target_of,
     )
-    from prunecli.core.session import check_input_shape, open_model, parse_input_shape
-    from prunecli.core.writing import check_format
-    from prunecli.errors import BadInput, CheckFailed
-    from prunecli.io.paths import Target, check_outputs
+    from prunecli.jobs.session import check_input_shape, open_model, parse_input_shape
+    from prunecli.jobs.writing import check_format
 
     target = target_of(to, output)
     if not (math.isfinite(atol) and atol >= 0):

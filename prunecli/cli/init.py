@@ -40,12 +40,12 @@ def init_command(
     """
     import torch
 
-    from prunecli.core.model import Architecture, LoadedModel, build_module, parse_arch_kwargs
-    from prunecli.core.report import build_report
-    from prunecli.core.selection import default_prunable
-    from prunecli.core.writing import write_model
     from prunecli.errors import BadInput
     from prunecli.io.paths import Target, check_outputs
+    from prunecli.jobs.report import build_report
+    from prunecli.jobs.writing import write_model
+    from prunecli.models.loaded import Architecture, LoadedModel, build_module, parse_arch_kwargs
+    from prunecli.pruning.prunable import default_prunable
 
     if not -(2**63) <= seed < 2**64:  # torch.manual_seed's range; beyond it torch fails late
         raise BadInput(f"--seed {seed} is out of range", "use a 64-bit integer")

@@ -63,11 +63,11 @@ def inspect_command(
 
       prunecli inspect ./llama-like/ --json
     """
-    from prunecli.core.report import build_report
-    from prunecli.core.selection import select_prunable
-    from prunecli.core.session import check_input_shape, open_model, parse_input_shape
-    from prunecli.core.stream_jobs import lazy_model, stream_inspect, streamable
     from prunecli.io.paths import check_outputs
+    from prunecli.jobs.report import build_report
+    from prunecli.jobs.session import check_input_shape, open_model, parse_input_shape
+    from prunecli.jobs.stream import lazy_model, stream_inspect, streamable
+    from prunecli.pruning.prunable import select_prunable
 
     check_outputs(read_paths(model), check_report(report_file), force)
     shape = parse_input_shape(input_shape)
@@ -100,8 +100,8 @@ def inspect_command(
 
 def _gate(report, min_sparsity, max_collapsed, out, report_file) -> None:  # noqa: ANN001
     """Add the asked-for checks, print the report, and fail when a check did not pass."""
-    from prunecli.core.gates import max_collapsed_check, min_sparsity_check
     from prunecli.errors import CheckFailed
+    from prunecli.jobs.gates import max_collapsed_check, min_sparsity_check
 
     if min_sparsity is not None:
         report.checks.append(min_sparsity_check(report, min_sparsity))

@@ -23,7 +23,7 @@ from prunecli.cli.text import DataConsole, printable, styled
 from prunecli.io.atomic import atomic_output, stdout_errors
 
 if TYPE_CHECKING:
-    from prunecli.core.report import Report
+    from prunecli.jobs.report import Report
 
 
 class _Console(DataConsole):
@@ -197,7 +197,7 @@ def read_paths(
 ) -> list[tuple[str, str | None]]:
     """What a command reads, for io.paths.check_outputs: the model, a ``--data`` that names a
     path (not a built-in data set), and the file options given as ``rewind_to=...``."""
-    from prunecli.data_sources import BUILTINS
+    from prunecli.data.sources import BUILTINS
 
     reads: list[tuple[str, str | None]] = [("input", model)]
     if data is not None and data not in BUILTINS:

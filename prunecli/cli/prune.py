@@ -106,23 +106,23 @@ def prune_command(
 
       prunecli prune ./llama-like/ --method magnitude --sparsity 0.5 -o ./llama-like-50/ --dry-run
     """
-    from prunecli.core.allocation import SCOPES
-    from prunecli.core.jobs import (
+    from prunecli.criteria import get_criterion
+    from prunecli.errors import BadInput, Unsupported
+    from prunecli.io.checkpoint import check_folder_output, is_folder
+    from prunecli.io.paths import Target, check_outputs, default_output
+    from prunecli.jobs.prune import (
         PruneSettings,
         TrainingRun,
         load_scores,
         plan_document,
         prune_to_file,
     )
-    from prunecli.core.pruning import parse_sparsity
-    from prunecli.core.schedule import SCHEDULES
-    from prunecli.core.session import check_request, open_model, resolve_inputs
-    from prunecli.core.stream_jobs import streamable
-    from prunecli.core.writing import check_format
-    from prunecli.criteria import get_criterion
-    from prunecli.errors import BadInput, Unsupported
-    from prunecli.io.checkpoint import check_folder_output, is_folder
-    from prunecli.io.paths import Target, check_outputs, default_output
+    from prunecli.jobs.session import check_request, open_model, resolve_inputs
+    from prunecli.jobs.stream import streamable
+    from prunecli.jobs.writing import check_format
+    from prunecli.pruning.allocation import SCOPES
+    from prunecli.pruning.loop import parse_sparsity
+    from prunecli.pruning.schedule import SCHEDULES
 
     if (method is None) == (scores_file is None):
         raise BadInput("pass exactly one of --method or --scores")
@@ -270,9 +270,9 @@ def _stream(
     report_file,
 ) -> None:  # noqa: ANN001 - a private step of prune_command
     """Prune a checkpoint chunk by chunk (magnitude, random): memory bounded by a few chunks."""
-    from prunecli.core.jobs import plan_document
-    from prunecli.core.selection import select_prunable
-    from prunecli.core.stream_jobs import lazy_model, stream_prune_to_file
+    from prunecli.jobs.prune import plan_document
+    from prunecli.jobs.stream import lazy_model, stream_prune_to_file
+    from prunecli.pruning.prunable import select_prunable
 
     lazy = lazy_model(checkpoint)
     names = select_prunable(lazy, include or (), exclude or ())

@@ -15,7 +15,7 @@ from prunecli.io.atomic import atomic_output
 from prunecli.io.paths import Target
 
 if TYPE_CHECKING:
-    from prunecli.core.report import Report
+    from prunecli.jobs.report import Report
 
 REPORT_SUFFIXES = (".json", ".md", ".svg", ".html")
 

@@ -14,7 +14,7 @@ from prunecli.cli.text import styled
 from prunecli.cli.training_view import history_table, rounds_table, training_line
 
 if TYPE_CHECKING:
-    from prunecli.core.report import Report
+    from prunecli.jobs.report import Report
 
 _BAR_WIDTH = 10
 

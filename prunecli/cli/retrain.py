@@ -75,13 +75,13 @@ def retrain_command(
 
       prunecli retrain model.safetensors --data mnist1d --epochs 30 --neq --neq-eps 1e-3
     """
-    from prunecli.core.session import open_model
-    from prunecli.core.training_jobs import RetrainRequest, retrain_to_file
-    from prunecli.core.writing import check_format
-    from prunecli.data import check_fits
-    from prunecli.data_sources import load_data
+    from prunecli.data.labelled import check_fits
+    from prunecli.data.sources import load_data
     from prunecli.errors import BadInput
     from prunecli.io.paths import Target, check_outputs, default_output
+    from prunecli.jobs.session import open_model
+    from prunecli.jobs.train import RetrainRequest, retrain_to_file
+    from prunecli.jobs.writing import check_format
 
     if data is None:
         raise BadInput("retrain needs labelled data: pass --data", "e.g. --data mnist1d")
@@ -131,6 +131,6 @@ def retrain_command(
 def _neq_hooks(neq: bool, eps: float, mu: float) -> tuple:
     if not neq:
         return ()
-    from prunecli.core.neq import NeqHook
+    from prunecli.training.neq import NeqHook
 
     return (NeqHook(eps, mu),)

@@ -44,11 +44,11 @@ def score_command(
 
       prunecli prune model.safetensors --scores scores.safetensors --sparsity 0.5
     """
-    from prunecli.core.jobs import score_to_file
-    from prunecli.core.session import check_request, open_model, resolve_inputs
     from prunecli.criteria import get_criterion
     from prunecli.errors import BadInput
     from prunecli.io.paths import Target, check_outputs, default_output
+    from prunecli.jobs.prune import score_to_file
+    from prunecli.jobs.session import check_request, open_model, resolve_inputs
 
     if method is None:
         raise BadInput("--method is required", "run `prunecli methods` for the list")

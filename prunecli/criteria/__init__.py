@@ -3,39 +3,30 @@
 from __future__ import annotations
 
 import difflib
-import importlib
 
 from prunecli.criteria.base import Criterion, ScoreContext
+from prunecli.criteria.registry import REGISTRY as _REGISTRY
+from prunecli.criteria.registry import register
 from prunecli.errors import BadInput
 
 __all__ = ["Criterion", "ScoreContext", "register", "get_criterion", "list_criteria"]
 
-_REGISTRY: dict[str, type[Criterion]] = {}
-_BUILTINS = (
-    "magnitude",
-    "random",
-    "synflow",
-    "snip",
-    "grasp",
-    "npb",
-    "imp",
-    "iht",
-    "bingo",
-    "kstarts",
-    "dissipating",
-)
-
-
-def register(cls: type[Criterion]) -> type[Criterion]:
-    if cls.name in _REGISTRY:
-        raise ValueError(f"criterion {cls.name!r} is registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
-
 
 def _load_builtins() -> None:
-    for module in _BUILTINS:
-        importlib.import_module(f"prunecli.criteria.{module}")
+    """Import the built-in criteria, each of which registers itself (late: some import scipy)."""
+    from prunecli.criteria import (  # noqa: F401
+        bingo,
+        dissipating,
+        grasp,
+        iht,
+        imp,
+        kstarts,
+        magnitude,
+        npb,
+        random,
+        snip,
+        synflow,
+    )
 
 
 def list_criteria() -> list[type[Criterion]]:

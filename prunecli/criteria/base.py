@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 if TYPE_CHECKING:
-    from prunecli.core.live import LiveSet
-    from prunecli.core.model import LoadedModel
-    from prunecli.data import Dataset
+    from prunecli.data.labelled import Dataset
+    from prunecli.models.loaded import LoadedModel
+    from prunecli.pruning.live import LiveSet
 
 #: what a criterion can need, in the order `prunecli methods` lists them
 NEEDS = ("weights", "graph", "input_shape", "data", "training")
@@ -71,7 +71,7 @@ class ScoreContext:
 
     def live_positions(self, name: str) -> torch.Tensor | None:
         """Ascending flat positions of the live entries of a mostly pruned tensor, when the
-        pruning loop tracks them (core/live.py); None otherwise."""
+        pruning loop tracks them (pruning/live.py); None otherwise."""
         return self.live.positions.get(name) if self.live else None
 
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import torch
 
-from prunecli.core.training import TrainHook, TrainState, evaluate, split_data
-from prunecli.criteria import register
+from prunecli.criteria.registry import register
 from prunecli.criteria.training import MethodResult, Round, TrainingJob, TrainingMethod
-from prunecli.data import set_mode
+from prunecli.data.labelled import set_mode
 from prunecli.errors import BadInput
+from prunecli.training.loop import TrainHook, TrainState, evaluate, split_data
 
 Masks = dict[str, torch.Tensor]
 

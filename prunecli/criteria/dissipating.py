@@ -19,12 +19,12 @@ import math
 
 import torch
 
-from prunecli.core.allocation import prune_count
-from prunecli.core.training import TrainHook, TrainState
-from prunecli.criteria import register
 from prunecli.criteria.kstarts import check_not_sparser, fittest_start, steps_of
+from prunecli.criteria.registry import register
 from prunecli.criteria.training import MethodResult, TrainingJob, TrainingMethod
 from prunecli.errors import BadInput
+from prunecli.pruning.allocation import prune_count
+from prunecli.training.loop import TrainHook, TrainState
 
 Masks = dict[str, torch.Tensor]
 

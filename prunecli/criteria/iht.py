@@ -24,11 +24,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from prunecli.core.allocation import keep_counts
-from prunecli.core.training import TrainHook, TrainState
-from prunecli.criteria import register
+from prunecli.criteria.registry import register
 from prunecli.criteria.training import MethodResult, TrainingJob, TrainingMethod
 from prunecli.errors import BadInput
+from prunecli.pruning.allocation import keep_counts
+from prunecli.training.loop import TrainHook, TrainState
 
 Masks = dict[str, torch.Tensor]
 _BACKTRACKS = 5  # halvings of μ before the step is skipped

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import torch
 
-from prunecli.core.allocation import prune_count, round_to_total
-from prunecli.core.training import TrainHook, TrainState, evaluate, split_data
-from prunecli.core.transfer import load_weights, output_layer, read_rewind_point
-from prunecli.criteria import register
+from prunecli.criteria.registry import register
 from prunecli.criteria.training import MethodResult, Round, TrainingJob, TrainingMethod
 from prunecli.errors import BadInput
+from prunecli.pruning.allocation import prune_count, round_to_total
+from prunecli.training.loop import TrainHook, TrainState, evaluate, split_data
+from prunecli.training.transfer import load_weights, output_layer, read_rewind_point
 
 LAST_LAYER = ("half", "same", "dense")
 Masks = dict[str, torch.Tensor]

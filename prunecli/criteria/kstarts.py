@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import torch
 
-from prunecli.core.training import TrainHook, TrainState, split_data
-from prunecli.criteria import register
+from prunecli.criteria.registry import register
 from prunecli.criteria.training import MethodResult, Round, TrainingJob, TrainingMethod
 from prunecli.errors import BadInput
+from prunecli.training.loop import TrainHook, TrainState, split_data
 
 Masks = dict[str, torch.Tensor]
 FITNESS = ("magnitude", "gradient", "both")

@@ -10,9 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunecli.core.model import copy_module
 from prunecli.criteria.base import ScoreContext
-from prunecli.data import (
+from prunecli.data.labelled import (
     Dataset,
     check_label_range,
     explain_forward_errors,
@@ -20,6 +19,7 @@ from prunecli.data import (
     set_mode,
 )
 from prunecli.errors import BadInput, Unsupported
+from prunecli.models.loaded import copy_module
 
 _DROPOUT = (
     nn.Dropout,

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 
 import torch
 
-from prunecli.core.masks import LazyScores
-from prunecli.criteria import register
 from prunecli.criteria.base import Criterion, ScoreContext
+from prunecli.criteria.registry import register
+from prunecli.pruning.select import LazyScores
 
 
 @register

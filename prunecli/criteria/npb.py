@@ -33,12 +33,12 @@ import torch
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_array
 
-from prunecli.core.allocation import keep_counts, round_to_total
-from prunecli.core.pathnet import PathNetwork, call_order, layer_inputs
-from prunecli.core.seeding import stream_seed
-from prunecli.criteria import register
 from prunecli.criteria.base import Criterion, ScoreContext
+from prunecli.criteria.registry import register
 from prunecli.errors import BadInput, Unsupported
+from prunecli.pruning.allocation import keep_counts, round_to_total
+from prunecli.pruning.seeding import stream_seed
+from prunecli.topology.pathnet import PathNetwork, call_order, layer_inputs
 
 #: layers with more (input, output) channel pairs than this are solved in chunks of output
 #: channels: the reference's ResNet-20 rule (32 outputs above 64×32 pairs); smaller chunks also

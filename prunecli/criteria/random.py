@@ -6,10 +6,10 @@ from collections.abc import Mapping
 
 import torch
 
-from prunecli.core.masks import LazyScores
-from prunecli.core.seeding import stream_seed
-from prunecli.criteria import register
 from prunecli.criteria.base import Criterion, ScoreContext
+from prunecli.criteria.registry import register
+from prunecli.pruning.seeding import stream_seed
+from prunecli.pruning.select import LazyScores
 
 
 @register

@@ -1,13 +1,13 @@
 """SynFlow (Tanaka et al. 2020): |θ ⊙ ∂R/∂θ| with R the path norm, data-free (DESIGN §3).
 
-R = 1ᵀ f(1): the sum of the output of the path network (core/pathnet.py: float64, eval mode,
+R = 1ᵀ f(1): the sum of the output of the path network (topology/pathnet.py: float64, eval mode,
 prunable weights |θ|·mask, biases zero, BatchNorm as |γ|/√(var+ε)) on an all-ones input of
 batch 1. The score of a weight is the sum, over every input→output path through it, of the
 product of the weights along the path.
 
-The forward pass runs under core/pathflow.py: activations are divided by powers of two at the
+The forward pass runs under topology/pathflow.py: activations are divided by powers of two at the
 points every path crosses (so deep networks stay finite and the ranking is exactly that of an
-unscaled float64 run), and layers with few live weights left (core/live.py) are evaluated from those alone.
+unscaled float64 run), and layers with few live weights left (pruning/live.py) are evaluated from those alone.
 Scores therefore equal the path sums up to one power of two shared by every weight; only their
 order matters. The score tensors of sparsely evaluated layers are reused by the next call of
 the same instance (copy them to keep them across rounds).
@@ -21,12 +21,12 @@ from typing import Any
 
 import torch
 
-from prunecli.core.live import SPARSE_FRACTION
-from prunecli.core.pathflow import FlowPlan, FlowTrace, SparseLayer, record_plan
-from prunecli.core.pathnet import PathNetwork
-from prunecli.criteria import register
 from prunecli.criteria.base import Criterion, ScoreContext
+from prunecli.criteria.registry import register
 from prunecli.errors import Unsupported
+from prunecli.pruning.live import SPARSE_FRACTION
+from prunecli.topology.pathflow import FlowPlan, FlowTrace, SparseLayer, record_plan
+from prunecli.topology.pathnet import PathNetwork
 
 
 def _path_norm(output: Any) -> torch.Tensor:

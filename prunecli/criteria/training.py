@@ -16,9 +16,9 @@ To add one, copy ``criteria/imp.py``::
             result = job.train(job.masks(), hooks=[hook])  # the shared masked loop
             return MethodResult(hook.masks, [job.round_row(1, hook.masks, result)], result)
 
-and add ``"iht"`` to ``_BUILTINS`` in ``criteria/__init__.py``. Its options reach it from the
+and add ``iht`` to the imports of ``_load_builtins`` in ``criteria/__init__.py``. Its options reach it from the
 command line through ``opt.method_options`` in ``cli/prune.py`` (add a ``typer.Option`` alias in
-``cli/options.py``); the contract tests in ``tests/test_training_methods.py`` cover it once
+``cli/options.py``); the contract tests in ``tests/criteria/test_training_methods.py`` cover it once
 registered.
 
 What a method may use from :class:`TrainingJob`:
@@ -28,7 +28,7 @@ What a method may use from :class:`TrainingJob`:
   ``job.seed``, ``job.settings`` (a :class:`TrainSettings` from ``--epochs/--steps``, ``--lr`` …),
   ``job.data``, ``job.option(name)`` (its ``options``, given on the command line or defaulted);
 - ``job.masks()`` the current keep-masks (``weight != 0``); ``job.train(masks, hooks, settings)``
-  runs :func:`prunecli.core.training.train` with the job's progress bar; ``job.prune_lowest
+  runs :func:`prunecli.training.loop.train` with the job's progress bar; ``job.prune_lowest
   (scores, masks, n)`` the exact, tie-stable selection every criterion shares;
   ``job.round_row(...)`` builds a report row.
 
@@ -46,15 +46,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from prunecli.core.allocation import prune_count
-from prunecli.core.masks import prune_lowest
-from prunecli.core.training import TrainHook, TrainProgress, TrainResult, TrainSettings, train
 from prunecli.criteria.base import Criterion, Inputs, ScoreContext
 from prunecli.errors import BadInput, Unsupported
+from prunecli.pruning.allocation import prune_count
+from prunecli.pruning.select import prune_lowest
+from prunecli.training.loop import TrainHook, TrainProgress, TrainResult, TrainSettings, train
 
 if TYPE_CHECKING:
-    from prunecli.core.model import LoadedModel
-    from prunecli.data import Dataset
+    from prunecli.data.labelled import Dataset
+    from prunecli.models.loaded import LoadedModel
 
 
 @dataclass

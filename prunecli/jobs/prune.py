@@ -1,0 +1,186 @@
+"""Whole jobs behind `prune` and `score`: one call each from the CLI, usable from Python too."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prunecli.criteria import Criterion, ScoreContext
+from prunecli.criteria.base import Inputs
+from prunecli.criteria.training import TrainingMethod
+from prunecli.io import safetensors as st
+from prunecli.io.inputs import check_input
+from prunecli.jobs.report import Report, build_report
+from prunecli.jobs.writing import check_format, encoded_tensors, write_model, write_tensors
+from prunecli.models.loaded import LoadedModel
+from prunecli.pruning.loop import FixedScores, Progress, check_scores, prune_model
+from prunecli.training.loop import TrainProgress, TrainSettings
+from prunecli.version import __version__
+
+
+@dataclass
+class PruneSettings:
+    sparsity: float
+    scope: str = "global"
+    iterations: int | None = None
+    schedule: str = "exponential"
+    seed: int = 0
+    inputs: Inputs = field(default_factory=Inputs)
+
+
+@dataclass
+class TrainingRun:
+    """What ``prune`` adds for a training method: how to train, and the method's options."""
+
+    settings: TrainSettings
+    options: dict[str, object] = field(default_factory=dict)
+    progress: TrainProgress | None = None
+
+
+def load_scores(path: Path) -> FixedScores:
+    check_input(path, f"--scores {path}")
+    return FixedScores(st.load_file(path)[0])
+
+
+def prune_to_file(
+    model: LoadedModel,
+    names: list[str],
+    criterion: Criterion,
+    settings: PruneSettings,
+    output: str,
+    progress: Progress | None = None,
+    format: str = "dense",
+    training: TrainingRun | None = None,
+) -> Report:
+    """Prune ``model`` in place, write it to ``output`` (``format``: dense or bitmask), report."""
+    check_format(format, output)
+    if isinstance(criterion, TrainingMethod):
+        from prunecli.jobs.train import train_prune_to_file
+
+        return train_prune_to_file(model, names, criterion, settings, training, output, format)
+    result = prune_model(
+        model,
+        names,
+        criterion,
+        settings.sparsity,
+        settings.scope,
+        settings.iterations,
+        settings.schedule,
+        settings.seed,
+        settings.inputs,
+        progress,
+    )
+    pruning = {
+        "method": result.method,
+        "target_sparsity": result.target_sparsity,
+        "achieved_sparsity": result.achieved_sparsity,
+        "scope": result.scope,
+        "iterations": result.iterations,
+        "schedule": result.schedule,
+        "seed": result.seed,
+    }
+    metadata = {
+        "method": result.method,
+        "sparsity.target": repr(result.target_sparsity),
+        "sparsity.achieved": repr(result.achieved_sparsity),
+        "scope": result.scope,
+        "iterations": str(result.iterations),
+        "schedule": result.schedule,
+        "seed": str(result.seed),
+        "prunable": names,
+    }
+    written = write_model(model, output, metadata, format)
+    report = build_report("prune", model, names, input_shape=settings.inputs.input_shape)
+    report.pruning = pruning
+    report.output = output_summary(model, output, written, format, metadata)
+    report.seconds = result.seconds
+    report.warnings = result.warnings
+    return report
+
+
+def output_summary(
+    model: LoadedModel, output: str, written: int, format: str, extra: dict[str, object]
+) -> dict[str, object]:
+    """The report's ``output``: path, file type and size; the layout of a safetensors file."""
+    if output != "-" and output.endswith(".pt2"):
+        return {"path": output, "format": "pt2", "file_bytes": written}
+    if model.format == "onnx":  # ONNX in, ONNX out
+        return {"path": output, "format": "onnx", "file_bytes": written}
+    folder = model.checkpoint is not None and model.checkpoint.folder is not None
+    summary: dict[str, object] = {
+        "path": output,
+        "format": "safetensors-folder" if folder else "safetensors",
+        "file_bytes": written,
+        "layout": format,
+    }
+    if format == "bitmask":
+        summary["encoded"] = encoded_tensors(model, extra)
+    return summary
+
+
+def score_to_file(
+    model: LoadedModel,
+    names: list[str],
+    criterion: Criterion,
+    seed: int,
+    inputs: Inputs,
+    output: str,
+) -> Report:
+    """Score the prunable weights of ``model`` once and write the scores to ``output``."""
+    ctx = ScoreContext(model, names, seed=seed, inputs=inputs)
+    scores = criterion.score(ctx)
+    check_scores(scores, ctx, criterion.name)
+    tensors = {name: scores[name].detach().to("cpu").contiguous() for name in names}
+    metadata = {
+        "format": "pt",
+        "prunecli.version": __version__,
+        "prunecli.kind": "scores",
+        "prunecli.method": criterion.name,
+        "prunecli.seed": str(seed),
+    }
+    written = write_tensors(tensors, output, metadata)
+    report = build_report("score", model, names, input_shape=inputs.input_shape)
+    report.output = {
+        "path": output,
+        "format": "safetensors",
+        "file_bytes": written,
+        "kind": "scores",
+        "method": criterion.name,
+    }
+    return report
+
+
+PLAN_SCHEMA = "prunecli.plan/1"
+
+
+def plan_document(
+    model: LoadedModel, names: list[str], method: str, settings: PruneSettings, streaming: bool
+) -> dict[str, object]:
+    """What ``prune --dry-run`` shows: which tensors would be pruned and which stay dense."""
+    chosen = set(names)
+
+    def entry(name: str) -> dict[str, object]:
+        tensor = model.tensors[name]
+        return {
+            "name": name,
+            "shape": list(tensor.shape),
+            "dtype": str(tensor.dtype).removeprefix("torch."),
+            "params": tensor.numel(),
+        }
+
+    return {
+        "schema": PLAN_SCHEMA,
+        "command": "prune",
+        "dry_run": True,
+        "model": model.source,
+        "method": method,
+        "sparsity": settings.sparsity,
+        "scope": settings.scope,
+        "streaming": streaming,
+        "prunable": [entry(name) for name in names],
+        "dense": [entry(name) for name in model.tensors if name not in chosen],
+        "totals": {
+            "prunable_params": sum(model.tensors[name].numel() for name in names),
+            "all_params": sum(tensor.numel() for tensor in model.tensors.values()),
+        },
+    }

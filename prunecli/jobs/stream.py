@@ -1,0 +1,282 @@
+"""`prune` and `inspect` on checkpoints of any size, reading one chunk at a time (docs/large-models.md).
+
+The masks and bytes written are those of the in-memory path (``jobs/prune.py``) for the same
+inputs: same prunable tensors, same exact counts and tie-breaking, same metadata. Memory holds
+the headers, a few chunks per worker, and for ``--format bitmask`` the kept values of one tensor.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prunecli.errors import Unsupported
+from prunecli.io import safetensors as st
+from prunecli.io.checkpoint import Checkpoint, Shard
+from prunecli.jobs.prune import PruneSettings
+from prunecli.jobs.report import LayerStats, Report, dtype_name, model_summary
+from prunecli.models.loaded import LoadedModel
+from prunecli.pruning.allocation import keep_counts, prune_count
+from prunecli.streaming.passes import (
+    ByteProgress,
+    find_thresholds,
+    open_reader,
+)
+from prunecli.streaming.select import FLOATS, Item, KeySpace, Pool
+from prunecli.streaming.write import copy_tensor
+
+STREAM_METHODS = ("magnitude", "random")
+#: single files at least this large are pruned by streaming (folders always are)
+STREAM_MIN_BYTES = 256 << 20
+
+
+@dataclass
+class StreamPlan:
+    checkpoint: Checkpoint
+    names: list[str]
+    items: dict[str, Item]
+    space: KeySpace
+    pools: list[Pool]
+    pool_of: dict[str, Pool]
+
+
+def lazy_model(checkpoint: Checkpoint) -> LoadedModel:
+    """The checkpoint as a LoadedModel of meta tensors: names, shapes and dtypes, no data."""
+    tensors = {
+        name: torch.empty(entry.shape, dtype=st.DTYPES[entry.dtype], device="meta")
+        for name, _, entry in checkpoint.entries()
+    }
+    model = LoadedModel(
+        tensors, dict(checkpoint.metadata), checkpoint.source, "safetensors", checkpoint.file_bytes
+    )
+    model.checkpoint, model.hf_config = checkpoint, checkpoint.config
+    return model
+
+
+def plan_stream(
+    checkpoint: Checkpoint, names: list[str], method: str, scope: str, sparsity: float
+) -> StreamPlan:
+    """Which tensors share a threshold, and how many zeros each pool must end with."""
+    where = {name: (shard, entry) for name, shard, entry in checkpoint.entries()}
+    items = {name: Item(name, *where[name], index) for index, name in enumerate(names)}
+    for item in items.values():
+        if item.dtype not in FLOATS:
+            raise Unsupported(
+                f"tensor {item.name!r} ({item.dtype}) is not floating; it cannot be pruned"
+            )
+    space = KeySpace({item.dtype for item in items.values()}, random=method == "random")
+    shapes = {name: item.entry.shape for name, item in items.items()}
+    counts = keep_counts(scope, shapes, sparsity)
+    if counts is None:
+        total = sum(item.numel for item in items.values())
+        pools = [Pool(list(items.values()), prune_count(sparsity, total))]
+    else:
+        pools = [Pool([item], item.numel - counts[name]) for name, item in items.items()]
+    pool_of = {item.name: pool for pool in pools for item in pool.members}
+    return StreamPlan(checkpoint, names, items, space, pools, pool_of)
+
+
+def run_stream_prune(
+    plan: StreamPlan,
+    seed: int,
+    output: str,
+    extra: dict[str, Any],
+    format: str,
+    progress: ByteProgress | None = None,
+) -> dict[str, Any]:
+    """Find the thresholds, then write every shard (to ``output``: a file or a folder)."""
+    from prunecli.streaming.output import write_output
+    from prunecli.streaming.write import write_shard
+
+    model = lazy_model(plan.checkpoint)
+    with open_reader(shard.path for shard in plan.checkpoint.shards) as reader:
+        find_thresholds(reader, plan.space, plan.pools, seed, progress)
+        achieved = sum(pool.zeros_after for pool in plan.pools)
+        total = sum(item.numel for item in plan.items.values())
+        extra = {**extra, "sparsity.achieved": repr(achieved / total if total else 0.0)}
+
+        def shard_writer(shard: Shard, metadata: dict[str, str], stream: Any) -> dict[str, Any]:
+            return write_shard(reader, plan, seed, shard, metadata, stream, format, progress)
+
+        return write_output(plan.checkpoint, model, output, extra, shard_writer)
+
+
+def stream_report(
+    plan: StreamPlan, result: dict[str, Any], pruning: dict[str, Any], seconds: float
+) -> Report:
+    layers = [
+        LayerStats(
+            name,
+            item.entry.shape,
+            dtype_name(st.DTYPES[item.dtype]),
+            item.numel,
+            result["kept"][name],
+        )
+        for name, item in plan.items.items()
+    ]
+    model = lazy_model(plan.checkpoint)
+    report = Report(
+        command="prune",
+        model=model_summary(model),
+        layers=layers,
+        all_params=result["params"],
+        all_nonzero=result["nonzero"],
+    )
+    report.pruning = pruning
+    report.seconds = seconds
+    return report
+
+
+def stream_prune_to_file(
+    checkpoint: Checkpoint,
+    names: list[str],
+    method: str,
+    settings: PruneSettings,
+    output: str,
+    format: str = "dense",
+    progress: ByteProgress | None = None,
+) -> Report:
+    """What ``core.jobs.prune_to_file`` does for magnitude and random, one chunk at a time."""
+    started = time.perf_counter()
+    plan = plan_stream(checkpoint, names, method, settings.scope, settings.sparsity)
+    extra: dict[str, Any] = {
+        "method": method,
+        "sparsity.target": repr(settings.sparsity),
+        "sparsity.achieved": "",  # known once the thresholds are
+        "scope": settings.scope,
+        "iterations": "1",
+        "schedule": settings.schedule,
+        "seed": str(settings.seed),
+        "prunable": names,
+    }
+    result = run_stream_prune(plan, settings.seed, output, extra, format, progress)
+    total = sum(item.numel for item in plan.items.values())
+    zeros = total - sum(result["kept"].values())
+    pruning = {
+        "method": method,
+        "target_sparsity": settings.sparsity,
+        "achieved_sparsity": zeros / total if total else 0.0,
+        "scope": settings.scope,
+        "iterations": 1,
+        "schedule": settings.schedule,
+        "seed": settings.seed,
+    }
+    report = stream_report(plan, result, pruning, time.perf_counter() - started)
+    report.warnings = zero_warnings(plan, settings, zeros, total)
+    report.output = {
+        "path": output,
+        "format": "safetensors" if checkpoint.folder is None else "safetensors-folder",
+        "file_bytes": result["written"],
+        "layout": format,
+    }
+    if format == "bitmask":
+        report.output["encoded"] = result["encoded"]
+    if checkpoint.folder is not None:
+        report.output["shards"] = result["shards"]
+    return report
+
+
+def zero_warnings(plan: StreamPlan, settings: PruneSettings, zeros: int, total: int) -> list[str]:
+    """The warnings of ``core.pruning.prune_model`` when zeros were there before."""
+    before = sum(pool.zeros for pool in plan.pools)
+    target = prune_count(settings.sparsity, total)
+    if before > target:
+        return [
+            f"the model already had {before / total:.4%} zeros among its prunable weights, "
+            f"more than the {settings.sparsity:.4%} asked for; pruning never revives a zero"
+        ]
+    if zeros > target:
+        return [
+            f"{zeros / total:.4%} of the prunable weights are zero, more than the "
+            f"{settings.sparsity:.4%} asked for: some layers already had more zeros than their "
+            f"--scope {settings.scope} budget, and pruning never revives a zero"
+        ]
+    return []
+
+
+def streamable(
+    source: str,
+    method: str | None,
+    arch: str | None,
+    output: str | None,
+    plain: bool = True,
+) -> Checkpoint | None:
+    """The checkpoint to stream, or None when the in-memory path runs (see docs/large-models.md).
+
+    Streaming runs for magnitude and random (one round, ``plain``) on a folder, or on a
+    ``.safetensors`` file of at least ``STREAM_MIN_BYTES`` whose architecture is not known
+    (a known one decides what is prunable through its module). Compressed inputs and
+    ``.onnx``/``.pt2`` outputs go the in-memory way. Both paths write the same bytes.
+    """
+    from prunecli.io import bitmask as bm
+    from prunecli.io.checkpoint import open_checkpoint
+
+    if method is not None and (method not in STREAM_METHODS or not plain):
+        return None
+    if source == "-" or arch is not None:
+        return None
+    if output is not None and Path(output).suffix in (".pt2", ".onnx"):
+        return None
+    path = Path(source)
+    if not path.is_dir() and (
+        path.suffix != ".safetensors"
+        or not path.is_file()
+        or path.stat().st_size < STREAM_MIN_BYTES
+    ):
+        return None
+    checkpoint = open_checkpoint(source)
+    if any(bm.is_bitmask(shard.header.metadata, str(shard.path)) for shard in checkpoint.shards):
+        return None
+    if checkpoint.folder is None and _zoo_arch(checkpoint.metadata):
+        return None
+    return checkpoint
+
+
+def _zoo_arch(metadata: dict[str, str]) -> bool:
+    from prunecli.models import zoo
+    from prunecli.models.loaded import META_ARCH
+
+    return zoo.is_zoo_name(metadata.get(META_ARCH, ""))
+
+
+def stream_inspect(checkpoint: Checkpoint, names: list[str]) -> Report:
+    """The inspect report of ``names``, every tensor counted chunk by chunk, per shard too."""
+    counts: dict[str, int] = {}
+    shard_figures = []
+    with open_reader(shard.path for shard in checkpoint.shards) as reader:
+        for shard in checkpoint.shards:
+            params = nonzero = 0
+            for name, entry in shard.header.entries.items():
+                counts[name] = 0
+                for data, _, count in copy_tensor(reader, shard, entry):
+                    counts[name] += count
+                    reader.recycle(data)
+                params += math.prod(entry.shape)
+                nonzero += counts[name]
+            shard_figures.append({"params": params, "nonzero": nonzero})
+    model = lazy_model(checkpoint)
+    summary = model_summary(model)
+    for figures, extra in zip(summary.get("shards", []), shard_figures, strict=False):
+        figures.update(extra)
+    layers = [
+        LayerStats(
+            name,
+            tuple(model.tensors[name].shape),
+            dtype_name(model.tensors[name].dtype),
+            model.tensors[name].numel(),
+            counts[name],
+        )
+        for name in names
+    ]
+    return Report(
+        command="inspect",
+        model=summary,
+        layers=layers,
+        all_params=sum(t.numel() for t in model.tensors.values()),
+        all_nonzero=sum(counts.values()),
+    )
