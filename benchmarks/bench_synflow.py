@@ -45,11 +45,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from prunecli.criteria.base import Inputs, ScoreContext
 from prunecli.criteria.synflow import SynFlow
 from prunecli.io import safetensors as st
 from prunecli.models.loaded import META_ARCH, LoadedModel, load_model
 from prunecli.models.zoo import build_arch
+from prunecli.pruning.criterion import Inputs, ScoreContext
 from prunecli.pruning.loop import prune_model
 from prunecli.pruning.prunable import select_prunable
 

@@ -7,10 +7,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunecli.criteria.base import Inputs
 from prunecli.criteria.training import TrainingJob, TrainingMethod
 from prunecli.data.labelled import Dataset
 from prunecli.models.loaded import LoadedModel
+from prunecli.pruning.criterion import Inputs
 from prunecli.training.loop import TrainSettings
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import difflib
 
-from prunecli.criteria.base import Criterion, ScoreContext
 from prunecli.criteria.registry import REGISTRY as _REGISTRY
 from prunecli.criteria.registry import register
 from prunecli.errors import BadInput
+from prunecli.pruning.criterion import Criterion, ScoreContext
 
 __all__ = ["Criterion", "ScoreContext", "register", "get_criterion", "list_criteria"]
 

@@ -15,11 +15,11 @@ from collections.abc import Mapping
 
 import torch
 
-from prunecli.criteria.base import Criterion, ScoreContext
 from prunecli.criteria.labelled import scoring_copy
 from prunecli.criteria.registry import register
 from prunecli.data.labelled import batch_options
 from prunecli.errors import BadInput
+from prunecli.pruning.criterion import Criterion, ScoreContext
 
 DEFAULT_TEMPERATURE = 200.0
 

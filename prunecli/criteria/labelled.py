@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunecli.criteria.base import ScoreContext
 from prunecli.data.labelled import (
     Dataset,
     check_label_range,
@@ -20,6 +19,7 @@ from prunecli.data.labelled import (
 )
 from prunecli.errors import BadInput, Unsupported
 from prunecli.models.loaded import copy_module
+from prunecli.pruning.criterion import ScoreContext
 
 _DROPOUT = (
     nn.Dropout,

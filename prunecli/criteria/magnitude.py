@@ -6,8 +6,8 @@ from collections.abc import Mapping
 
 import torch
 
-from prunecli.criteria.base import Criterion, ScoreContext
 from prunecli.criteria.registry import register
+from prunecli.pruning.criterion import Criterion, ScoreContext
 from prunecli.pruning.select import LazyScores
 
 

@@ -33,10 +33,10 @@ import torch
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_array
 
-from prunecli.criteria.base import Criterion, ScoreContext
 from prunecli.criteria.registry import register
 from prunecli.errors import BadInput, Unsupported
 from prunecli.pruning.allocation import keep_counts, round_to_total
+from prunecli.pruning.criterion import Criterion, ScoreContext
 from prunecli.pruning.seeding import stream_seed
 from prunecli.topology.pathnet import PathNetwork, call_order, layer_inputs
 

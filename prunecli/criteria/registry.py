@@ -5,7 +5,7 @@ importing the package that loads it."""
 
 from __future__ import annotations
 
-from prunecli.criteria.base import Criterion
+from prunecli.pruning.criterion import Criterion
 
 REGISTRY: dict[str, type[Criterion]] = {}
 

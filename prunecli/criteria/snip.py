@@ -13,10 +13,10 @@ from collections.abc import Mapping
 
 import torch
 
-from prunecli.criteria.base import Criterion, ScoreContext
 from prunecli.criteria.labelled import scoring_copy
 from prunecli.criteria.registry import register
 from prunecli.data.labelled import batch_options
+from prunecli.pruning.criterion import Criterion, ScoreContext
 
 
 @register

@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from prunecli.criteria.base import Criterion, ScoreContext
 from prunecli.criteria.registry import register
 from prunecli.errors import Unsupported
+from prunecli.pruning.criterion import Criterion, ScoreContext
 from prunecli.pruning.live import SPARSE_FRACTION
 from prunecli.topology.pathflow import FlowPlan, FlowTrace, SparseLayer, record_plan
 from prunecli.topology.pathnet import PathNetwork

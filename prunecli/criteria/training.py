@@ -46,9 +46,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from prunecli.criteria.base import Criterion, Inputs, ScoreContext
 from prunecli.errors import BadInput, Unsupported
 from prunecli.pruning.allocation import prune_count
+from prunecli.pruning.criterion import Criterion, Inputs, ScoreContext
 from prunecli.pruning.select import prune_lowest
 from prunecli.training.loop import TrainHook, TrainProgress, TrainResult, TrainSettings, train
 

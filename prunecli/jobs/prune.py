@@ -6,13 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prunecli.criteria import Criterion, ScoreContext
-from prunecli.criteria.base import Inputs
 from prunecli.criteria.training import TrainingMethod
 from prunecli.io import safetensors as st
 from prunecli.io.inputs import check_input
 from prunecli.jobs.report import Report, build_report
 from prunecli.jobs.writing import check_format, encoded_tensors, write_model, write_tensors
 from prunecli.models.loaded import LoadedModel
+from prunecli.pruning.criterion import Inputs
 from prunecli.pruning.loop import FixedScores, Progress, check_scores, prune_model
 from prunecli.training.loop import TrainProgress, TrainSettings
 from prunecli.version import __version__

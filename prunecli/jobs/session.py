@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from prunecli.criteria.base import Criterion, Inputs
 from prunecli.errors import BadInput, Unsupported
 from prunecli.models.loaded import LoadedModel, load_model
+from prunecli.pruning.criterion import Criterion, Inputs
 from prunecli.pruning.prunable import check_finite, select_prunable
 
 

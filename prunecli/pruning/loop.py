@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from prunecli.criteria.base import Criterion, Inputs, ScoreContext
 from prunecli.errors import BadInput
 from prunecli.models.loaded import LoadedModel
 from prunecli.pruning.allocation import keep_counts, prune_count
+from prunecli.pruning.criterion import Criterion, Inputs, ScoreContext
 from prunecli.pruning.live import LiveSet
 from prunecli.pruning.prunable import all_finite
 from prunecli.pruning.schedule import round_densities

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from prunecli.criteria import get_criterion
-from prunecli.criteria.base import Inputs
 from prunecli.data.labelled import from_arrays
 from prunecli.io import safetensors as st
 from prunecli.models.loaded import META_ARCH, META_ARCH_KWARGS, LoadedModel, load_model
 from prunecli.models.zoo import build_arch
+from prunecli.pruning.criterion import Inputs
 from prunecli.pruning.loop import prune_model
 from prunecli.pruning.prunable import select_prunable
 from prunecli.topology.metrics import model_topology

@@ -20,10 +20,10 @@ from safetensors.torch import load_file
 from torch import nn
 
 from prunecli.criteria import get_criterion
-from prunecli.criteria.base import Inputs, ScoreContext
 from prunecli.data.labelled import Dataset, from_arrays
 from prunecli.errors import BadInput
 from prunecli.models.loaded import LoadedModel, load_model
+from prunecli.pruning.criterion import Inputs, ScoreContext
 from prunecli.pruning.loop import prune_model
 from prunecli.pruning.prunable import select_prunable
 

@@ -16,10 +16,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from prunecli.criteria import Criterion, ScoreContext, get_criterion
-from prunecli.criteria.base import Inputs
 from prunecli.criteria.synflow import SynFlow
 from prunecli.models.loaded import META_ARCH, META_ARCH_KWARGS, Architecture, LoadedModel
 from prunecli.models.zoo import build_arch
+from prunecli.pruning.criterion import Inputs
 from prunecli.pruning.loop import prune_model
 from prunecli.topology.pathflow import cut_points
 
