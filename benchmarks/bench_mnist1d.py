@@ -136,8 +136,9 @@ def _write_init(path: Path, seed: int) -> str:
 
 def _prune(source: str, method: str, scope: str, sparsity: float, output: str, settings, options):
     from prunecli.criteria import get_criterion
-    from prunecli.jobs.prune import PruneSettings, TrainingRun, prune_to_file
+    from prunecli.jobs.prune import prune_to_file
     from prunecli.jobs.session import open_model, resolve_inputs
+    from prunecli.jobs.settings import PruneSettings, TrainingRun
 
     criterion_class = get_criterion(method)
     model, names = open_model(source)

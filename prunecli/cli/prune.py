@@ -110,14 +110,9 @@ def prune_command(
     from prunecli.errors import BadInput, Unsupported
     from prunecli.io.checkpoint import check_folder_output, is_folder
     from prunecli.io.paths import Target, check_outputs, default_output
-    from prunecli.jobs.prune import (
-        PruneSettings,
-        TrainingRun,
-        load_scores,
-        plan_document,
-        prune_to_file,
-    )
+    from prunecli.jobs.prune import load_scores, plan_document, prune_to_file
     from prunecli.jobs.session import check_request, open_model, resolve_inputs
+    from prunecli.jobs.settings import PruneSettings, TrainingRun
     from prunecli.jobs.stream import streamable
     from prunecli.jobs.writing import check_format
     from prunecli.pruning.allocation import SCOPES

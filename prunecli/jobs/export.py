@@ -32,8 +32,8 @@ from prunecli.io import safetensors as st
 from prunecli.io.atomic import atomic_output
 from prunecli.io.paths import STDIO, named_path
 from prunecli.jobs.report import Check, Report, build_report
-from prunecli.jobs.writing import model_metadata, write_model
-from prunecli.models.loaded import LoadedModel, load_model
+from prunecli.jobs.writing import write_model
+from prunecli.models.loaded import LoadedModel, load_model, model_metadata
 
 TARGETS = ("onnx", "safetensors", "pt2")
 SUFFIXES = {".onnx": "onnx", ".safetensors": "safetensors", ".pt2": "pt2"}

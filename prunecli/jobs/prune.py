@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from prunecli.criteria import Criterion, ScoreContext
@@ -10,31 +9,13 @@ from prunecli.criteria.training import TrainingMethod
 from prunecli.io import safetensors as st
 from prunecli.io.inputs import check_input
 from prunecli.jobs.report import Report, build_report
-from prunecli.jobs.writing import check_format, encoded_tensors, write_model, write_tensors
+from prunecli.jobs.settings import PruneSettings, TrainingRun
+from prunecli.jobs.train import train_prune_to_file
+from prunecli.jobs.writing import check_format, output_summary, write_model, write_tensors
 from prunecli.models.loaded import LoadedModel
 from prunecli.pruning.criterion import Inputs
 from prunecli.pruning.loop import FixedScores, Progress, check_scores, prune_model
-from prunecli.training.loop import TrainProgress, TrainSettings
 from prunecli.version import __version__
-
-
-@dataclass
-class PruneSettings:
-    sparsity: float
-    scope: str = "global"
-    iterations: int | None = None
-    schedule: str = "exponential"
-    seed: int = 0
-    inputs: Inputs = field(default_factory=Inputs)
-
-
-@dataclass
-class TrainingRun:
-    """What ``prune`` adds for a training method: how to train, and the method's options."""
-
-    settings: TrainSettings
-    options: dict[str, object] = field(default_factory=dict)
-    progress: TrainProgress | None = None
 
 
 def load_scores(path: Path) -> FixedScores:
@@ -55,8 +36,6 @@ def prune_to_file(
     """Prune ``model`` in place, write it to ``output`` (``format``: dense or bitmask), report."""
     check_format(format, output)
     if isinstance(criterion, TrainingMethod):
-        from prunecli.jobs.train import train_prune_to_file
-
         return train_prune_to_file(model, names, criterion, settings, training, output, format)
     result = prune_model(
         model,
@@ -96,26 +75,6 @@ def prune_to_file(
     report.seconds = result.seconds
     report.warnings = result.warnings
     return report
-
-
-def output_summary(
-    model: LoadedModel, output: str, written: int, format: str, extra: dict[str, object]
-) -> dict[str, object]:
-    """The report's ``output``: path, file type and size; the layout of a safetensors file."""
-    if output != "-" and output.endswith(".pt2"):
-        return {"path": output, "format": "pt2", "file_bytes": written}
-    if model.format == "onnx":  # ONNX in, ONNX out
-        return {"path": output, "format": "onnx", "file_bytes": written}
-    folder = model.checkpoint is not None and model.checkpoint.folder is not None
-    summary: dict[str, object] = {
-        "path": output,
-        "format": "safetensors-folder" if folder else "safetensors",
-        "file_bytes": written,
-        "layout": format,
-    }
-    if format == "bitmask":
-        summary["encoded"] = encoded_tensors(model, extra)
-    return summary
 
 
 def score_to_file(

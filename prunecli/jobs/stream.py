@@ -9,40 +9,28 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from prunecli.errors import Unsupported
 from prunecli.io import safetensors as st
 from prunecli.io.checkpoint import Checkpoint, Shard
-from prunecli.jobs.prune import PruneSettings
 from prunecli.jobs.report import LayerStats, Report, dtype_name, model_summary
+from prunecli.jobs.settings import PruneSettings
 from prunecli.models.loaded import LoadedModel
-from prunecli.pruning.allocation import keep_counts, prune_count
+from prunecli.pruning.allocation import prune_count
 from prunecli.streaming.passes import (
     ByteProgress,
     find_thresholds,
     open_reader,
 )
-from prunecli.streaming.select import FLOATS, Item, KeySpace, Pool
+from prunecli.streaming.plan import StreamPlan, plan_stream
 from prunecli.streaming.write import copy_tensor
 
 STREAM_METHODS = ("magnitude", "random")
 #: single files at least this large are pruned by streaming (folders always are)
 STREAM_MIN_BYTES = 256 << 20
-
-
-@dataclass
-class StreamPlan:
-    checkpoint: Checkpoint
-    names: list[str]
-    items: dict[str, Item]
-    space: KeySpace
-    pools: list[Pool]
-    pool_of: dict[str, Pool]
 
 
 def lazy_model(checkpoint: Checkpoint) -> LoadedModel:
@@ -56,29 +44,6 @@ def lazy_model(checkpoint: Checkpoint) -> LoadedModel:
     )
     model.checkpoint, model.hf_config = checkpoint, checkpoint.config
     return model
-
-
-def plan_stream(
-    checkpoint: Checkpoint, names: list[str], method: str, scope: str, sparsity: float
-) -> StreamPlan:
-    """Which tensors share a threshold, and how many zeros each pool must end with."""
-    where = {name: (shard, entry) for name, shard, entry in checkpoint.entries()}
-    items = {name: Item(name, *where[name], index) for index, name in enumerate(names)}
-    for item in items.values():
-        if item.dtype not in FLOATS:
-            raise Unsupported(
-                f"tensor {item.name!r} ({item.dtype}) is not floating; it cannot be pruned"
-            )
-    space = KeySpace({item.dtype for item in items.values()}, random=method == "random")
-    shapes = {name: item.entry.shape for name, item in items.items()}
-    counts = keep_counts(scope, shapes, sparsity)
-    if counts is None:
-        total = sum(item.numel for item in items.values())
-        pools = [Pool(list(items.values()), prune_count(sparsity, total))]
-    else:
-        pools = [Pool([item], item.numel - counts[name]) for name, item in items.items()]
-    pool_of = {item.name: pool for pool in pools for item in pool.members}
-    return StreamPlan(checkpoint, names, items, space, pools, pool_of)
 
 
 def run_stream_prune(

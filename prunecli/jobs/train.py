@@ -13,9 +13,9 @@ import torch
 from prunecli.criteria.training import MethodResult, TrainingJob, TrainingMethod
 from prunecli.data.labelled import Dataset
 from prunecli.errors import BadInput
-from prunecli.jobs.prune import PruneSettings, TrainingRun, output_summary
 from prunecli.jobs.report import Report, build_report
-from prunecli.jobs.writing import write_model
+from prunecli.jobs.settings import PruneSettings, TrainingRun
+from prunecli.jobs.writing import output_summary, write_model
 from prunecli.models.loaded import LoadedModel
 from prunecli.pruning.allocation import prune_count
 from prunecli.pruning.loop import count_zeros

@@ -6,7 +6,6 @@ Safetensors outputs come in two layouts (``format``): ``dense`` (the default) an
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,36 +18,8 @@ from prunecli.io import safetensors as st
 from prunecli.io.atomic import atomic_output
 from prunecli.io.jsonfile import parse_json
 from prunecli.io.paths import STDIO
-from prunecli.models.loaded import (
-    META_ARCH,
-    META_ARCH_KWARGS,
-    META_INPUT_SHAPE,
-    META_NUM_CLASSES,
-    LoadedModel,
-)
+from prunecli.models.loaded import LoadedModel, model_metadata
 from prunecli.pruning.prunable import default_prunable
-from prunecli.version import __version__
-
-
-def model_metadata(model: LoadedModel, extra: Mapping[str, Any]) -> dict[str, str]:
-    """The input's metadata, updated with the architecture and ``extra`` (prefixed ``prunecli.``)."""
-    metadata = dict(model.metadata)
-    for key in bitmask.METADATA_KEYS:  # the layout of the input file, not of this one
-        metadata.pop(key, None)
-    metadata["format"] = "pt"
-    metadata["prunecli.version"] = __version__
-    arch = model.arch
-    if arch is not None and model.format != "pt2":
-        metadata[META_ARCH] = arch.name
-        metadata[META_ARCH_KWARGS] = json.dumps(arch.kwargs, sort_keys=True)
-        if arch.input_shape:
-            metadata[META_INPUT_SHAPE] = json.dumps(list(arch.input_shape))
-        if arch.num_classes:
-            metadata[META_NUM_CLASSES] = str(arch.num_classes)
-    for key, value in extra.items():
-        metadata[f"prunecli.{key}"] = value if isinstance(value, str) else json.dumps(value)
-    return metadata
-
 
 FORMATS = ("dense", "bitmask")
 
@@ -157,3 +128,23 @@ def _write_onnx(model: LoadedModel, output: str, extra: Mapping[str, Any], forma
     metadata = {k: v for k, v in model_metadata(model, extra).items() if k != "format"}
     with atomic_output(output) as stream:
         return write_onnx(model.onnx, model.tensors, metadata, stream)
+
+
+def output_summary(
+    model: LoadedModel, output: str, written: int, format: str, extra: dict[str, object]
+) -> dict[str, object]:
+    """The report's ``output``: path, file type and size; the layout of a safetensors file."""
+    if output != "-" and output.endswith(".pt2"):
+        return {"path": output, "format": "pt2", "file_bytes": written}
+    if model.format == "onnx":  # ONNX in, ONNX out
+        return {"path": output, "format": "onnx", "file_bytes": written}
+    folder = model.checkpoint is not None and model.checkpoint.folder is not None
+    summary: dict[str, object] = {
+        "path": output,
+        "format": "safetensors-folder" if folder else "safetensors",
+        "file_bytes": written,
+        "layout": format,
+    }
+    if format == "bitmask":
+        summary["encoded"] = encoded_tensors(model, extra)
+    return summary

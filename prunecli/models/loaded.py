@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import copy
 import importlib
+import json
 import re
 import sys
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,10 +16,12 @@ from typing import Any
 import torch
 
 from prunecli.errors import BadInput, PrunecliError, Unsupported
+from prunecli.io import bitmask
 from prunecli.io import safetensors as st
 from prunecli.io.inputs import check_input
 from prunecli.io.jsonfile import parse_json
 from prunecli.io.paths import STDIO
+from prunecli.version import __version__
 
 # safetensors metadata keys written by prunecli (documented in docs/formats.md)
 META_ARCH = "prunecli.arch"
@@ -344,3 +348,23 @@ def _load_onnx(path: Path) -> LoadedModel:
     model = LoadedModel(read.tensors, read.metadata, str(path), "onnx", path.stat().st_size)
     model.onnx, model.weight_names = read.proto, read.weights
     return model
+
+
+def model_metadata(model: LoadedModel, extra: Mapping[str, Any]) -> dict[str, str]:
+    """The input's metadata, updated with the architecture and ``extra`` (prefixed ``prunecli.``)."""
+    metadata = dict(model.metadata)
+    for key in bitmask.METADATA_KEYS:  # the layout of the input file, not of this one
+        metadata.pop(key, None)
+    metadata["format"] = "pt"
+    metadata["prunecli.version"] = __version__
+    arch = model.arch
+    if arch is not None and model.format != "pt2":
+        metadata[META_ARCH] = arch.name
+        metadata[META_ARCH_KWARGS] = json.dumps(arch.kwargs, sort_keys=True)
+        if arch.input_shape:
+            metadata[META_INPUT_SHAPE] = json.dumps(list(arch.input_shape))
+        if arch.num_classes:
+            metadata[META_NUM_CLASSES] = str(arch.num_classes)
+    for key, value in extra.items():
+        metadata[f"prunecli.{key}"] = value if isinstance(value, str) else json.dumps(value)
+    return metadata

@@ -16,8 +16,7 @@ from typing import Any, BinaryIO
 from prunecli.io import safetensors as st
 from prunecli.io.atomic import atomic_output
 from prunecli.io.checkpoint import Checkpoint, Shard, atomic_folder, write_index
-from prunecli.jobs.writing import model_metadata
-from prunecli.models.loaded import LoadedModel
+from prunecli.models.loaded import LoadedModel, model_metadata
 
 #: writes one shard's tensors to a stream; returns what it wrote (written, data_bytes, stored, ...)
 ShardWriter = Callable[[Shard, dict[str, str], BinaryIO], dict[str, Any]]

@@ -12,7 +12,7 @@ import errno
 import json
 import math
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -20,10 +20,8 @@ from prunecli.io import bitmask
 from prunecli.io import safetensors as st
 from prunecli.io.checkpoint import Shard
 from prunecli.streaming.passes import ByteProgress, Reader, copy_chunks, prune_chunks
+from prunecli.streaming.plan import StreamPlan
 from prunecli.streaming.select import FLOATS
-
-if TYPE_CHECKING:
-    from prunecli.jobs.stream import StreamPlan
 
 
 def write_shard(

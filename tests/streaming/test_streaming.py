@@ -17,8 +17,9 @@ from safetensors.torch import load_file, save_file
 
 from prunecli.criteria import get_criterion
 from prunecli.io.checkpoint import open_checkpoint
-from prunecli.jobs.prune import PruneSettings, prune_to_file
+from prunecli.jobs.prune import prune_to_file
 from prunecli.jobs.session import open_model
+from prunecli.jobs.settings import PruneSettings
 from prunecli.jobs.stream import stream_prune_to_file
 from prunecli.streaming import passes as stream_passes
 

@@ -1,0 +1,27 @@
+"""What a prune job is asked to do: the settings every path (in memory, streamed, training) shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prunecli.pruning.criterion import Inputs
+from prunecli.training.loop import TrainProgress, TrainSettings
+
+
+@dataclass
+class PruneSettings:
+    sparsity: float
+    scope: str = "global"
+    iterations: int | None = None
+    schedule: str = "exponential"
+    seed: int = 0
+    inputs: Inputs = field(default_factory=Inputs)
+
+
+@dataclass
+class TrainingRun:
+    """What ``prune`` adds for a training method: how to train, and the method's options."""
+
+    settings: TrainSettings
+    options: dict[str, object] = field(default_factory=dict)
+    progress: TrainProgress | None = None
