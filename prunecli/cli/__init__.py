@@ -1,1 +1,1 @@
-"""The command-line layer: thin Typer commands over the library (DESIGN §7)."""
+"""The command-line layer: thin Typer commands over the jobs, and how results look (DESIGN §7); imports anything."""

@@ -1,4 +1,4 @@
-"""The criterion registry: ``@register`` a :class:`Criterion` subclass and it is a method."""
+"""The pruning criteria, one module each, and their registry (get_criterion, list_criteria); imports pruning and below."""
 
 from __future__ import annotations
 

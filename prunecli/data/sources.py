@@ -62,9 +62,9 @@ def _load_file(path: Path, spec: str) -> Dataset:
     if suffix == ".npz":
         arrays = read_npz(path, spec)
     elif suffix == ".safetensors":
-        from prunecli.io import safetensors as st
+        from prunecli.io.load import load_file
 
-        arrays = st.load_file(path)[0]
+        arrays = load_file(path)[0]
     else:
         raise BadInput(
             f"--data {spec}: cannot read {suffix or 'files without a suffix'}",

@@ -1,7 +1,7 @@
 """Safetensors checkpoints on disk: one file, a sharded set with its index, or a model folder.
 
 A checkpoint is read through its headers only; tensor bytes are fetched on demand with
-``read_into`` (``pread`` into a caller's buffer), so no command holds more of the model than it
+``io.inputs.read_into`` (``pread`` into a caller's buffer), so no command holds more of the model than it
 asks for. Folders are what Hugging Face writes: ``config.json`` (the architecture), either
 ``model.safetensors`` or ``model.safetensors.index.json`` naming the shards, and tokenizer and
 generation files that travel with the weights.
@@ -171,22 +171,6 @@ def _read_sharded(folder: Path) -> tuple[list[Shard], dict[str, object]]:
         raise BadInput(f"{INDEX} lists tensor {missing!r} in {weight_map[missing]}, which lacks it")
     metadata = index.get("metadata") if isinstance(index.get("metadata"), dict) else {}
     return shards, dict(metadata)
-
-
-def read_into(handle: int, offset: int, buffer: memoryview, source: str | None = None) -> None:
-    """Fill ``buffer`` from the file descriptor ``handle`` at ``offset`` (threads may share it).
-
-    Every model read goes through here rather than a memory map: a file truncated meanwhile
-    gives a short read and this message, where a mapping would kill the process with SIGBUS."""
-    done, size = 0, buffer.nbytes
-    while done < size:
-        try:
-            got = os.preadv(handle, [buffer[done:]], offset + done)
-        except OSError as exc:
-            raise BadInput(f"cannot read {source or 'a model file'}: {exc.strerror}") from None
-        if got == 0:
-            raise BadInput(f"{source or 'a model file'} was truncated while it was being read")
-        done += got
 
 
 def write_index(folder: Path, weight_map: dict[str, str], total_size: int, meta: dict) -> None:

@@ -84,3 +84,19 @@ def path_refusal(exc: BaseException) -> BadInput | None:
     if isinstance(exc, OSError) and exc.errno in (errno.ENAMETOOLONG, errno.ELOOP):
         return os_error(exc, str(exc.filename) if exc.filename is not None else "a path")
     return None
+
+
+def read_into(handle: int, offset: int, buffer: memoryview, source: str | None = None) -> None:
+    """Fill ``buffer`` from the file descriptor ``handle`` at ``offset`` (threads may share it).
+
+    Every model read goes through here rather than a memory map: a file truncated meanwhile
+    gives a short read and this message, where a mapping would kill the process with SIGBUS."""
+    done, size = 0, buffer.nbytes
+    while done < size:
+        try:
+            got = os.preadv(handle, [buffer[done:]], offset + done)
+        except OSError as exc:
+            raise BadInput(f"cannot read {source or 'a model file'}: {exc.strerror}") from None
+        if got == 0:
+            raise BadInput(f"{source or 'a model file'} was truncated while it was being read")
+        done += got

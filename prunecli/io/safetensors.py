@@ -1,8 +1,9 @@
 """Safetensors: a validating reader and a tensor-by-tensor writer.
 
 The header is checked before the safetensors library sees the file, so a truncated or foreign file
-gets a message that says what is wrong; every read goes through ``load_file`` (or, for standard
-input, ``io/stdin.read_stream``), which decode compressed (bitmask) files transparently (prunecli/io/bitmask.py). The writer emits
+gets a message that says what is wrong; every read goes through ``io/load.load_file`` (or, for
+standard input, ``io/stdin.read_stream``), which decode compressed (bitmask) files transparently
+(prunecli/io/bitmask.py). The writer emits
 the documented format directly (8-byte little-endian header length, JSON header padded to 8 bytes,
 raw little-endian data), one tensor at a time, so writing never builds a second copy of the model
 in memory.
@@ -14,7 +15,7 @@ import json
 import math
 import os
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -188,10 +189,10 @@ def _short_text(value: object) -> str:
 def read_header_file(path: Path) -> Header:
     """Parse the header of a safetensors file without reading its data."""
     with open_input(path) as handle:
-        return _read_header(handle, str(path))
+        return read_header(handle, str(path))
 
 
-def _read_header(handle: BinaryIO, source: str) -> Header:
+def read_header(handle: BinaryIO, source: str) -> Header:
     """The header of the open file ``handle``, reading no more than the header's bytes."""
     size = os.fstat(handle.fileno()).st_size
     head = _read_all(handle, min(size, 8), source)
@@ -208,43 +209,6 @@ def _read_all(handle: BinaryIO, size: int, source: str) -> bytes:
     if len(data) < size:
         raise BadInput(f"{source} was truncated while it was being read")
     return data
-
-
-def read_tensors(
-    header: Header, read: Callable[[str], torch.Tensor], source: str
-) -> dict[str, torch.Tensor]:
-    """The model's tensors in file order, decoding a bitmask file tensor by tensor."""
-    from prunecli.io import bitmask
-
-    if bitmask.is_bitmask(header.metadata, source):
-        return bitmask.decode(header, read, source)
-    return {name: read(name) for name in header.entries}
-
-
-def load_file(path: Path) -> tuple[dict[str, torch.Tensor], Header]:
-    """Every tensor of a validated safetensors file (dense or bitmask), in file order.
-
-    Read with plain ``pread`` calls into tensors allocated from the validated header, never
-    memory-mapped: a file truncated while it is read then gives a short read and a message,
-    where a mapping would kill the process with SIGBUS. The header returned describes the file
-    as stored (its metadata included).
-    """
-    from prunecli.io.checkpoint import read_into
-
-    source = str(path)
-    with open_input(path) as handle:
-        header = _read_header(handle, source)
-
-        def read(name: str) -> torch.Tensor:
-            entry = header.entries[name]
-            raw = torch.empty(entry.end - entry.begin, dtype=torch.uint8)
-            if raw.numel():
-                offset = header.data_start + entry.begin
-                read_into(handle.fileno(), offset, memoryview(raw.numpy()), source)
-            return typed(raw, entry)
-
-        tensors = read_tensors(header, read, source)
-    return tensors, header
 
 
 def typed(raw: torch.Tensor, entry: TensorEntry) -> torch.Tensor:

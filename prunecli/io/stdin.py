@@ -15,6 +15,7 @@ import torch
 
 from prunecli.errors import BadInput
 from prunecli.io import safetensors as st
+from prunecli.io.load import read_tensors
 
 
 def read_stream(stream: BinaryIO, source: str) -> tuple[dict[str, torch.Tensor], st.Header, int]:
@@ -46,7 +47,7 @@ def read_stream(stream: BinaryIO, source: str) -> tuple[dict[str, torch.Tensor],
         data[name] = st.typed(_read_tensor_bytes(stream, entry, source), entry)
     if _read_upto(stream, 1):
         raise BadInput(f"{source}: bytes follow the last tensor; they belong to none")
-    tensors = st.read_tensors(header, data.pop, source)
+    tensors = read_tensors(header, data.pop, source)
     return tensors, header, 8 + length + data_size
 
 

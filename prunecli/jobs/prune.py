@@ -6,8 +6,8 @@ from pathlib import Path
 
 from prunecli.criteria import Criterion, ScoreContext
 from prunecli.criteria.training import TrainingMethod
-from prunecli.io import safetensors as st
 from prunecli.io.inputs import check_input
+from prunecli.io.load import load_file
 from prunecli.jobs.report import Report, build_report
 from prunecli.jobs.settings import PruneSettings, TrainingRun
 from prunecli.jobs.train import train_prune_to_file
@@ -20,7 +20,7 @@ from prunecli.version import __version__
 
 def load_scores(path: Path) -> FixedScores:
     check_input(path, f"--scores {path}")
-    return FixedScores(st.load_file(path)[0])
+    return FixedScores(load_file(path)[0])
 
 
 def prune_to_file(

@@ -20,6 +20,7 @@ from prunecli.io import bitmask
 from prunecli.io import safetensors as st
 from prunecli.io.inputs import check_input
 from prunecli.io.jsonfile import parse_json
+from prunecli.io.load import load_file
 from prunecli.io.paths import STDIO
 from prunecli.version import __version__
 
@@ -155,7 +156,7 @@ def _load_folder(
     checkpoint = open_checkpoint(source)
     tensors: dict[str, torch.Tensor] = {}
     for shard in checkpoint.shards:
-        tensors.update(st.load_file(shard.path)[0])
+        tensors.update(load_file(shard.path)[0])
     model = LoadedModel(
         tensors, dict(checkpoint.metadata), source, "safetensors", checkpoint.file_bytes
     )
@@ -176,7 +177,7 @@ def _read_safetensors(source: str) -> tuple[dict[str, torch.Tensor], st.Header, 
         return read_stream(sys.stdin.buffer, "standard input")
     path = Path(source)
     check_input(path, source)
-    tensors, header = st.load_file(path)
+    tensors, header = load_file(path)
     return tensors, header, path.stat().st_size
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from prunecli.errors import BadInput
-from prunecli.io.checkpoint import read_into
+from prunecli.io.inputs import read_into
 from prunecli.streaming.select import (
     SAMPLE,
     Item,

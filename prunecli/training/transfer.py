@@ -11,15 +11,15 @@ from torch import nn
 
 from prunecli.data.labelled import Dataset
 from prunecli.errors import BadInput, Unsupported
-from prunecli.io import safetensors as st
 from prunecli.io.inputs import check_input
+from prunecli.io.load import load_file
 from prunecli.models.loaded import Architecture, LoadedModel, build_module
 
 
 def read_rewind_point(path: Path, model: LoadedModel) -> dict[str, torch.Tensor]:
     """The tensors of ``path``, checked to match ``model`` name for name and shape for shape."""
     check_input(path, f"--rewind-to {path}")
-    tensors = st.load_file(path)[0]
+    tensors = load_file(path)[0]
     for name, tensor in model.tensors.items():
         if name not in tensors:
             raise BadInput(

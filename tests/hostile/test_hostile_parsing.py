@@ -22,8 +22,8 @@ from conftest import SMALL_MLP, assert_refused, run_refused, write_weights, writ
 from safetensors.torch import load_file, save_file
 
 import prunecli.io.checkpoint as checkpoint
-import prunecli.io.safetensors as st
 from prunecli.errors import BadInput
+from prunecli.io import load as prunecli_load
 from prunecli.io.jsonfile import MAX_DEPTH, parse_json
 
 REPO = Path(__file__).resolve().parents[2]
@@ -271,7 +271,7 @@ def test_in_memory_loader_does_not_memory_map(
 
     monkeypatch.setattr(mmap, "mmap", refuse)
     monkeypatch.setattr(safetensors, "safe_open", refuse)
-    tensors, _ = st.load_file(folder / "model.safetensors")
+    tensors, _ = prunecli_load.load_file(folder / "model.safetensors")
     expected = load_file(folder / "model.safetensors")
     assert all(torch.equal(tensors[name], expected[name]) for name in expected)
 

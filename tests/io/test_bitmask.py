@@ -20,6 +20,7 @@ from safetensors.numpy import load_file as numpy_load_file
 from safetensors.torch import load_file
 
 from prunecli.io import bitmask
+from prunecli.io import load as prunecli_load
 from prunecli.io import safetensors as st
 from prunecli.io.stdin import read_stream
 from prunecli.jobs.writing import write_model
@@ -94,9 +95,9 @@ def test_round_trip_is_bit_for_bit(tmp_path: Path, dtype: torch.dtype) -> None:
     encoded = [name for name in tensors if name != "conv.bias"]  # every edge case encoded
     path = write_bitmask(tmp_path / "m.safetensors", tensors, encoded)
     expected = signless(tensors)
-    assert_bit_identical(st.load_file(path)[0], expected)
+    assert_bit_identical(prunecli_load.load_file(path)[0], expected)
     assert_bit_identical(read_stream(io.BytesIO(path.read_bytes()), "standard input")[0], expected)
-    special = st.load_file(path)[0]["special.weight"].reshape(-1)[:6].float()
+    special = prunecli_load.load_file(path)[0]["special.weight"].reshape(-1)[:6].float()
     assert special[0].item() == 0.0 and not special[0].signbit()  # -0.0 came back as +0.0
     assert special[1].isnan()  # NaN is a value, not a zero
     assert special.tolist()[2:] == [float("inf"), -float("inf"), 0.0, -1.5]
@@ -107,7 +108,7 @@ def test_every_other_bit_survives(tmp_path: Path) -> None:
     weight = sparse((8, 8), torch.float32, 0.3, 0)
     weight.view(-1)[:2].view(torch.int32)[:] = torch.tensor([0x7FC00001, -0x3FFFFF])  # two NaNs
     path = write_bitmask(tmp_path / "m.safetensors", {"w": weight}, ["w"])
-    assert_bit_identical(st.load_file(path)[0], {"w": weight})
+    assert_bit_identical(prunecli_load.load_file(path)[0], {"w": weight})
 
 
 def test_round_trip_of_other_dtypes(tmp_path: Path) -> None:
@@ -119,7 +120,7 @@ def test_round_trip_of_other_dtypes(tmp_path: Path) -> None:
         "f8": torch.tensor([[0.0, 1.5, 0.0, -2.0]]).to(torch.float8_e4m3fn),
     }
     path = write_bitmask(tmp_path / "m.safetensors", tensors, list(tensors))
-    assert_bit_identical(st.load_file(path)[0], tensors)
+    assert_bit_identical(prunecli_load.load_file(path)[0], tensors)
 
 
 def test_any_safetensors_reader_opens_it(tmp_path: Path) -> None:
@@ -301,7 +302,7 @@ def test_write_model_bitmask_without_a_prunable_list(lenet: tuple[Path, Path]) -
     again = Path("again.safetensors")
     assert write_model(model, str(again), {}, format="bitmask") == again.stat().st_size
     assert metadata_of(again) == metadata_of(lenet[1])  # same encoded tensors, same metadata
-    assert_bit_identical(st.load_file(again)[0], st.load_file(lenet[0])[0])
+    assert_bit_identical(prunecli_load.load_file(again)[0], prunecli_load.load_file(lenet[0])[0])
 
 
 def test_stdin_in_process(cli, lenet: tuple[Path, Path]) -> None:
@@ -475,5 +476,7 @@ def test_vgg16_at_90_percent_is_at_most_a_quarter(cli, workdir: Path) -> None:
         assert cli(*args, "-o", f"{layout}.safetensors", "-q").exit_code == 0
     ratio = Path("bitmask.safetensors").stat().st_size / Path("dense.safetensors").stat().st_size
     assert ratio <= 0.25  # 0.1324 when written: 1 bit + 10% of 32 bits per weight, ≈ 0.1325
-    decoded, dense = (st.load_file(Path(f"{x}.safetensors"))[0] for x in ("bitmask", "dense"))
+    decoded, dense = (
+        prunecli_load.load_file(Path(f"{x}.safetensors"))[0] for x in ("bitmask", "dense")
+    )
     assert_bit_identical(decoded, dense)

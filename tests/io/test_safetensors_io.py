@@ -13,6 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from prunecli.errors import BadInput
+from prunecli.io import load as prunecli_load
 from prunecli.io import safetensors as st
 from prunecli.io.stdin import read_stream
 
@@ -95,7 +96,7 @@ def test_bytes_match_the_reference_writer_tensor_by_tensor(tmp_path: Path) -> No
     tensors = {k: v.contiguous() for k, v in sample_tensors().items()}
     reference = tmp_path / "ref.safetensors"
     save_file(tensors, str(reference), metadata={"a": "b"})
-    loaded, header = st.load_file(reference)
+    loaded, header = prunecli_load.load_file(reference)
     assert header.metadata == {"a": "b"}
     for name, tensor in tensors.items():
         assert raw_bytes(loaded[name]) == raw_bytes(tensor), name
@@ -106,7 +107,7 @@ def test_prunecli_reader_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "out.safetensors"
     write_file(path, tensors, {"m": "1"})
     for loaded, header in [
-        st.load_file(path),
+        prunecli_load.load_file(path),
         read_stream(io.BytesIO(path.read_bytes()), "stdin")[:2],
     ]:
         assert list(loaded) == list(tensors)
@@ -186,10 +187,10 @@ def test_load_file_rejects_truncated_file_cleanly(tmp_path: Path) -> None:
     write_file(path, {"w": torch.ones(10, 10)}, {})
     path.write_bytes(path.read_bytes()[:-1])
     with pytest.raises(BadInput, match="truncated"):
-        st.load_file(path)
+        prunecli_load.load_file(path)
     path.write_bytes(b"\x10\x00")
     with pytest.raises(BadInput, match="only 2 bytes"):
-        st.load_file(path)
+        prunecli_load.load_file(path)
 
 
 @pytest.mark.parametrize(
@@ -204,4 +205,4 @@ def test_load_file_rejects_inconsistent_layout(tmp_path: Path, offsets: tuple) -
     path = tmp_path / "bad.safetensors"
     path.write_bytes(document(header, b"\0" * offsets[1][1]))
     with pytest.raises(BadInput, match="overlaps or leaves a gap|belong to none"):
-        st.load_file(path)
+        prunecli_load.load_file(path)
