@@ -253,14 +253,14 @@ def check_options(criterion: type[Criterion] | None, given: Mapping[str, object]
 def _refusal(name: str, criterion: type[Criterion] | None) -> tuple[str, str]:
     from prunecli.criteria import list_criteria
 
-    flag = "--" + name.replace("_", "-")
+    option = flag(name)
     methods = list_criteria()
     owners = [c.name for c in methods if takes(c, name)]
     trainers = [c.name for c in methods if c.trains()]
     trains = criterion is not None and criterion.trains()
     if owners == trainers and not trains:  # a training run's option: retrain takes it too
         return (
-            f"{flag} is an option of a training method: training methods are {_listed(trainers)}",
+            f"{option} is an option of a training method: training methods are {_listed(trainers)}",
             "to train a pruned model use `prunecli retrain`",
         )
     if set(trainers) <= set(owners):
@@ -270,7 +270,12 @@ def _refusal(name: str, criterion: type[Criterion] | None) -> tuple[str, str]:
     else:
         owned = _listed(owners)
     chosen = f"--method {criterion.name}" if criterion else "--scores"
-    return f"{flag} is an option of {owned}, not of {chosen}", "see `prunecli methods`"
+    return f"{option} is an option of {owned}, not of {chosen}", "see `prunecli methods`"
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a method option: ``max_p`` → ``--max-p``."""
+    return "--" + name.replace("_", "-")
 
 
 def _listed(names: list[str]) -> str:
