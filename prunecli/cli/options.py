@@ -73,28 +73,9 @@ Scores = Annotated[
         rich_help_panel=WHAT,
     ),
 ]
-Seed = Annotated[
-    int, typer.Option("--seed", help="Seed for every random choice.", rich_help_panel=WHAT)
-]
-Include = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--include",
-        help="Prune only tensors matching this glob (re: for a regex). Repeatable.",
-        show_default=False,
-        rich_help_panel=WHAT,
-    ),
-]
-Exclude = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--exclude",
-        help="Never prune tensors matching this glob (re: for a regex). Repeatable.",
-        show_default=False,
-        rich_help_panel=WHAT,
-    ),
-]
-
+SEED_HELP = "Seed for every random choice."
+Seed = Annotated[int, typer.Option("--seed", help=SEED_HELP)]  # in the command's own options
+PruningSeed = Annotated[int, typer.Option("--seed", help=SEED_HELP, rich_help_panel=WHAT)]
 # --- allocation and schedule -------------------------------------------------------------
 Scope = Annotated[
     str,
@@ -147,6 +128,25 @@ TrustRemoteCode = Annotated[
         rich_help_panel=MODEL,
     ),
 ]
+Include = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--include",
+        help="Prune only tensors matching this glob (re: for a regex). Repeatable.",
+        show_default=False,
+        rich_help_panel=MODEL,
+    ),
+]
+Exclude = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--exclude",
+        help="Never prune tensors matching this glob (re: for a regex). Repeatable.",
+        show_default=False,
+        rich_help_panel=MODEL,
+    ),
+]
+
 InputShape = Annotated[
     str | None,
     typer.Option(
