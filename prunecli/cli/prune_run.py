@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prunecli.cli.method_options import check_options, given_options
 from prunecli.cli.options import gather
 from prunecli.cli.output import Output, read_paths, render_plan
 from prunecli.cli.report_files import check_report
 from prunecli.cli.train_options import TrainOptions
+
+if TYPE_CHECKING:
+    from prunecli.pruning.criterion import Criterion
 
 
 @dataclass(frozen=True)
@@ -52,28 +55,27 @@ class PruneRequest:
         return cls(**own, training=gather(TrainOptions, values), options=given_options(values))
 
 
-def run_prune(request: PruneRequest) -> None:
+def run_prune(r: PruneRequest) -> None:
     """Check the request before loading anything, then prune and report."""
     from prunecli.jobs.prune import PruneSettings, TrainingRun
     from prunecli.jobs.stream import streamable
 
-    criterion_class, target = _check(request)
+    criterion_class, target = _check(r)
     training = None
     if criterion_class is not None and criterion_class.trains():
-        training = TrainingRun(request.training.settings())
-    output = _check_output(request, training is not None)
-    out = Output(request.json_mode, request.quiet, data_to_stderr=output == "-")
-    r = request
+        training = TrainingRun(r.training.settings())
+    output = _check_output(r, training is not None)
+    out = Output(r.json_mode, r.quiet, data_to_stderr=output == "-")
     plain = r.scores_file is None and r.iterations in (None, 1) and r.device == "cpu"
     checkpoint = streamable(r.model, r.method, r.arch, output, plain)
     if checkpoint is not None and r.method is not None:
         settings = PruneSettings(target, r.scope, 1, r.schedule, r.seed)
-        _stream(checkpoint, request, settings, output, out)
+        _stream(checkpoint, r, settings, output, out)
         return
-    _in_memory(request, criterion_class, target, training, output, out)
+    _in_memory(r, criterion_class, target, training, output, out)
 
 
-def _check(r: PruneRequest):  # noqa: ANN202 - (criterion class or None, target sparsity)
+def _check(r: PruneRequest) -> tuple[type[Criterion] | None, float]:
     """What can be refused from the options alone; the criterion class and the sparsity."""
     from prunecli.criteria import get_criterion
     from prunecli.errors import BadInput
