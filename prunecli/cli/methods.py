@@ -9,11 +9,12 @@ from prunecli.cli.output import Output
 
 @handle_errors
 def methods_command(json_mode: opt.Json = False, quiet: opt.Quiet = False) -> None:
-    """List the pruning criteria: name, what each needs, default rounds and scope.
+    """List the pruning criteria: name, what each needs, default rounds and scope, options.
 
     Needs: weights (any model file), graph (the architecture: prunecli's metadata, --arch, a
     Hugging Face config.json or a .pt2 program), input_shape (known with the graph, else
-    --input-shape), data (--data) and training (the training options of `retrain`).
+    --input-shape), data (--data) and training (the training options of `retrain`). Options: the
+    method's own options (`prune` and `score` refuse a method option the method does not take).
 
     Examples:
 
@@ -24,6 +25,7 @@ def methods_command(json_mode: opt.Json = False, quiet: opt.Quiet = False) -> No
     from rich.table import Table
     from rich.text import Text
 
+    from prunecli.cli.method_options import flag
     from prunecli.cli.text import styled
     from prunecli.criteria import list_criteria
 
@@ -34,6 +36,7 @@ def methods_command(json_mode: opt.Json = False, quiet: opt.Quiet = False) -> No
             "default_iterations": c.default_iterations,
             "default_scope": c.default_scope,
             "summary": c.summary,
+            "options": [flag(name) for name in c.options],
         }
         for c in list_criteria()
     ]
@@ -44,7 +47,7 @@ def methods_command(json_mode: opt.Json = False, quiet: opt.Quiet = False) -> No
             for column in ("method", "needs", "rounds", "scope", "what it scores"):
                 table.add_column(column)
             for row in rows:
-                table.add_row(row["name"], *_about(row), row["summary"])
+                table.add_row(row["name"], *_about(row), _described(row))
             console.print(table)
             return
         # narrower (80 columns: pipes, CI logs): the name whole, its facts and summary beside it
@@ -55,7 +58,7 @@ def methods_command(json_mode: opt.Json = False, quiet: opt.Quiet = False) -> No
             needs, rounds, scope = _about(row)
             noun = "round" if rounds == "1" else "rounds"
             facts = styled(f"needs {needs}; {rounds} {noun}, {scope}")
-            grid.add_row(row["name"], Text("\n").join([facts, styled((row["summary"], "dim"))]))
+            grid.add_row(row["name"], Text("\n").join([facts, _described(row, "dim")]))
         console.print(grid)
 
     Output(json_mode, quiet).document({"schema": "prunecli.methods/1", "methods": rows}, human)
@@ -64,3 +67,15 @@ def methods_command(json_mode: opt.Json = False, quiet: opt.Quiet = False) -> No
 def _about(row: dict) -> tuple[str, str, str]:
     """(needs, default rounds, default scope) as shown."""
     return ", ".join(row["needs"]), str(row["default_iterations"]), row["default_scope"]
+
+
+def _described(row: dict, style: str = ""):  # noqa: ANN202 - a rich Text (imported late)
+    """The summary, and the method's options on a line of their own."""
+    from rich.text import Text
+
+    from prunecli.cli.text import styled
+
+    lines = [styled((row["summary"], style))]
+    if row["options"]:
+        lines.append(styled((f"options: {' '.join(row['options'])}", "dim")))
+    return Text("\n").join(lines)

@@ -7,25 +7,28 @@ from typing import Annotated
 import typer
 
 from prunecli.cli import options as opt
+from prunecli.cli import train_options as to
 from prunecli.cli.errors import handle_errors
 from prunecli.cli.output import Output, read_paths
 from prunecli.cli.report_files import check_report
+
+NEQ = "Neurons at equilibrium (NEq)"
 
 
 @handle_errors
 def retrain_command(
     model: opt.ModelArg,
     data: opt.Data = None,
-    epochs: opt.Epochs = None,
-    steps: opt.Steps = None,
     batch_size: opt.BatchSize = None,
-    lr: opt.Lr = opt.DEFAULT_LR,
-    optimizer: opt.Optimizer = opt.DEFAULT_OPTIMIZER,
-    momentum: opt.Momentum = 0.9,
-    weight_decay: opt.WeightDecay = 0.0,
-    lr_schedule: opt.LrSchedule = "constant",
-    val_fraction: opt.ValFraction = None,
-    rewind_to: opt.RewindTo = None,
+    epochs: to.Epochs = None,
+    steps: to.Steps = None,
+    lr: to.Lr = to.DEFAULT_LR,
+    optimizer: to.Optimizer = to.DEFAULT_OPTIMIZER,
+    momentum: to.Momentum = 0.9,
+    weight_decay: to.WeightDecay = 0.0,
+    lr_schedule: to.LrSchedule = "constant",
+    val_fraction: to.ValFraction = None,
+    rewind_to: to.RewindTo = None,
     num_classes: Annotated[
         int | None,
         typer.Option(
@@ -34,15 +37,24 @@ def retrain_command(
             help="Replace the classifier head (the last Linear layer) with a fresh one of N "
             "outputs, for transfer to another task.",
             show_default=False,
+            rich_help_panel=opt.TRAINING,
         ),
     ] = None,
     neq: Annotated[
-        bool, typer.Option("--neq", help="Neurons at equilibrium (NEq) get no update.")
+        bool,
+        typer.Option(
+            "--neq", help="Neurons at equilibrium (NEq) get no update.", rich_help_panel=NEQ
+        ),
     ] = False,
     neq_eps: Annotated[
-        float, typer.Option("--neq-eps", help="NEq: velocity below which a neuron is frozen.")
+        float,
+        typer.Option(
+            "--neq-eps", help="NEq: velocity below which a neuron is frozen.", rich_help_panel=NEQ
+        ),
     ] = 1e-3,
-    neq_mu: Annotated[float, typer.Option("--neq-mu", help="NEq: velocity momentum.")] = 0.5,
+    neq_mu: Annotated[
+        float, typer.Option("--neq-mu", help="NEq: velocity momentum.", rich_help_panel=NEQ)
+    ] = 0.5,
     seed: opt.Seed = 0,
     device: opt.Device = "cpu",
     arch: opt.Arch = None,
@@ -85,19 +97,7 @@ def retrain_command(
 
     if data is None:
         raise BadInput("retrain needs labelled data: pass --data", "e.g. --data mnist1d")
-    settings = opt.train_settings(
-        epochs,
-        steps,
-        batch_size,
-        lr,
-        optimizer,
-        momentum,
-        weight_decay,
-        lr_schedule,
-        seed,
-        device,
-        val_fraction,
-    )
+    settings = opt.gather(to.TrainOptions, locals()).settings()
     if num_classes is not None and num_classes < 1:
         raise BadInput(f"--num-classes must be at least 1, got {num_classes}")
     hooks = _neq_hooks(neq, neq_eps, neq_mu)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from prunecli.cli import method_options as mo
 from prunecli.cli import options as opt
 from prunecli.cli.errors import handle_errors
 from prunecli.cli.output import Output, read_paths
@@ -12,26 +13,26 @@ from prunecli.cli.report_files import check_report
 def score_command(
     model: opt.ModelArg,
     method: opt.Method = None,
-    seed: opt.Seed = 0,
+    seed: opt.PruningSeed = 0,
     arch: opt.Arch = None,
     arch_kwargs: opt.ArchKwargs = None,
     trust_remote_code: opt.TrustRemoteCode = False,
     include: opt.Include = None,
     exclude: opt.Exclude = None,
+    input_shape: opt.InputShape = None,
     output: opt.Output = None,
     force: opt.Force = False,
+    report_file: opt.ReportFile = None,
     json_mode: opt.Json = False,
     quiet: opt.Quiet = False,
-    report_file: opt.ReportFile = None,
-    input_shape: opt.InputShape = None,
     data: opt.Data = None,
-    batches: opt.Batches = None,
     batch_size: opt.BatchSize = None,
-    alpha: opt.Alpha = None,
-    beta: opt.Beta = None,
-    max_p: opt.MaxP = None,
-    temperature: opt.Temperature = None,
     device: opt.Device = "cpu",
+    batches: mo.Batches = None,
+    temperature: mo.Temperature = None,
+    alpha: mo.Alpha = None,
+    beta: mo.Beta = None,
+    max_p: mo.MaxP = None,
 ) -> None:
     """Score every prunable weight of MODEL with --method (higher = keep).
 
@@ -52,8 +53,10 @@ def score_command(
 
     if method is None:
         raise BadInput("--method is required", "run `prunecli methods` for the list")
+    options = mo.given_options(locals())
     criterion_class = get_criterion(method)
     check_request(criterion_class, data)
+    mo.check_options(criterion_class, options)
     output = output or default_output(model, ".scores.safetensors")
     targets = [Target(output), *check_report(report_file)]
     check_outputs(read_paths(model, data), targets, force)
@@ -61,14 +64,6 @@ def score_command(
     out = Output(json_mode, quiet, data_to_stderr=output == "-")
     loaded, names = open_model(
         model, arch, arch_kwargs, include, exclude, trust_remote_code=trust_remote_code
-    )
-    options = opt.method_options(
-        batches=batches,
-        batch_size=batch_size,
-        alpha=alpha,
-        beta=beta,
-        max_p=max_p,
-        temperature=temperature,
     )
     run_inputs = resolve_inputs(criterion_class, loaded, input_shape, data, device, options)
     report = score_to_file(loaded, names, criterion_class(), seed, run_inputs, output)

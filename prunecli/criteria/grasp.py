@@ -17,7 +17,7 @@ import torch
 
 from prunecli.criteria.labelled import scoring_copy
 from prunecli.criteria.registry import register
-from prunecli.data.labelled import batch_options
+from prunecli.data.labelled import DEFAULT_BATCH_SIZE, DEFAULT_BATCHES, batch_options
 from prunecli.errors import BadInput
 from prunecli.pruning.criterion import Criterion, ScoreContext
 
@@ -29,6 +29,11 @@ class Grasp(Criterion):
     name = "grasp"
     summary = "θ ⊙ Hg: preserve gradient flow, logits / T = 200 (Wang et al. 2020)"
     needs = ("graph", "data")
+    options = {
+        "batches": DEFAULT_BATCHES,
+        "batch_size": DEFAULT_BATCH_SIZE,
+        "temperature": DEFAULT_TEMPERATURE,
+    }
 
     def score(self, ctx: ScoreContext) -> Mapping[str, torch.Tensor]:
         count, batch_size = batch_options(ctx.options)

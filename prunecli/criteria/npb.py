@@ -467,6 +467,7 @@ class Npb(Criterion):
         "paths on ERK budgets (a mask, for prune)"
     )
     needs = ("graph", "input_shape")
+    options = {"alpha": NpbOptions.alpha, "beta": NpbOptions.beta, "max_p": NpbOptions.max_p}
     default_scope = "erk"
 
     def score(self, ctx: ScoreContext) -> Mapping[str, torch.Tensor]:

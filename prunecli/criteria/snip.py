@@ -15,7 +15,7 @@ import torch
 
 from prunecli.criteria.labelled import scoring_copy
 from prunecli.criteria.registry import register
-from prunecli.data.labelled import batch_options
+from prunecli.data.labelled import DEFAULT_BATCH_SIZE, DEFAULT_BATCHES, batch_options
 from prunecli.pruning.criterion import Criterion, ScoreContext
 
 
@@ -24,6 +24,7 @@ class Snip(Criterion):
     name = "snip"
     summary = "|θ ⊙ ∂L/∂θ| on labelled batches: connection sensitivity (Lee et al. 2019)"
     needs = ("graph", "data")
+    options = {"batches": DEFAULT_BATCHES, "batch_size": DEFAULT_BATCH_SIZE}
 
     def score(self, ctx: ScoreContext) -> Mapping[str, torch.Tensor]:
         count, batch_size = batch_options(ctx.options)

@@ -17,8 +17,8 @@ To add one, copy ``criteria/imp.py``::
             return MethodResult(hook.masks, [job.round_row(1, hook.masks, result)], result)
 
 and add ``iht`` to the imports of ``_load_builtins`` in ``criteria/__init__.py``. Its options reach it from the
-command line through ``opt.method_options`` in ``cli/prune.py`` (add a ``typer.Option`` alias in
-``cli/options.py``); the contract tests in ``tests/criteria/test_training_methods.py`` cover it once
+command line by name (add a ``typer.Option`` alias in its family's panel in
+``cli/method_options.py`` and a parameter to ``cli/prune.py``); the contract tests in ``tests/criteria/test_training_methods.py`` cover it once
 registered.
 
 What a method may use from :class:`TrainingJob`:

@@ -1,0 +1,282 @@
+"""The options of one method family, each in its family's help panel, and the one table that
+checks them: a method takes the options its criterion class declares (``Criterion.options``);
+any other method option is refused before anything is loaded (exit 2)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from prunecli.cli.options import MAX_BATCHES, MAX_EPOCHS, MAX_IHT_STEPS, MAX_STARTS, MAX_STEPS
+from prunecli.cli.train_options import REWIND_TO_HELP
+
+if TYPE_CHECKING:
+    from prunecli.pruning.criterion import Criterion
+
+SNIP_GRASP = "SNIP / GraSP"
+NPB = "NPB (node-path balancing)"
+IMP = "Lottery tickets (imp)"
+TRAINED = "IHT / BiNGO / k-starts / dissipating"
+
+#: what every training method takes besides its own options: its training run
+TRAINING_OPTIONS = ("epochs", "steps", "batch_size")
+
+# --- snip, grasp ---------------------------------------------------------------------------
+Batches = Annotated[
+    int | None,
+    typer.Option(
+        "--batches",
+        max=MAX_BATCHES,
+        help="Labelled batches a data criterion scores on (default 1).",
+        show_default=False,
+        rich_help_panel=SNIP_GRASP,
+    ),
+]
+Temperature = Annotated[
+    float | None,
+    typer.Option(
+        "--temperature",
+        help="grasp: logits are divided by T (default 200).",
+        show_default=False,
+        rich_help_panel=SNIP_GRASP,
+    ),
+]
+
+# --- npb -----------------------------------------------------------------------------------
+Alpha = Annotated[
+    float | None,
+    typer.Option(
+        "--alpha",
+        help="npb: weight of active nodes against paths (default 0.01).",
+        show_default=False,
+        rich_help_panel=NPB,
+    ),
+]
+Beta = Annotated[
+    float | None,
+    typer.Option(
+        "--beta",
+        help="npb: weight of distinct kernel connections (default 1).",
+        show_default=False,
+        rich_help_panel=NPB,
+    ),
+]
+MaxP = Annotated[
+    int | None,
+    typer.Option(
+        "--max-p",
+        help="npb: most entries kept per kernel (default: kernel area).",
+        show_default=False,
+        rich_help_panel=NPB,
+    ),
+]
+
+# --- imp -----------------------------------------------------------------------------------
+RewindTo = Annotated[
+    Path | None,
+    typer.Option("--rewind-to", help=REWIND_TO_HELP, show_default=False, rich_help_panel=IMP),
+]
+RewindStep = Annotated[
+    int | None,
+    typer.Option(
+        "--rewind-step",
+        max=MAX_STEPS,
+        help="imp: rewind to the weights after K training steps (late rewinding).",
+        show_default=False,
+        rich_help_panel=IMP,
+    ),
+]
+Rate = Annotated[
+    float | None,
+    typer.Option(
+        "--rate",
+        help="imp: fraction of the surviving weights pruned per round (default 0.2).",
+        show_default=False,
+        rich_help_panel=IMP,
+    ),
+]
+KeepBest = Annotated[
+    bool,
+    typer.Option(
+        "--keep-best",
+        help="imp: keep the round with the best test accuracy.",
+        rich_help_panel=IMP,
+    ),
+]
+LastLayer = Annotated[
+    str | None,
+    typer.Option(
+        "--last-layer",
+        help="imp: the output layer is pruned at half rate (half, the default), at the same "
+        "rate (same), or left dense (dense).",
+        show_default=False,
+        rich_help_panel=IMP,
+    ),
+]
+
+# --- iht, bingo, kstarts, dissipating ------------------------------------------------------
+ProjectEvery = Annotated[
+    int | None,
+    typer.Option(
+        "--project-every",
+        help="iht: project onto the top-k |θ| every N steps (default 10).",
+        show_default=False,
+        rich_help_panel=TRAINED,
+    ),
+]
+IhtSteps = Annotated[
+    int | None,
+    typer.Option(
+        "--iht-steps",
+        max=MAX_IHT_STEPS,
+        help="iht: extra backtracked gradient steps on a changed support (default 2).",
+        show_default=False,
+        rich_help_panel=TRAINED,
+    ),
+]
+BingoFraction = Annotated[
+    float | None,
+    typer.Option(
+        "--bingo-fraction",
+        help="bingo: fraction of a tensor's live weights zeroed per probe (default 0.01).",
+        show_default=False,
+        rich_help_panel=TRAINED,
+    ),
+]
+BingoEvery = Annotated[
+    int | None,
+    typer.Option(
+        "--bingo-every",
+        help="bingo: probe every N training steps (default 1).",
+        show_default=False,
+        rich_help_panel=TRAINED,
+    ),
+]
+Starts = Annotated[
+    int | None,
+    typer.Option(
+        "--starts",
+        max=MAX_STARTS,
+        help="kstarts: number K of random masks tried (default 4).",
+        show_default=False,
+        rich_help_panel=TRAINED,
+    ),
+]
+WarmupEpochs = Annotated[
+    int | None,
+    typer.Option(
+        "--warmup-epochs",
+        max=MAX_EPOCHS,
+        help="kstarts: epochs each random mask trains before the fittest is chosen (default 1).",
+        show_default=False,
+        rich_help_panel=TRAINED,
+    ),
+]
+Fitness = Annotated[
+    str | None,
+    typer.Option(
+        "--fitness",
+        help="kstarts: magnitude, gradient or both (default both).",
+        show_default=False,
+        rich_help_panel=TRAINED,
+    ),
+]
+Gamma = Annotated[
+    float | None,
+    typer.Option(
+        "--gamma",
+        help="dissipating: prune weights with |w − w0| ≤ γ|w0| (default 0.5).",
+        show_default=False,
+        rich_help_panel=TRAINED,
+    ),
+]
+DissipateEpochs = Annotated[
+    int | None,
+    typer.Option(
+        "--dissipate-epochs",
+        max=MAX_EPOCHS,
+        help="dissipating: the first N epochs in which weights are pruned (default 2).",
+        show_default=False,
+        rich_help_panel=TRAINED,
+    ),
+]
+StartSparsity = Annotated[
+    float | None,
+    typer.Option(
+        "--start-sparsity",
+        help="kstarts+dissipating: sparsity of the K random masks (default 1 − √(1 − S)).",
+        show_default=False,
+        rich_help_panel=TRAINED,
+    ),
+]
+
+
+# --- the table -----------------------------------------------------------------------------
+def method_option_names() -> list[str]:
+    """Every method option any registered method declares, in registry order."""
+    from prunecli.criteria import list_criteria
+
+    names: dict[str, None] = {}
+    for criterion in list_criteria():
+        names.update(dict.fromkeys(criterion.options))
+    return list(names)
+
+
+def given_options(values: Mapping[str, object]) -> dict[str, object]:
+    """The method options a command was given (unset ones are left to the method); a path as
+    its text."""
+    return {
+        name: str(value) if isinstance(value, Path) else value
+        for name in method_option_names()
+        if (value := values.get(name)) is not None and value is not False
+    }
+
+
+def takes(criterion: type[Criterion], name: str) -> bool:
+    """Whether ``criterion`` takes the option ``name`` (``--max-p`` is ``max_p``)."""
+    return name in criterion.options or (criterion.trains() and name in TRAINING_OPTIONS)
+
+
+def check_options(criterion: type[Criterion] | None, given: Mapping[str, object]) -> None:
+    """Refuse an option the chosen method (None: ``--scores``) does not take (BadInput)."""
+    from prunecli.errors import BadInput
+
+    for name, value in given.items():
+        if value is None or value is False or (criterion and takes(criterion, name)):
+            continue
+        raise BadInput(*_refusal(name, criterion))
+
+
+def _refusal(name: str, criterion: type[Criterion] | None) -> tuple[str, str]:
+    from prunecli.criteria import list_criteria
+
+    option = flag(name)
+    methods = list_criteria()
+    owners = [c.name for c in methods if takes(c, name)]
+    trainers = [c.name for c in methods if c.trains()]
+    trains = criterion is not None and criterion.trains()
+    if owners == trainers and not trains:  # a training run's option: retrain takes it too
+        return (
+            f"{option} is an option of a training method: training methods are {_listed(trainers)}",
+            "to train a pruned model use `prunecli retrain`",
+        )
+    if set(trainers) <= set(owners):
+        owned = _listed([o for o in owners if o not in trainers] + ["the training methods"])
+    elif not trains and set(owners) <= set(trainers):
+        owned = f"a training method ({', '.join(owners)})"
+    else:
+        owned = _listed(owners)
+    chosen = f"--method {criterion.name}" if criterion else "--scores"
+    return f"{option} is an option of {owned}, not of {chosen}", "see `prunecli methods`"
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a method option: ``max_p`` → ``--max-p``."""
+    return "--" + name.replace("_", "-")
+
+
+def _listed(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"

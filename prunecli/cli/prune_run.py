@@ -1,0 +1,184 @@
+"""What `prunecli prune` does with its options: check them all, then run the job (in memory, or
+streamed chunk by chunk for magnitude and random on a large checkpoint) and report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prunecli.cli.method_options import check_options, given_options
+from prunecli.cli.options import gather
+from prunecli.cli.output import Output, read_paths, render_plan
+from prunecli.cli.report_files import check_report
+from prunecli.cli.train_options import TrainOptions
+
+if TYPE_CHECKING:
+    from prunecli.pruning.criterion import Criterion
+
+
+@dataclass(frozen=True)
+class PruneRequest:
+    """`prunecli prune`'s options as given; :func:`run_prune` checks them."""
+
+    model: str
+    sparsity: str
+    method: str | None
+    scores_file: Path | None
+    seed: int
+    include: list[str] | None
+    exclude: list[str] | None
+    scope: str
+    iterations: int | None
+    schedule: str
+    arch: str | None
+    arch_kwargs: str | None
+    trust_remote_code: bool
+    input_shape: str | None
+    output: str | None
+    format: str
+    force: bool
+    dry_run: bool
+    report_file: Path | None
+    json_mode: bool
+    quiet: bool
+    progress: bool
+    data: str | None
+    device: str
+    training: TrainOptions
+    options: dict[str, object]  # the method options given (checked against the method's)
+
+    @classmethod
+    def gather(cls, values: dict[str, Any]) -> PruneRequest:
+        """The request from the command's parameters (the fields' names)."""
+        own = {f.name: values[f.name] for f in fields(cls) if f.name not in ("training", "options")}
+        return cls(**own, training=gather(TrainOptions, values), options=given_options(values))
+
+
+def run_prune(r: PruneRequest) -> None:
+    """Check the request before loading anything, then prune and report."""
+    from prunecli.jobs.settings import PruneSettings, TrainingRun
+    from prunecli.jobs.stream import streamable
+
+    criterion_class, target = _check(r)
+    training = None
+    if criterion_class is not None and criterion_class.trains():
+        training = TrainingRun(r.training.settings())
+    output = _check_output(r, training is not None)
+    out = Output(r.json_mode, r.quiet, data_to_stderr=output == "-")
+    plain = r.scores_file is None and r.iterations in (None, 1) and r.device == "cpu"
+    checkpoint = streamable(r.model, r.method, r.arch, output, plain)
+    if checkpoint is not None and r.method is not None:
+        settings = PruneSettings(target, r.scope, 1, r.schedule, r.seed)
+        _stream(checkpoint, r, settings, output, out)
+        return
+    _in_memory(r, criterion_class, target, training, output, out)
+
+
+def _check(r: PruneRequest) -> tuple[type[Criterion] | None, float]:
+    """What can be refused from the options alone; the criterion class and the sparsity."""
+    from prunecli.criteria import get_criterion
+    from prunecli.errors import BadInput
+    from prunecli.jobs.session import check_request
+    from prunecli.pruning.allocation import SCOPES
+    from prunecli.pruning.loop import parse_sparsity
+    from prunecli.pruning.schedule import SCHEDULES
+
+    if (r.method is None) == (r.scores_file is None):
+        raise BadInput("pass exactly one of --method or --scores")
+    target = parse_sparsity(r.sparsity)
+    if r.scope not in SCOPES:
+        raise BadInput(f"unknown scope {r.scope!r}", f"choose one of: {', '.join(SCOPES)}")
+    if r.schedule not in SCHEDULES:
+        raise BadInput(f"unknown schedule {r.schedule!r}", f"choose one of: {', '.join(SCHEDULES)}")
+    if r.iterations is not None and r.iterations < 1:
+        raise BadInput(f"--iterations must be at least 1, got {r.iterations}")
+    if r.scores_file is not None and r.iterations not in (None, 1):
+        raise BadInput("--scores are fixed: they cannot be rescored over --iterations")
+    criterion_class = get_criterion(r.method) if r.method else None
+    check_options(
+        criterion_class, {**r.options, "epochs": r.training.epochs, "steps": r.training.steps}
+    )
+    if criterion_class is not None and criterion_class.trains() and r.iterations is not None:
+        raise BadInput(f"--method {r.method} sets its own rounds; drop --iterations")
+    if criterion_class is not None:
+        check_request(criterion_class, r.data, training=True)
+    return criterion_class, target
+
+
+def _check_output(r: PruneRequest, trains: bool) -> str:
+    """The output path (default: beside MODEL), checked with every file the run reads and
+    writes before anything is loaded."""
+    from prunecli.errors import Unsupported
+    from prunecli.io.checkpoint import check_folder_output, is_folder
+    from prunecli.io.paths import Target, check_outputs, default_output
+    from prunecli.jobs.writing import check_format
+
+    output = r.output or default_output(r.model)
+    if output.endswith(".pt2") and not r.model.endswith(".pt2"):
+        raise Unsupported("a .pt2 output needs a .pt2 input", "write .safetensors instead")
+    check_format(r.format, output)
+    folder = is_folder(r.model)
+    if folder and not r.dry_run:
+        check_folder_output(output, r.model)
+    targets = [] if r.dry_run else [Target(output, folder=folder)]
+    targets += check_report(r.report_file, curve=trains)
+    rewind_to = r.options.get("rewind_to")
+    reads = read_paths(r.model, r.data, scores=r.scores_file, rewind_to=rewind_to)
+    check_outputs(reads, targets, r.force)
+    return output
+
+
+def _in_memory(r: PruneRequest, criterion_class, target, training, output, out) -> None:  # noqa: ANN001
+    """Load the model, score (or train) and write it."""
+    from prunecli.jobs.prune import load_scores, plan_document, prune_to_file
+    from prunecli.jobs.session import open_model, resolve_inputs
+    from prunecli.jobs.settings import PruneSettings
+
+    loaded, names = open_model(
+        r.model, r.arch, r.arch_kwargs, r.include, r.exclude, trust_remote_code=r.trust_remote_code
+    )
+    if r.dry_run:
+        settings = PruneSettings(target, r.scope)
+        plan = plan_document(loaded, names, r.method or "scores", settings, False)
+        out.document(plan, lambda console: render_plan(console, plan))
+        return
+    criterion = criterion_class() if criterion_class else load_scores(r.scores_file)
+    run_inputs = resolve_inputs(
+        type(criterion), loaded, r.input_shape, r.data, r.device, r.options, training=True
+    )
+    settings = PruneSettings(target, r.scope, r.iterations, r.schedule, r.seed, run_inputs)
+    rounds = r.iterations or criterion.default_iterations
+    with out.progress(f"pruning ({criterion.name})", rounds) as tick:
+        if training is not None:
+            training.options, training.progress = dict(r.options), tick
+        report = prune_to_file(loaded, names, criterion, settings, output, tick, r.format, training)
+    out.report(report, r.report_file)
+
+
+def _stream(checkpoint, r: PruneRequest, settings, output: str, out: Output) -> None:  # noqa: ANN001
+    """Prune a checkpoint chunk by chunk (magnitude, random): memory bounded by a few chunks."""
+    from prunecli.jobs.prune import plan_document
+    from prunecli.jobs.stream import lazy_model, stream_prune_to_file
+    from prunecli.pruning.prunable import select_prunable
+
+    lazy = lazy_model(checkpoint)
+    names = select_prunable(lazy, r.include or (), r.exclude or ())
+    if r.dry_run:
+        plan = plan_document(lazy, names, r.method, settings, True)
+        out.document(plan, lambda console: render_plan(console, plan))
+        return
+    prunable = sum(lazy.tensors[name].numel() * lazy.tensors[name].element_size() for name in names)
+    total = prunable + sum(t.numel() * t.element_size() for t in lazy.tensors.values())
+    done = 0
+    with out.progress(f"pruning ({r.method})", total, force=r.progress) as tick:
+
+        def advance(nbytes: int) -> None:
+            nonlocal done
+            done += nbytes
+            tick(done, max(total, done))
+
+        report = stream_prune_to_file(
+            checkpoint, names, r.method, settings, output, r.format, advance
+        )
+    out.report(report, r.report_file)
