@@ -278,10 +278,10 @@ def train_settings(
     seed: int,
     device: str,
     val_fraction: float | None,
-):  # -> prunecli.training.loop.TrainSettings (imported lazily: torch)
+):  # -> prunecli.training.settings.TrainSettings (imported lazily: torch)
     """The training settings from the shared options, checked (BadInput when impossible)."""
     from prunecli.jobs.session import check_device
-    from prunecli.training.loop import TrainSettings
+    from prunecli.training.settings import TrainSettings
 
     settings = TrainSettings(
         epochs=epochs,

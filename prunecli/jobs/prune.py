@@ -14,7 +14,7 @@ from prunecli.jobs.writing import check_format, encoded_tensors, write_model, wr
 from prunecli.models.loaded import LoadedModel
 from prunecli.pruning.criterion import Inputs
 from prunecli.pruning.loop import FixedScores, Progress, check_scores, prune_model
-from prunecli.training.loop import TrainProgress, TrainSettings
+from prunecli.training.settings import TrainProgress, TrainSettings
 from prunecli.version import __version__
 
 

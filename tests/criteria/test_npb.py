@@ -19,7 +19,6 @@ from conftest import report_of, write_weights, write_zoo
 from safetensors.torch import load_file
 
 from prunecli.criteria import get_criterion
-from prunecli.criteria.npb import path_norm, solve_block
 from prunecli.data.labelled import from_arrays
 from prunecli.errors import BadInput, Unsupported
 from prunecli.models.loaded import Architecture, LoadedModel
@@ -27,6 +26,7 @@ from prunecli.models.zoo import build_arch
 from prunecli.pruning.allocation import keep_counts
 from prunecli.pruning.criterion import Inputs, ScoreContext
 from prunecli.pruning.loop import prune_model
+from prunecli.topology.node_path_milp import path_norm, solve_block
 from prunecli.topology.pathnet import PathNetwork
 
 Npb = get_criterion("npb")
