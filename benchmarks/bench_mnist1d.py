@@ -112,7 +112,7 @@ def run_seed(seed: int, steps: int, imp_targets: list[float], others: list[float
 
 
 def _settings(steps: int, seed: int):
-    from prunecli.training.loop import TrainSettings
+    from prunecli.training.settings import TrainSettings
 
     return TrainSettings(steps=steps, batch_size=100, lr=0.02, optimizer="adam", seed=seed)
 

@@ -11,7 +11,7 @@ from prunecli.criteria.training import TrainingJob, TrainingMethod
 from prunecli.data.labelled import Dataset
 from prunecli.models.loaded import LoadedModel
 from prunecli.pruning.criterion import Inputs
-from prunecli.training.loop import TrainSettings
+from prunecli.training.settings import TrainSettings
 
 
 def make_job(

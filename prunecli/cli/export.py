@@ -85,12 +85,8 @@ def export_command(
 
     from prunecli.errors import BadInput, CheckFailed
     from prunecli.io.paths import Target, check_outputs
-    from prunecli.jobs.export import (
-        ExportSettings,
-        default_export_output,
-        export_to_file,
-        target_of,
-    )
+    from prunecli.jobs.export import default_export_output, export_to_file, target_of
+    from prunecli.jobs.export_formats import ExportSettings
     from prunecli.jobs.session import check_input_shape, open_model, parse_input_shape
     from prunecli.jobs.writing import check_format
 

@@ -11,7 +11,7 @@ import typer
 from prunecli.cli.options import MAX_EPOCHS, MAX_STEPS, TRAINING
 
 if TYPE_CHECKING:
-    from prunecli.training.loop import TrainSettings
+    from prunecli.training.settings import TrainSettings
 
 DEFAULT_LR = 1e-3
 DEFAULT_OPTIMIZER = "adam"
@@ -96,7 +96,7 @@ class TrainOptions:
     def settings(self) -> TrainSettings:
         """The training settings, checked (BadInput when impossible)."""
         from prunecli.jobs.session import check_device
-        from prunecli.training.loop import TrainSettings
+        from prunecli.training.settings import TrainSettings
 
         settings = TrainSettings(
             epochs=self.epochs,

@@ -20,7 +20,8 @@ from prunecli.criteria.registry import register
 from prunecli.criteria.training import MethodResult, Round, TrainingJob, TrainingMethod
 from prunecli.data.labelled import set_mode
 from prunecli.errors import BadInput
-from prunecli.training.loop import TrainHook, TrainState, evaluate, split_data
+from prunecli.training.evaluation import evaluate, split_data
+from prunecli.training.hooks import TrainHook, TrainState
 
 Masks = dict[str, torch.Tensor]
 

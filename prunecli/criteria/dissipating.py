@@ -24,7 +24,7 @@ from prunecli.criteria.registry import register
 from prunecli.criteria.training import MethodResult, TrainingJob, TrainingMethod
 from prunecli.errors import BadInput
 from prunecli.pruning.allocation import prune_count
-from prunecli.training.loop import TrainHook, TrainState
+from prunecli.training.hooks import TrainHook, TrainState
 
 Masks = dict[str, torch.Tensor]
 

@@ -28,7 +28,7 @@ from prunecli.criteria.registry import register
 from prunecli.criteria.training import MethodResult, TrainingJob, TrainingMethod
 from prunecli.errors import BadInput
 from prunecli.pruning.allocation import keep_counts
-from prunecli.training.loop import TrainHook, TrainState
+from prunecli.training.hooks import TrainHook, TrainState
 
 Masks = dict[str, torch.Tensor]
 _BACKTRACKS = 5  # halvings of μ before the step is skipped

@@ -28,7 +28,8 @@ from prunecli.criteria.registry import register
 from prunecli.criteria.training import MethodResult, Round, TrainingJob, TrainingMethod
 from prunecli.errors import BadInput
 from prunecli.pruning.allocation import prune_count, round_to_total
-from prunecli.training.loop import TrainHook, TrainState, evaluate, split_data
+from prunecli.training.evaluation import evaluate, split_data
+from prunecli.training.hooks import TrainHook, TrainState
 from prunecli.training.transfer import load_weights, output_layer, read_rewind_point
 
 LAST_LAYER = ("half", "same", "dense")

@@ -19,7 +19,8 @@ import torch
 from prunecli.criteria.registry import register
 from prunecli.criteria.training import MethodResult, Round, TrainingJob, TrainingMethod
 from prunecli.errors import BadInput
-from prunecli.training.loop import TrainHook, TrainState, split_data
+from prunecli.training.evaluation import split_data
+from prunecli.training.hooks import TrainHook, TrainState
 
 Masks = dict[str, torch.Tensor]
 FITNESS = ("magnitude", "gradient", "both")

@@ -14,7 +14,8 @@ paths of the layer with every kernel at max_p), R = distinct kept (i, j) pairs o
 Only connections that can carry paths (P_in[i] > 0) make a node active or count as a pair. cap_ij =
 min(max_p, live entries of the kernel). M_ij entries are then switched on at random inside each
 kernel, and a final pass moves the budget of kept weights that lie on no input→output path to the
-entries that add the most paths.
+entries that add the most paths. The integer program is topology/node_path_milp.py, the final
+pass topology/path_repair.py; this module sizes the blocks and wires them together.
 
 The scores are 1 for the kept entries and 0 for the rest, with every layer keeping exactly the
 count the selection enforces (ERK under ``--scope erk`` or ``global``, uniform under ``layer``),
@@ -30,25 +31,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.sparse import coo_array
 
 from prunecli.criteria.registry import register
 from prunecli.errors import BadInput, Unsupported
 from prunecli.pruning.allocation import keep_counts, round_to_total
 from prunecli.pruning.criterion import Criterion, ScoreContext
 from prunecli.pruning.seeding import stream_seed
+from prunecli.topology.node_path_milp import solve_block
+from prunecli.topology.path_repair import refill_ineffective
 from prunecli.topology.pathnet import PathNetwork, call_order, layer_inputs
 
 #: layers with more (input, output) channel pairs than this are solved in chunks of output
 #: channels: the reference's ResNet-20 rule (32 outputs above 64×32 pairs); smaller chunks also
 #: solve faster in HiGHS
 MAX_BLOCK_PAIRS = 2048
-MIP_GAP = 1e-4
-#: branch-and-bound nodes per subproblem: a deterministic limit (a time limit is not)
-NODE_LIMIT = 1000
-#: a safety net only; when it is hit the best solution found so far is used
-TIME_LIMIT_S = 60.0
 _STREAM = 0x4E5042  # "NPB": kernel-entry placement draws its own random stream
 _LAYERS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
 
@@ -71,190 +67,6 @@ class NpbOptions:
         if max_p is not None and int(max_p) < 1:
             raise BadInput(f"--max-p {max_p} must be at least 1")
         return cls(alpha, beta, None if max_p is None else int(max_p))
-
-
-def path_norm(paths: np.ndarray, n_out: int, max_p: int, budget: int) -> float:
-    """What Σ P_in[i]·M_ij is divided by: the reference's ``max_path`` (Pruners/utils.py,
-    ``optimize_layerwise``), with a row of n_out·max_p entries per input.
-
-    With ``full`` = budget // row rows, it is the value of filling the ``full`` inputs with the
-    most paths and putting the remainder on the next one — the best achievable. Below one row
-    (full = 0, the rule at high sparsity) the reference's slice ``sorted(P_in)[-0:]`` takes every
-    input, so the norm is row·ΣP_in + budget·max P_in: the paths of the layer with every kernel
-    at max_p. That keeps the path term small enough for the node term to spread connections
-    over inputs whose path counts are close (see docs/criteria.md).
-    """
-    row = max(int(n_out) * int(max_p), 1)
-    ranked = np.sort(np.asarray(paths, dtype=np.float64))
-    full = int(budget) // row
-    top = ranked[-full:] if full else ranked
-    norm = float(top.sum()) * row
-    if full < ranked.size:
-        norm += (int(budget) - full * row) * float(ranked[-(full + 1)])
-    return norm
-
-
-def solve_block(
-    paths: np.ndarray,
-    caps: np.ndarray,
-    budget: int,
-    alpha: float,
-    beta: float,
-    mip_gap: float = MIP_GAP,
-) -> np.ndarray:
-    """M (inputs × outputs, integers) maximising the NPB objective with Σ M = budget, M ≤ caps.
-
-    A budget above Σ caps is clipped to it. A solution uses at most ``budget`` rows and columns,
-    and the objective is symmetric in the outputs and favours inputs with more paths, so only
-    the leading ``budget`` rows (by P_in) and columns of each set of identical rows (columns) of
-    ``caps`` can be needed: moving a used row or column onto a leading one of its set loses
-    nothing. The program is built over those alone.
-    """
-    caps = np.asarray(caps, dtype=np.int64)
-    paths = np.asarray(paths, dtype=np.float64)
-    budget = min(int(budget), int(caps.sum()))
-    counts = np.zeros_like(caps)
-    if budget <= 0:
-        return counts
-    n_in, n_out = caps.shape
-    by_paths = np.lexsort((np.arange(n_in), -paths))
-    rows = _leading(by_paths, caps, budget)
-    cols = _leading(np.arange(n_out), caps.T, budget)
-    block = np.ix_(rows, cols)
-    counts[block] = _solve(
-        paths[rows],
-        caps[block],
-        budget,
-        (alpha, beta),
-        path_norm(paths, n_out, int(caps.max()), budget),
-        n_in + n_out,
-        mip_gap,
-    )
-    return _fill_exactly(counts, paths, caps, budget)
-
-
-def _leading(order: np.ndarray, caps: np.ndarray, limit: int) -> np.ndarray:
-    """The first ``limit`` indices in ``order`` of each set of identical rows of ``caps``."""
-    _, sets = np.unique(caps, axis=0, return_inverse=True)
-    sets = sets.reshape(-1)[order]
-    grouped = np.argsort(sets, kind="stable")  # keeps ``order`` inside each set
-    starts = np.flatnonzero(np.r_[True, np.diff(sets[grouped]) != 0])
-    rank = np.empty(order.size, np.int64)
-    rank[grouped] = np.arange(order.size) - np.repeat(starts, np.diff(np.r_[starts, order.size]))
-    return np.sort(order[rank < limit])
-
-
-def _solve(
-    paths: np.ndarray,
-    caps: np.ndarray,
-    budget: int,
-    weights: tuple[float, float],
-    norm: float,
-    n_nodes: int,
-    mip_gap: float,
-) -> np.ndarray:
-    """The integer program itself. Indicators z (pair kept), u (input node active), v (output
-    node active) are binaries linked to M by z ≤ M ≤ cap·z, u_i ≤ Σ_j z_ij, v_j ≤ Σ_i z_ij; a
-    pair of capacity 1 is its own indicator. ``norm`` normalises the paths term, ``n_nodes``
-    the nodes term (both those of the whole block)."""
-    alpha, beta = weights
-    n_out = caps.shape[1]
-    rows, cols = np.nonzero(caps)
-    cap = caps[rows, cols].astype(np.float64)
-    pairs = rows.size
-    live = np.flatnonzero(paths[rows] > 0)  # pairs that can carry paths
-    wide = live[cap[live] > 1]  # these need an indicator of their own
-    ins, in_of = np.unique(rows[live], return_inverse=True)
-    outs, out_of = np.unique(cols[live], return_inverse=True)
-    z = pairs + np.arange(wide.size)
-    indicator = np.arange(pairs)
-    indicator[wide] = z
-    indicator = indicator[live]
-    u = pairs + wide.size + np.arange(ins.size)
-    v = pairs + wide.size + ins.size + np.arange(outs.size)
-    n_vars = pairs + wide.size + ins.size + outs.size
-
-    # maximise → minimise the negation; scaled by the budget so the costs are O(1)
-    cost = np.zeros(n_vars)
-    if norm > 0:
-        cost[:pairs] -= (1.0 - alpha) * budget * paths[rows] / norm
-    cost[indicator] -= beta
-    cost[u] -= alpha * budget / n_nodes
-    cost[v] -= alpha * budget / n_nodes
-
-    # constraint rows as (row, column, value) triplets; row 0 is the budget
-    one = np.ones(wide.size)
-    rows_wide = 1 + np.arange(wide.size)
-    rows_big_m = rows_wide + wide.size
-    first = 1 + 2 * wide.size
-    triplets = [
-        (np.zeros(pairs, np.int64), np.arange(pairs), np.ones(pairs)),  # Σ M = budget
-        (rows_wide, z, one),
-        (rows_wide, wide, -one),  # z ≤ M
-        (rows_big_m, wide, one),
-        (rows_big_m, z, -cap[wide]),  # M ≤ cap·z
-    ]
-    for nodes, node_of in ((u, in_of), (v, out_of)):  # node ≤ Σ of its pairs' indicators
-        triplets.append((first + np.arange(nodes.size), nodes, np.ones(nodes.size)))
-        triplets.append((first + node_of, indicator, -np.ones(live.size)))
-        first += nodes.size
-    row, col, value = (np.concatenate(part) for part in zip(*triplets, strict=True))
-    matrix = coo_array((value, (row, col)), shape=(first, n_vars)).tocsr()
-    lower = np.full(first, -np.inf)
-    upper = np.zeros(first)
-    lower[0] = upper[0] = budget
-    result = milp(
-        cost,
-        integrality=np.ones(n_vars),
-        bounds=Bounds(np.zeros(n_vars), np.concatenate([cap, np.ones(n_vars - pairs)])),
-        constraints=LinearConstraint(matrix, lower, upper),
-        options={
-            "mip_rel_gap": mip_gap,
-            "node_limit": NODE_LIMIT,
-            "time_limit": TIME_LIMIT_S,
-            "disp": False,
-            "presolve": False,  # HiGHS presolve is slow on these models and gains nothing
-        },
-    )
-    counts = np.zeros_like(caps)
-    if result.x is None:  # no feasible point found within the limits
-        counts[rows, cols] = _spread(paths, rows, cols, caps[rows, cols], budget, n_out)
-    else:
-        counts[rows, cols] = np.clip(np.rint(result.x[:pairs]), 0, cap).astype(np.int64)
-    return counts
-
-
-def _spread(
-    paths: np.ndarray, rows: np.ndarray, cols: np.ndarray, cap: np.ndarray, budget: int, n_out: int
-) -> np.ndarray:
-    """A feasible fallback: one entry per pair along diagonals (covers most nodes first)."""
-    rank = np.empty(paths.size, np.int64)
-    rank[np.argsort(-paths, kind="stable")] = np.arange(paths.size)
-    diagonal = (cols - rank[rows]) % max(n_out, 1)
-    order = np.lexsort((rank[rows], diagonal, paths[rows] <= 0))
-    counts = np.zeros(rows.size, np.int64)
-    counts[order[:budget]] = np.minimum(cap[order[:budget]], 1)
-    return counts
-
-
-def _fill_exactly(
-    counts: np.ndarray, paths: np.ndarray, caps: np.ndarray, budget: int
-) -> np.ndarray:
-    """Top up (largest P_in first) or trim (smallest first) so that Σ counts = budget exactly."""
-    weights = np.repeat(paths, caps.shape[1])
-    flat = counts.reshape(-1).copy()
-    short = budget - int(flat.sum())
-    if short > 0:
-        order = np.argsort(-weights, kind="stable")
-        room = (caps.reshape(-1) - flat)[order]
-        add = np.clip(short - (np.cumsum(room) - room), 0, room)
-        flat[order] += add
-    elif short < 0:
-        order = np.argsort(weights, kind="stable")
-        have = flat[order]
-        drop = np.clip(-short - (np.cumsum(have) - have), 0, have)
-        flat[order] -= drop
-    return flat.reshape(counts.shape)
 
 
 def _max_p(requested: int | None, area: int, live: np.ndarray, budget: int) -> int:
@@ -318,69 +130,6 @@ def place_entries(
     rank.scatter_(1, order, torch.arange(kernels.shape[1]).expand_as(order))
     keep = rank < torch.as_tensor(counts.reshape(-1, 1))
     return keep.reshape(alive.shape)
-
-
-def _path_gradients(
-    network: PathNetwork, masks: Mapping[str, torch.Tensor], input_shape: tuple[int, ...]
-) -> dict[str, torch.Tensor]:
-    """∂(paths)/∂(mask entry) for every entry: the paths through it (kept) or that switching it
-    on would add (pruned) — the network is linear in each single entry."""
-    network.set_weights(dict(masks))
-    params = {name: network.parameter(name) for name in masks}
-    for param in params.values():
-        param.grad = None
-        param.requires_grad_(True)
-    with torch.enable_grad():
-        network.module(network.ones(input_shape)).sum().backward()
-    grads = {name: param.grad.detach().to("cpu") for name, param in params.items()}
-    for param in params.values():
-        param.grad = None
-        param.requires_grad_(False)
-    return grads
-
-
-def _refill(
-    network: PathNetwork,
-    masks: dict[str, torch.Tensor],
-    alive: Mapping[str, torch.Tensor],
-    caps: Mapping[str, np.ndarray],
-    input_shape: tuple[int, ...],
-) -> None:
-    """Move the budget of kept weights on no input→output path to the live entries (within each
-    kernel's cap) that add the most paths.
-
-    Dropping ineffective weights changes no path count; the gains are then measured on the
-    cleaned network, where a positive gain means both channels are effective, so every entry
-    switched on is effective and stays so (adding entries only adds paths).
-    """
-    ineffective = {
-        name: mask & ~(gain > 0)
-        for (name, mask), gain in zip(
-            masks.items(), _path_gradients(network, masks, input_shape).values(), strict=True
-        )
-    }
-    cleaned = {name: masks[name] & ~ineffective[name] for name in masks}
-    gains = _path_gradients(network, cleaned, input_shape)
-    for name, mask in masks.items():
-        dropped = torch.nonzero(ineffective[name].reshape(-1)).reshape(-1)
-        if dropped.numel() == 0:
-            continue
-        n_kernels = mask.shape[0] * mask.shape[1]
-        gain = gains[name].reshape(n_kernels, -1)
-        free = (alive[name] & ~mask).reshape(n_kernels, -1) & (gain > 0)
-        # room left under the cap even if every dropped entry had to be restored
-        room = torch.as_tensor(caps[name].reshape(-1)) - mask.reshape(n_kernels, -1).sum(1)
-        keys = torch.where(free, gain, torch.zeros((), dtype=gain.dtype))
-        order = keys.argsort(dim=1, descending=True, stable=True)
-        rank = torch.empty_like(order)
-        rank.scatter_(1, order, torch.arange(keys.shape[1]).expand_as(order))
-        candidates = torch.nonzero((free & (rank < room.reshape(-1, 1))).reshape(-1)).reshape(-1)
-        best = keys.reshape(-1)[candidates].argsort(descending=True, stable=True)
-        moved = min(dropped.numel(), candidates.numel())
-        flat = mask.reshape(-1).clone()
-        flat[dropped[:moved]] = False
-        flat[candidates[best[:moved]]] = True
-        masks[name] = flat.reshape(mask.shape)
 
 
 def _layer_groups(network: PathNetwork, names: list[str]) -> dict[str, int]:
@@ -455,7 +204,9 @@ def npb_masks(
         generator = torch.Generator().manual_seed(seeds[name])
         masks[name] = place_entries(live, counts, generator)
         network.set_weights({name: masks[name]})
-    _refill(network, masks, {name: alive[name].to("cpu") for name in masks}, caps, input_shape)
+    refill_ineffective(
+        network, masks, {name: alive[name].to("cpu") for name in masks}, caps, input_shape
+    )
     return masks
 
 

@@ -50,7 +50,9 @@ from prunecli.errors import BadInput, Unsupported
 from prunecli.pruning.allocation import prune_count
 from prunecli.pruning.criterion import Criterion, Inputs, ScoreContext
 from prunecli.pruning.select import prune_lowest
-from prunecli.training.loop import TrainHook, TrainProgress, TrainResult, TrainSettings, train
+from prunecli.training.hooks import TrainHook
+from prunecli.training.loop import train
+from prunecli.training.settings import TrainProgress, TrainResult, TrainSettings
 
 if TYPE_CHECKING:
     from prunecli.data.labelled import Dataset

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from prunecli.pruning.criterion import Inputs
-from prunecli.training.loop import TrainProgress, TrainSettings
+from prunecli.training.settings import TrainProgress, TrainSettings
 
 
 @dataclass

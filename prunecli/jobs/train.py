@@ -20,14 +20,9 @@ from prunecli.models.loaded import LoadedModel
 from prunecli.pruning.allocation import prune_count
 from prunecli.pruning.loop import count_zeros
 from prunecli.training import distributed
-from prunecli.training.loop import (
-    TrainHook,
-    TrainingDiverged,
-    TrainProgress,
-    TrainResult,
-    TrainSettings,
-    train,
-)
+from prunecli.training.hooks import TrainHook
+from prunecli.training.loop import train
+from prunecli.training.settings import TrainingDiverged, TrainProgress, TrainResult, TrainSettings
 
 
 def sync_tensors(model: LoadedModel) -> None:

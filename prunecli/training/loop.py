@@ -5,18 +5,16 @@ zeroed before the step, the weight is multiplied by its mask after it, and so ar
 optimizer's per-entry buffers (momentum, Adam's moments), so no state left over from before a
 mask shrank can move a pruned weight again. Parameters without a mask train freely.
 
-Methods that act during training plug in through :class:`TrainHook`; the loop calls their
-methods in a fixed order each step (backward → ``after_backward`` → optimizer step → masking →
-``on_step_end``) and ``on_epoch_end`` after each epoch's evaluation.
+Methods that act during training plug in through :class:`TrainHook` (training/hooks.py); the loop
+calls their methods in a fixed order each step (backward → ``after_backward`` → optimizer step →
+masking → ``on_step_end``) and ``on_epoch_end`` after each epoch's evaluation. What it takes and
+returns is training/settings.py, the test split and evaluation training/evaluation.py.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,220 +29,15 @@ from prunecli.data.labelled import (
 )
 from prunecli.errors import BadInput
 from prunecli.training import distributed
-
-OPTIMIZERS = ("sgd", "adam", "adamw")
-LR_SCHEDULES = ("constant", "cosine")
-
-#: called after every step with (steps done, total steps, {"loss": ..., "accuracy": ...})
-TrainProgress = Callable[[int, int, dict[str, float]], None]
-
-
-class TrainingDiverged(BadInput):
-    """The loss became NaN or infinite: the module holds the last good weights again (exit 2)."""
-
-    def __init__(self, message: str, hint: str | None, result: TrainResult) -> None:
-        super().__init__(message, hint)
-        self.result = result
-
-
-@dataclass
-class TrainSettings:
-    """How to train. Exactly one of ``epochs`` and ``steps``; an epoch is ``N // batch_size``
-    steps (the last partial batch is dropped, as :meth:`Dataset.batches` does)."""
-
-    epochs: int | None = None
-    steps: int | None = None
-    batch_size: int = 100
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    momentum: float = 0.9  # sgd only
-    weight_decay: float = 0.0
-    lr_schedule: str = "constant"
-    seed: int = 0
-    device: str = "cpu"
-    val_fraction: float | None = None  # held out of x, y when the data has no test split
-    eval_every: int = 1  # epochs between test evaluations (the last one is always evaluated)
-
-    def check(self) -> None:
-        """BadInput for settings that cannot train (before anything is loaded)."""
-        if (self.epochs is None) == (self.steps is None):
-            raise BadInput("pass exactly one of --epochs or --steps")
-        for flag, value in (("--epochs", self.epochs), ("--steps", self.steps)):
-            if value is not None and value < 1:
-                raise BadInput(f"{flag} must be at least 1, got {value}")
-        if self.batch_size < 1:
-            raise BadInput(f"--batch-size must be at least 1, got {self.batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise BadInput(f"--lr must be a positive number, got {self.lr}")
-        if self.optimizer not in OPTIMIZERS:
-            raise BadInput(
-                f"unknown --optimizer {self.optimizer!r}", f"choose one of: {', '.join(OPTIMIZERS)}"
-            )
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise BadInput(
-                f"unknown --lr-schedule {self.lr_schedule!r}",
-                f"choose one of: {', '.join(LR_SCHEDULES)}",
-            )
-        if not 0 <= self.momentum < 1:
-            raise BadInput(f"--momentum must be in [0, 1), got {self.momentum}")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise BadInput(f"--weight-decay must be 0 or more, got {self.weight_decay}")
-        if self.val_fraction is not None and not 0 < self.val_fraction < 1:
-            raise BadInput(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
-        if self.eval_every < 1:
-            raise BadInput(f"eval_every must be at least 1, got {self.eval_every}")
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass
-class EpochRecord:
-    """One row of the history: the epoch's mean training loss/accuracy and the test figures."""
-
-    epoch: int  # 1-based; a final partial epoch (``--steps``) gets its own row
-    step: int  # steps done at the end of this epoch
-    train_loss: float
-    train_accuracy: float
-    test_loss: float | None = None
-    test_accuracy: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # what hooks add (NEq: frozen fraction)
-
-    def to_json(self) -> dict[str, Any]:
-        row = {k: v for k, v in self.__dict__.items() if k != "extra"}
-        return {**row, **self.extra}
-
-
-@dataclass
-class TrainResult:
-    history: list[EpochRecord]
-    steps: int
-    seconds: float
-    test_loss: float | None  # of the final weights (None when there is no test split)
-    test_accuracy: float | None
-    stopped: str | None = None  # why training ended early (a hook's ``stop``), if it did
-    summaries: dict[str, Any] = field(default_factory=dict)  # hook key → its summary()
-
-    @property
-    def best_test_accuracy(self) -> float | None:
-        """The best of the test evaluations (the history's and the final weights')."""
-        seen = [r.test_accuracy for r in self.history if r.test_accuracy is not None]
-        if self.test_accuracy is not None:
-            seen.append(self.test_accuracy)
-        return max(seen, default=None)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            **self.summaries,
-            "steps": self.steps,
-            "seconds": self.seconds,
-            "test_loss": self.test_loss,
-            "test_accuracy": self.test_accuracy,
-            "stopped": self.stopped,
-            "history": [record.to_json() for record in self.history],
-        }
-
-
-@dataclass
-class TrainState:
-    """What hooks see and may change. Replacing or shrinking ``masks`` is allowed at any hook;
-    the loop zeroes the newly masked weights (and their optimizer state) right after."""
-
-    module: nn.Module
-    masks: dict[str, torch.Tensor]
-    params: dict[str, nn.Parameter]
-    optimizer: torch.optim.Optimizer
-    settings: TrainSettings
-    data: Dataset  # the training split
-    total_steps: int
-    steps_per_epoch: int
-    step: int = 0  # steps done
-    epoch: int = 0  # 1-based epoch in progress
-    batch: tuple[torch.Tensor, torch.Tensor] | None = None  # on the device
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    record: dict[str, Any] = field(default_factory=dict)  # extras for this epoch's history row
-    stop: bool = False
-    stop_reason: str | None = None
-    network: nn.Module | None = None  # what the loop calls: the module, or its DDP wrapper
-    # float copies of the masks: multiplying by a bool tensor is ~90x slower on CPU
-    _factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
-
-    def factor(self, name: str) -> tuple[torch.Tensor, bool]:
-        """The mask of ``name`` as a float multiplier, and whether it changed since last asked
-        (a hook assigned a new mask tensor; hooks replace masks rather than edit them)."""
-        keep = self.masks[name]
-        cached = self._factors.get(name)
-        if cached is not None and cached[0] is keep:
-            return cached[1], False
-        factor = keep.to(device=self.params[name].device, dtype=self.params[name].dtype)
-        self._factors[name] = (keep, factor)
-        return factor, True
-
-
-class TrainHook:
-    """Base class for what a method does during training; every method is a no-op by default."""
-
-    def on_start(self, state: TrainState) -> None:
-        """Before the first step (the optimizer exists; masks are applied)."""
-
-    def after_backward(self, state: TrainState) -> None:
-        """Gradients are available (pruned entries already zero); the step has not happened."""
-
-    def on_step_end(self, state: TrainState) -> None:
-        """After the optimizer step and the masking; ``state.step`` counts this step."""
-
-    def on_epoch_end(self, state: TrainState) -> None:
-        """After an epoch and its evaluation (``state.record`` goes into its history row)."""
-
-    def summary(self) -> dict[str, Any] | None:
-        """What the hook reports once training ends (``TrainResult.summaries[hook.key]``)."""
-        return None
-
-    key: str = "hook"
-
-
-def split_data(
-    data: Dataset, val_fraction: float | None, seed: int
-) -> tuple[Dataset, Dataset | None]:
-    """(training set, test set): the data's own test split, else a seeded ``val_fraction`` of
-    the samples held out, else no test set."""
-    if data.x_test is not None and val_fraction is None:
-        return Dataset(data.x, data.y, name=data.name), Dataset(
-            data.x_test, data.y_test, name=data.name
-        )
-    if val_fraction is None:
-        return data, None
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(data), generator=generator)
-    held = round(len(data) * val_fraction)
-    if held < 1 or held >= len(data):
-        raise BadInput(
-            f"--val-fraction {val_fraction} of {len(data)} samples leaves an empty split"
-        )
-    test_rows, train_rows = order[:held], order[held:]
-    train = Dataset(data.x[train_rows], data.y[train_rows], name=data.name)
-    return train, Dataset(data.x[test_rows], data.y[test_rows], name=data.name)
-
-
-def evaluate(
-    module: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000, device: str = "cpu"
-) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``module`` on ``x``, ``y`` in eval mode."""
-    was_training = module.training
-    set_mode(module, False)
-    total_loss, correct = 0.0, 0
-    try:
-        with torch.no_grad():
-            for start in range(0, len(y), batch_size):
-                xb = x[start : start + batch_size].to(device)
-                yb = y[start : start + batch_size].to(device)
-                logits = module(xb)
-                total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
-                correct += int((logits.argmax(1) == yb).sum())
-    finally:
-        set_mode(module, was_training)
-    return total_loss / max(len(y), 1), correct / max(len(y), 1)
+from prunecli.training.evaluation import evaluate, split_data
+from prunecli.training.hooks import TrainHook, TrainState
+from prunecli.training.settings import (
+    EpochRecord,
+    TrainingDiverged,
+    TrainProgress,
+    TrainResult,
+    TrainSettings,
+)
 
 
 def make_optimizer(

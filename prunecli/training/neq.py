@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from prunecli.data.labelled import set_mode
-from prunecli.training.loop import TrainHook, TrainState
+from prunecli.training.hooks import TrainHook, TrainState
 
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from prunecli.criteria.bingo import Bingo, BingoHook, _Walk
 from prunecli.data.labelled import Dataset
-from prunecli.training.loop import TrainSettings
+from prunecli.training.settings import TrainSettings
 from tests.conftest import report_of, run_refused, write_method_inputs
 from tests.method_jobs import make_job
 

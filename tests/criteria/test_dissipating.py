@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 from prunecli.criteria.dissipating import Dissipating
 from prunecli.data.labelled import Dataset
 from prunecli.models.zoo import build_arch
-from prunecli.training.loop import TrainSettings, train
+from prunecli.training.loop import train
+from prunecli.training.settings import TrainSettings
 from tests.conftest import SMALL_MLP, report_of, run_refused, write_zoo
 from tests.method_jobs import make_job, weights
 

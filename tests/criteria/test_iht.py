@@ -12,7 +12,7 @@ from torch import nn
 from prunecli.criteria.iht import Iht, top_k_support
 from prunecli.data.labelled import Dataset
 from prunecli.pruning.allocation import keep_counts
-from prunecli.training.loop import TrainSettings
+from prunecli.training.settings import TrainSettings
 from tests.conftest import report_of, run_refused, write_method_inputs
 from tests.method_jobs import make_job
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from prunecli.criteria.kstarts import GradientSum, KStarts, random_masks
 from prunecli.data.labelled import Dataset
-from prunecli.training.loop import TrainSettings
+from prunecli.training.settings import TrainSettings
 from tests.conftest import report_of, run_refused, write_method_inputs
 from tests.method_jobs import make_job
 

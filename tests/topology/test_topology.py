@@ -21,7 +21,8 @@ from torch import nn
 
 from prunecli.models.loaded import load_model
 from prunecli.models.zoo import build_arch
-from prunecli.topology.metrics import adaptive_sum_pool, compute_topology, model_topology
+from prunecli.topology.linearise import adaptive_sum_pool
+from prunecli.topology.metrics import compute_topology, model_topology
 
 # --- helpers: masked networks and an explicit graph to enumerate ---------------------------------
 

@@ -16,7 +16,8 @@ import sys, torch
 from safetensors.torch import save_file
 from torch import nn
 from prunecli.training import distributed
-from prunecli.training.loop import TrainSettings, train
+from prunecli.training.loop import train
+from prunecli.training.settings import TrainSettings
 from prunecli.data.labelled import from_arrays
 
 g = torch.Generator().manual_seed(0)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from prunecli.training.loop import TrainHook, TrainSettings, train
+from prunecli.training.hooks import TrainHook
+from prunecli.training.loop import train
 from prunecli.training.neq import NeqHook
+from prunecli.training.settings import TrainSettings
 from tests.conftest import report_of
 from tests.training.test_training import half_masks, toy_data, toy_net
 

@@ -10,14 +10,10 @@ from torch import nn
 
 from prunecli.data.labelled import from_arrays
 from prunecli.errors import BadInput
-from prunecli.training.loop import (
-    TrainHook,
-    TrainingDiverged,
-    TrainSettings,
-    evaluate,
-    split_data,
-    train,
-)
+from prunecli.training.evaluation import evaluate, split_data
+from prunecli.training.hooks import TrainHook
+from prunecli.training.loop import train
+from prunecli.training.settings import TrainingDiverged, TrainSettings
 
 
 def toy_data(n: int = 120, features: int = 6, classes: int = 3, seed: int = 0):
