@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -80,3 +82,30 @@ def test_the_script_runs_as_a_command(flag: list[str]) -> None:
     )
     assert done.returncode == (0 if flag else int(bool(check_layout.problems(ROOT / "prunecli"))))
     assert "prunecli" in done.stdout
+
+
+def _prunecli_imports(path: Path) -> list[tuple[str, str | None]]:
+    """Every ``import prunecli…`` / ``from prunecli… import name`` in ``path``, anywhere."""
+    found: list[tuple[str, str | None]] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("prunecli"):
+            found += [(node.module, alias.name) for alias in node.names]
+        elif isinstance(node, ast.Import):
+            found += [(a.name, None) for a in node.names if a.name.startswith("prunecli")]
+    return found
+
+
+@pytest.mark.parametrize("folder", ["benchmarks", "scripts", "examples", "tests"])
+def test_every_prunecli_import_outside_the_package_resolves(folder: str) -> None:
+    """Benchmarks and scripts import inside functions the tests may never call: check them all."""
+    missing = []
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        for module, name in _prunecli_imports(path):
+            imported = importlib.import_module(module)
+            if name is None or hasattr(imported, name):
+                continue
+            try:
+                importlib.import_module(f"{module}.{name}")
+            except ModuleNotFoundError:
+                missing.append(f"{path.relative_to(ROOT)}: from {module} import {name}")
+    assert missing == []
