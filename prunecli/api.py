@@ -91,7 +91,7 @@ def prune(
         settings.inputs = resolve_inputs(
             type(criterion),
             loaded,
-            _shape_text(input_shape, model),
+            _shape_text(input_shape),
             _data(data),
             _device(device, loaded),
             options,
@@ -143,7 +143,7 @@ def score(
         inputs = resolve_inputs(
             criterion_class,
             loaded,
-            _shape_text(input_shape, model),
+            _shape_text(input_shape),
             _data(data),
             _device(device, loaded),
             options,
@@ -181,7 +181,7 @@ def inspect(
         loaded, names = _open(
             model, True, arch, arch_kwargs, include, exclude, trust_remote_code, check=False
         )
-        text = _shape_text(input_shape, model)
+        text = _shape_text(input_shape)
         shape = parse_input_shape(text)
         with _modes_kept(loaded.module):
             check_input_shape(loaded, shape, text)
@@ -302,7 +302,7 @@ def _open(
         loaded = from_tensors(tensors)
     else:
         raise BadInput(
-            f"cannot prune a {type(model).__name__}",
+            f"a {type(model).__name__} is not a model",
             "give a torch.nn.Module, a dict of tensors, or a model path "
             "(.safetensors, .pt2, .onnx or a folder)",
         )
@@ -336,11 +336,8 @@ def _data(data: DataLike | None) -> str | Dataset | None:
     )
 
 
-def _shape_text(shape: Sequence[int] | str | None, model: ModelLike) -> str | None:
-    """``(3, 32, 32)`` → ``"3,32,32"``, the CLI's ``--input-shape`` (its checks, its messages);
-    by default a live module's own ``input_shape`` attribute, when it has one."""
-    if shape is None and isinstance(model, torch.nn.Module):
-        shape = getattr(model, "input_shape", None)
+def _shape_text(shape: Sequence[int] | str | None) -> str | None:
+    """``(3, 32, 32)`` → ``"3,32,32"``, the CLI's ``--input-shape`` (its checks, its messages)."""
     if shape is None or isinstance(shape, str):
         return shape
     if isinstance(shape, int):
