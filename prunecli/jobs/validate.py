@@ -1,5 +1,5 @@
-"""The checks `prune` and `score` make on their settings, with their messages: shared by the
-CLI's options and the Python API's keywords (prunecli/api.py)."""
+"""The checks on what `prune` and `score` are asked, with the CLI's messages: the Python API's
+keywords (prunecli/api.py) get the refusals the command's options get."""
 
 from __future__ import annotations
 
