@@ -269,7 +269,7 @@ def test_importing_prunecli_does_not_import_the_jobs() -> None:
         "import sys, prunecli.errors\n"
         "assert not any(m.startswith('prunecli.jobs') for m in sys.modules), sorted(sys.modules)\n"
         "import prunecli\n"
-        "assert callable(prunecli.prune) and 'prunecli.jobs.prune' in sys.modules\n"
+        "assert callable(prunecli.prune) and 'prunecli.api' in sys.modules\n"
         "assert set(prunecli.__all__) >= {'prune', 'score', 'inspect', '__version__'}\n"
         "print(prunecli.__version__)\n"
     )
