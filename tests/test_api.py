@@ -311,3 +311,19 @@ def test_save_file_round_trip_of_a_module_output(workdir: Path) -> None:
     assert report.output["format"] == "safetensors"
     save_file(weights(module), "copy.safetensors")
     assert prunecli.inspect("copy.safetensors").sparsity == report.sparsity
+
+
+def test_a_transformers_model_is_pruned_as_its_folder_is(cli, workdir: Path) -> None:
+    from tests.conftest import write_llama
+
+    folder = write_llama(workdir / "llama")
+    transformers = pytest.importorskip("transformers")
+    assert cli("prune", folder, "-m", "magnitude", "-s", "0.5", "-o", "out").exit_code == 0
+    expected = load_file(str(workdir / "out" / "model.safetensors"))
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder)
+    report = prunecli.prune(model, "magnitude", 0.5)
+    assert_same_tensors(weights(model), expected)
+    names = [layer.name for layer in report.layers]
+    assert "lm_head.weight" not in names and "model.embed_tokens.weight" not in names
+    assert report.model["hf_architecture"] == "LlamaForCausalLM"
