@@ -1,6 +1,6 @@
-"""The options of one method family, each in its family's help panel, and the one table that
-checks them: a method takes the options its criterion class declares (``Criterion.options``);
-any other method option is refused before anything is loaded (exit 2)."""
+"""The options of one method family, each in its family's help panel. The one table that checks
+them is jobs/validate.py: a method takes the options its criterion class declares
+(``Criterion.options``); any other method option is refused before anything is loaded (exit 2)."""
 
 from __future__ import annotations
 
@@ -12,17 +12,15 @@ import typer
 
 from prunecli.cli.options import MAX_BATCHES, MAX_EPOCHS, MAX_IHT_STEPS, MAX_STARTS, MAX_STEPS
 from prunecli.cli.train_options import REWIND_TO_HELP
+from prunecli.jobs.validate import method_option_names
 
 if TYPE_CHECKING:
-    from prunecli.pruning.criterion import Criterion
+    pass
 
 SNIP_GRASP = "SNIP / GraSP"
 NPB = "NPB (node-path balancing)"
 IMP = "Lottery tickets (imp)"
 TRAINED = "IHT / BiNGO / k-starts / dissipating"
-
-#: what every training method takes besides its own options: its training run
-TRAINING_OPTIONS = ("epochs", "steps", "batch_size")
 
 # --- snip, grasp ---------------------------------------------------------------------------
 Batches = Annotated[
@@ -214,17 +212,6 @@ StartSparsity = Annotated[
 ]
 
 
-# --- the table -----------------------------------------------------------------------------
-def method_option_names() -> list[str]:
-    """Every method option any registered method declares, in registry order."""
-    from prunecli.criteria import list_criteria
-
-    names: dict[str, None] = {}
-    for criterion in list_criteria():
-        names.update(dict.fromkeys(criterion.options))
-    return list(names)
-
-
 def given_options(values: Mapping[str, object]) -> dict[str, object]:
     """The method options a command was given (unset ones are left to the method); a path as
     its text."""
@@ -233,50 +220,3 @@ def given_options(values: Mapping[str, object]) -> dict[str, object]:
         for name in method_option_names()
         if (value := values.get(name)) is not None and value is not False
     }
-
-
-def takes(criterion: type[Criterion], name: str) -> bool:
-    """Whether ``criterion`` takes the option ``name`` (``--max-p`` is ``max_p``)."""
-    return name in criterion.options or (criterion.trains() and name in TRAINING_OPTIONS)
-
-
-def check_options(criterion: type[Criterion] | None, given: Mapping[str, object]) -> None:
-    """Refuse an option the chosen method (None: ``--scores``) does not take (BadInput)."""
-    from prunecli.errors import BadInput
-
-    for name, value in given.items():
-        if value is None or value is False or (criterion and takes(criterion, name)):
-            continue
-        raise BadInput(*_refusal(name, criterion))
-
-
-def _refusal(name: str, criterion: type[Criterion] | None) -> tuple[str, str]:
-    from prunecli.criteria import list_criteria
-
-    option = flag(name)
-    methods = list_criteria()
-    owners = [c.name for c in methods if takes(c, name)]
-    trainers = [c.name for c in methods if c.trains()]
-    trains = criterion is not None and criterion.trains()
-    if owners == trainers and not trains:  # a training run's option: retrain takes it too
-        return (
-            f"{option} is an option of a training method: training methods are {_listed(trainers)}",
-            "to train a pruned model use `prunecli retrain`",
-        )
-    if set(trainers) <= set(owners):
-        owned = _listed([o for o in owners if o not in trainers] + ["the training methods"])
-    elif not trains and set(owners) <= set(trainers):
-        owned = f"a training method ({', '.join(owners)})"
-    else:
-        owned = _listed(owners)
-    chosen = f"--method {criterion.name}" if criterion else "--scores"
-    return f"{option} is an option of {owned}, not of {chosen}", "see `prunecli methods`"
-
-
-def flag(name: str) -> str:
-    """The command-line flag of a method option: ``max_p`` → ``--max-p``."""
-    return "--" + name.replace("_", "-")
-
-
-def _listed(names: list[str]) -> str:
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"

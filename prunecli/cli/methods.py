@@ -25,9 +25,9 @@ def methods_command(json_mode: opt.Json = False, quiet: opt.Quiet = False) -> No
     from rich.table import Table
     from rich.text import Text
 
-    from prunecli.cli.method_options import flag
     from prunecli.cli.text import styled
     from prunecli.criteria import list_criteria
+    from prunecli.jobs.validate import flag
 
     rows = [
         {

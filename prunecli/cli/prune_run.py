@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prunecli.cli.method_options import check_options, given_options
+from prunecli.cli.method_options import given_options
 from prunecli.cli.options import gather
 from prunecli.cli.output import Output, read_paths, render_plan
 from prunecli.cli.report_files import check_report
@@ -80,21 +80,12 @@ def _check(r: PruneRequest) -> tuple[type[Criterion] | None, float]:
     from prunecli.criteria import get_criterion
     from prunecli.errors import BadInput
     from prunecli.jobs.session import check_request
-    from prunecli.pruning.allocation import SCOPES
-    from prunecli.pruning.loop import parse_sparsity
-    from prunecli.pruning.schedule import SCHEDULES
+    from prunecli.jobs.validate import check_options, prune_settings
 
-    if (r.method is None) == (r.scores_file is None):
-        raise BadInput("pass exactly one of --method or --scores")
-    target = parse_sparsity(r.sparsity)
-    if r.scope not in SCOPES:
-        raise BadInput(f"unknown scope {r.scope!r}", f"choose one of: {', '.join(SCOPES)}")
-    if r.schedule not in SCHEDULES:
-        raise BadInput(f"unknown schedule {r.schedule!r}", f"choose one of: {', '.join(SCHEDULES)}")
-    if r.iterations is not None and r.iterations < 1:
-        raise BadInput(f"--iterations must be at least 1, got {r.iterations}")
-    if r.scores_file is not None and r.iterations not in (None, 1):
-        raise BadInput("--scores are fixed: they cannot be rescored over --iterations")
+    fixed = r.scores_file is not None
+    settings = prune_settings(
+        r.method, fixed, r.sparsity, r.scope, r.schedule, r.iterations, r.seed
+    )
     criterion_class = get_criterion(r.method) if r.method else None
     check_options(
         criterion_class, {**r.options, "epochs": r.training.epochs, "steps": r.training.steps}
@@ -103,7 +94,7 @@ def _check(r: PruneRequest) -> tuple[type[Criterion] | None, float]:
         raise BadInput(f"--method {r.method} sets its own rounds; drop --iterations")
     if criterion_class is not None:
         check_request(criterion_class, r.data, training=True)
-    return criterion_class, target
+    return criterion_class, settings.sparsity
 
 
 def _check_output(r: PruneRequest, trains: bool) -> str:

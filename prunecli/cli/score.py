@@ -50,13 +50,14 @@ def score_command(
     from prunecli.io.paths import Target, check_outputs, default_output
     from prunecli.jobs.prune import score_to_file
     from prunecli.jobs.session import check_request, open_model, resolve_inputs
+    from prunecli.jobs.validate import check_options
 
     if method is None:
         raise BadInput("--method is required", "run `prunecli methods` for the list")
     options = mo.given_options(locals())
     criterion_class = get_criterion(method)
     check_request(criterion_class, data)
-    mo.check_options(criterion_class, options)
+    check_options(criterion_class, options)
     output = output or default_output(model, ".scores.safetensors")
     targets = [Target(output), *check_report(report_file)]
     check_outputs(read_paths(model, data), targets, force)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from prunecli.criteria import Criterion, ScoreContext
 from prunecli.criteria.training import TrainingMethod
 from prunecli.io.inputs import check_input
@@ -37,6 +39,21 @@ def prune_to_file(
     check_format(format, output)
     if isinstance(criterion, TrainingMethod):
         return train_prune_to_file(model, names, criterion, settings, training, output, format)
+    report, metadata = prune_loaded(model, names, criterion, settings, progress)
+    written = write_model(model, output, metadata, format)
+    report.output = output_summary(model, output, written, format, metadata)
+    return report
+
+
+def prune_loaded(
+    model: LoadedModel,
+    names: list[str],
+    criterion: Criterion,
+    settings: PruneSettings,
+    progress: Progress | None = None,
+) -> tuple[Report, dict[str, object]]:
+    """Prune ``model`` in place, writing nothing: its report, and the metadata a file of it
+    carries (``prunecli.prune`` on a live module stops here)."""
     result = prune_model(
         model,
         names,
@@ -68,13 +85,21 @@ def prune_to_file(
         "seed": str(result.seed),
         "prunable": names,
     }
-    written = write_model(model, output, metadata, format)
     report = build_report("prune", model, names, input_shape=settings.inputs.input_shape)
     report.pruning = pruning
-    report.output = output_summary(model, output, written, format, metadata)
     report.seconds = result.seconds
     report.warnings = result.warnings
-    return report
+    return report, metadata
+
+
+def score_weights(
+    model: LoadedModel, names: list[str], criterion: Criterion, seed: int, inputs: Inputs
+) -> dict[str, torch.Tensor]:
+    """One score per prunable weight of ``model`` (higher = keep), as contiguous CPU tensors."""
+    ctx = ScoreContext(model, names, seed=seed, inputs=inputs)
+    scores = criterion.score(ctx)
+    check_scores(scores, ctx, criterion.name)
+    return {name: scores[name].detach().to("cpu").contiguous() for name in names}
 
 
 def score_to_file(
@@ -84,12 +109,11 @@ def score_to_file(
     seed: int,
     inputs: Inputs,
     output: str,
+    scores: dict[str, torch.Tensor] | None = None,
 ) -> Report:
-    """Score the prunable weights of ``model`` once and write the scores to ``output``."""
-    ctx = ScoreContext(model, names, seed=seed, inputs=inputs)
-    scores = criterion.score(ctx)
-    check_scores(scores, ctx, criterion.name)
-    tensors = {name: scores[name].detach().to("cpu").contiguous() for name in names}
+    """Score the prunable weights of ``model`` once and write the scores to ``output``;
+    ``scores``: those :func:`score_weights` already computed (``prunecli.score`` keeps them)."""
+    tensors = scores if scores is not None else score_weights(model, names, criterion, seed, inputs)
     metadata = {
         "format": "pt",
         "prunecli.version": __version__,

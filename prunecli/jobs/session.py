@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -11,6 +11,9 @@ from prunecli.errors import BadInput, Unsupported
 from prunecli.models.loaded import LoadedModel, load_model
 from prunecli.pruning.criterion import Criterion, Inputs
 from prunecli.pruning.prunable import check_finite, select_prunable
+
+if TYPE_CHECKING:
+    from prunecli.data.labelled import Dataset
 
 
 def open_model(
@@ -83,7 +86,9 @@ def check_input_shape(model: LoadedModel, shape: tuple[int, ...] | None, text: s
         set_mode(module, was_training)
 
 
-def check_request(criterion: type[Criterion], data: str | None, training: bool = False) -> None:
+def check_request(
+    criterion: type[Criterion], data: str | Dataset | None, training: bool = False
+) -> None:
     """Refuse what cannot work before anything is loaded (e.g. a data method without --data).
 
     ``training``: the command can run training methods (`prune`; not `score`)."""
@@ -104,12 +109,14 @@ def resolve_inputs(
     criterion: type[Criterion],
     model: LoadedModel,
     input_shape: str | None = None,
-    data: str | None = None,
+    data: str | Dataset | None = None,
     device: str = "cpu",
     options: dict[str, Any] | None = None,
     training: bool = False,
 ) -> Inputs:
-    """What ``criterion`` needs from this run, or a clear error saying what to supply."""
+    """What ``criterion`` needs from this run, or a clear error saying what to supply.
+
+    ``data``: what ``--data`` names, or a data set already loaded (the Python API's)."""
     check_request(criterion, data, training)
     if criterion.needs_graph():
         model.require_graph(criterion.name)
@@ -131,7 +138,7 @@ def resolve_inputs(
         from prunecli.data.sources import load_data
 
         _, batch_size = batch_options(options or {})
-        dataset = load_data(data)
+        dataset = load_data(data) if isinstance(data, str) else data
         if model.module is not None:  # one batch through the model: shapes and labels fit
             check_fits(dataset, model.module, shape, batch_size)
     return Inputs(shape, dataset, check_device(device), dict(options or {}))
