@@ -45,6 +45,7 @@ class Output:
     ) -> None:
         self.json_mode = json_mode
         self.quiet = quiet
+        self.group = "auto"  # the layer rows of a report: auto, block or tensor (cli/blocks.py)
         stream = sys.stderr if data_to_stderr else sys.stdout
         self.console = _Console(file=stream, soft_wrap=False)
         self.err = DataConsole(file=sys.stderr)
@@ -80,7 +81,9 @@ class Output:
             saved = None if save_to is None else report_bytes(report, save_to)
             shown = None
             if not self.quiet:
-                shown = self._rendered(report.to_json(), lambda c: render_report(c, report))
+                shown = self._rendered(
+                    report.to_json(), lambda c: render_report(c, report, self.group)
+                )
         except Exception as exc:  # noqa: BLE001 - only after an output landed, see below
             landed = landed_output(report)
             if landed is None:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from prunecli.cli import options as opt
+from prunecli.cli.blocks import Group, check_group
 from prunecli.cli.errors import handle_errors
 from prunecli.cli.output import Output, read_paths, render_plan
 from prunecli.cli.report_files import check_report
@@ -47,6 +48,7 @@ def prune_command(
     json_mode: opt.Json = False,
     quiet: opt.Quiet = False,
     report_file: opt.ReportFile = None,
+    group: Group = None,
     input_shape: opt.InputShape = None,
     data: opt.Data = None,
     batches: opt.Batches = None,
@@ -196,6 +198,7 @@ def prune_command(
     check_outputs(reads, targets, force)
 
     out = Output(json_mode, quiet, data_to_stderr=output == "-")
+    out.group = check_group(group)
     plain = scores_file is None and iterations in (None, 1) and device == "cpu"
     checkpoint = streamable(model, method, arch, output, plain)
     if checkpoint is not None and method is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prunecli.cli import options as opt
+from prunecli.cli.blocks import Group, check_group
 from prunecli.cli.errors import handle_errors
 from prunecli.cli.output import Output, read_paths
 from prunecli.cli.report_files import check_report
@@ -23,6 +24,7 @@ def score_command(
     json_mode: opt.Json = False,
     quiet: opt.Quiet = False,
     report_file: opt.ReportFile = None,
+    group: Group = None,
     input_shape: opt.InputShape = None,
     data: opt.Data = None,
     batches: opt.Batches = None,
@@ -59,6 +61,7 @@ def score_command(
     check_outputs(read_paths(model, data), targets, force)
 
     out = Output(json_mode, quiet, data_to_stderr=output == "-")
+    out.group = check_group(group)
     loaded, names = open_model(
         model, arch, arch_kwargs, include, exclude, trust_remote_code=trust_remote_code
     )
