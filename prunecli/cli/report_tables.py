@@ -72,40 +72,44 @@ class _Part:
 
 
 def _fitted(console: Console, report: Report, parts: Sequence[_Part]) -> list[RenderableType]:
-    """The tables of ``parts``, in the first layout where all of them fit (see the top)."""
+    """The tables of ``parts``, in the first layout where all of them fit (see the top); a line
+    above a table names the prefix its names were shown without."""
     width = console.width
+    Shorten = Callable[[_Part], tuple[list[str], str]]  # noqa: N806 - labels and prefix
 
-    def tables(wide: bool, shorten: Callable[[_Part], tuple[list[str], str]]) -> list[Table]:
-        return [_table(report, part.rows, *shorten(part), wide, part.totals) for part in parts]
-
-    def fit(candidates: list[Table]) -> bool:
-        return all(_width(console, table) <= width for table in candidates)
+    def tables(wide: bool, shorten: Shorten) -> list[tuple[Table, str]]:
+        shown = [shorten(part) for part in parts]
+        return [
+            (_table(report, part, labels, wide), prefix)
+            for part, (labels, prefix) in zip(parts, shown, strict=True)
+        ]
 
     def whole(part: _Part) -> tuple[list[str], str]:
-        return [row.label for row in part.rows], part.header
+        return [row.label for row in part.rows], ""
 
     def unprefixed(part: _Part) -> tuple[list[str], str]:
-        labels, header = whole(part)
+        labels = [row.label for row in part.rows]
         prefix = common_prefix(labels)
-        if not prefix:
-            return labels, header
-        return [label.removeprefix(prefix) for label in labels], f"{header} under {prefix}…"
+        return [label.removeprefix(prefix) for label in labels], prefix
 
     def shortened(part: _Part) -> tuple[list[str], str]:
-        labels, header = unprefixed(part)
-        table = _table(report, part.rows, labels, header, False, part.totals)
-        longest = max((len(label) for label in labels), default=0)
-        budget = max(longest - (_width(console, table) - width), _SHORTEST)
-        return [cut(label, budget) for label in labels], header
+        labels, prefix = unprefixed(part)
+        over = _width(console, _table(report, part, labels, False)) - width
+        budget = max(max((len(label) for label in labels), default=0) - over, _SHORTEST)
+        return [cut(label, budget) for label in labels], prefix
 
     wide_ok = report.topology is None or width >= _WIDE_MIN
-    for wide, shorten in ((True, whole), (False, whole), (False, unprefixed)):
-        if wide and not wide_ok:
-            continue
+    layouts = ((True, whole), (False, whole), (False, unprefixed), (False, shortened))
+    for wide, shorten in layouts[0 if wide_ok else 1 :]:
         candidates = tables(wide, shorten)
-        if fit(candidates):
-            return list(candidates)
-    return list(tables(False, shortened))
+        if shorten is shortened or all(_width(console, t) <= width for t, _ in candidates):
+            break
+    shown: list[RenderableType] = []
+    for table, prefix in candidates:
+        if prefix:
+            shown.append(Text(f"names below start with {prefix}"))
+        shown.append(table)
+    return shown
 
 
 def _width(console: Console, table: Table) -> int:
@@ -139,18 +143,12 @@ def cut(name: str, budget: int) -> str:
     return "…" + tail
 
 
-def _table(
-    report: Report,
-    rows: Sequence[Row],
-    labels: Sequence[str],
-    header: str,
-    wide: bool,
-    totals: bool,
-) -> Table:
+def _table(report: Report, part: _Part, labels: Sequence[str], wide: bool) -> Table:
     """Name, shape, (dtype when mixed), params, non-zero, sparsity with a bar; totals as footer.
 
     With topology also effective sparsity and effective/all nodes; collapsed layers in red.
     Narrow (``wide`` off): no params (the shape says it), no bars, no borders."""
+    rows, header, totals = part.rows, part.header, part.totals
     mixed = mixed_dtypes(report)
     topology = report.topology
     bar = _BAR_WIDTH if wide else 0
