@@ -78,7 +78,7 @@ class Output:
         fails (a bug: data cannot make it fail), the run is not reported as failed — the
         output is complete — but a warning says the report is missing (docs/exit-codes.md)."""
         try:
-            saved = None if save_to is None else report_bytes(report, save_to)
+            saved = None if save_to is None else report_bytes(report, save_to, self.group)
             shown = None
             if not self.quiet:
                 shown = self._rendered(
