@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from prunecli.cli import options as opt
+from prunecli.cli.blocks import Group, check_group
 from prunecli.cli.errors import handle_errors
 from prunecli.cli.output import Output, read_paths
 from prunecli.cli.report_files import check_report
@@ -33,8 +34,13 @@ def inspect_command(
         ),
     ] = None,
     all_tensors: Annotated[
-        bool, typer.Option("--all", help="List every tensor, not only prunable ones.")
+        bool,
+        typer.Option(
+            "--all",
+            help="List every tensor, not only prunable ones, one row each (--group tensor).",
+        ),
     ] = False,
+    group: Group = None,
     arch: opt.Arch = None,
     arch_kwargs: opt.ArchKwargs = None,
     trust_remote_code: opt.TrustRemoteCode = False,
@@ -51,6 +57,9 @@ def inspect_command(
     Topology (effective paths, effective sparsity, effective nodes, collapsed layers) is shown
     whenever the architecture is known: from the file's metadata, --arch, or a .pt2 program.
 
+    Rows follow the model's order. A model of many repeated blocks (a transformer) gets one row
+    per block and a summary by tensor type; --group tensor or --all lists every tensor.
+
     Examples:
 
       prunecli inspect model.safetensors
@@ -62,6 +71,8 @@ def inspect_command(
       prunecli inspect vgg16.pruned.safetensors --max-collapsed 0
 
       prunecli inspect ./llama-like/ --json
+
+      prunecli inspect ./bert-like/ --group tensor
     """
     from prunecli.io.paths import check_outputs
     from prunecli.jobs.report import build_report
@@ -72,6 +83,7 @@ def inspect_command(
     check_outputs(read_paths(model), check_report(report_file), force)
     shape = parse_input_shape(input_shape)
     out = Output(json_mode, quiet)
+    out.group = check_group(group, all_tensors)
     checkpoint = None if max_collapsed is not None else streamable(model, None, arch, None)
     if checkpoint is not None:  # headers first; every tensor counted chunk by chunk
         lazy = lazy_model(checkpoint)

@@ -45,6 +45,7 @@ class Output:
     ) -> None:
         self.json_mode = json_mode
         self.quiet = quiet
+        self.group = "auto"  # the layer rows of a report: auto, block or tensor (cli/blocks.py)
         stream = sys.stderr if data_to_stderr else sys.stdout
         self.console = _Console(file=stream, soft_wrap=False)
         self.err = DataConsole(file=sys.stderr)
@@ -77,10 +78,12 @@ class Output:
         fails (a bug: data cannot make it fail), the run is not reported as failed — the
         output is complete — but a warning says the report is missing (docs/exit-codes.md)."""
         try:
-            saved = None if save_to is None else report_bytes(report, save_to)
+            saved = None if save_to is None else report_bytes(report, save_to, self.group)
             shown = None
             if not self.quiet:
-                shown = self._rendered(report.to_json(), lambda c: render_report(c, report))
+                shown = self._rendered(
+                    report.to_json(), lambda c: render_report(c, report, self.group)
+                )
         except Exception as exc:  # noqa: BLE001 - only after an output landed, see below
             landed = landed_output(report)
             if landed is None:

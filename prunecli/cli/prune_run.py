@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prunecli.cli.blocks import check_group
 from prunecli.cli.method_options import given_options
 from prunecli.cli.options import gather
 from prunecli.cli.output import Output, read_paths, render_plan
@@ -40,6 +41,7 @@ class PruneRequest:
     force: bool
     dry_run: bool
     report_file: Path | None
+    group: str | None
     json_mode: bool
     quiet: bool
     progress: bool
@@ -66,6 +68,7 @@ def run_prune(r: PruneRequest) -> None:
         training = TrainingRun(r.training.settings())
     output = _check_output(r, training is not None)
     out = Output(r.json_mode, r.quiet, data_to_stderr=output == "-")
+    out.group = check_group(r.group)
     plain = r.scores_file is None and r.iterations in (None, 1) and r.device == "cpu"
     checkpoint = streamable(r.model, r.method, r.arch, output, plain)
     if checkpoint is not None and r.method is not None:

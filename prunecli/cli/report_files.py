@@ -88,8 +88,9 @@ def save_report(report: Report, path: Path) -> None:
         stream.write(data)
 
 
-def report_bytes(report: Report, path: Path) -> bytes:
-    """The ``--report`` file's contents for ``path``'s suffix, rendered in memory."""
+def report_bytes(report: Report, path: Path, group: str = "auto") -> bytes:
+    """The ``--report`` file's contents for ``path``'s suffix, rendered in memory; ``group``
+    picks the layer rows of an .svg or .html (the terminal's); .json and .md list every tensor."""
     suffix = path.suffix.lower()
     rounds = (report.pruning or {}).get("rounds")
     if rounds and suffix in (".svg", ".png"):
@@ -103,7 +104,7 @@ def report_bytes(report: Report, path: Path) -> bytes:
         text = report_markdown(report)
     elif suffix in (".svg", ".html"):
         recorder = DataConsole(record=True, file=io.StringIO(), width=120, force_terminal=True)
-        render_report(recorder, report)
+        render_report(recorder, report, group)
         text = recorder.export_svg(title="prunecli") if suffix == ".svg" else recorder.export_html()
     else:
         raise BadInput(f"--report {path}: unknown report format", "use .json, .md, .svg or .html")

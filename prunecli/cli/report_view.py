@@ -5,27 +5,15 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from rich import box
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
+from prunecli.cli.report_tables import layer_tables, mixed_dtypes, percent
 from prunecli.cli.text import styled
 from prunecli.cli.training_view import history_table, rounds_table, training_line
 
 if TYPE_CHECKING:
     from prunecli.jobs.report import Report
-
-_BAR_WIDTH = 10
-
-
-def percent(fraction: float) -> str:
-    """Two decimals, more when two would round a fraction strictly inside (0, 1) to 0% or 100%."""
-    for digits in range(2, 8):
-        text = f"{fraction:.{digits}%}"
-        if not (0 < fraction < 1) or text not in (f"{0:.{digits}%}", f"{1:.{digits}%}"):
-            return text
-    return text
 
 
 def human_size(nbytes: int | None) -> str:
@@ -37,18 +25,6 @@ def human_size(nbytes: int | None) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return f"{size:.1f} TB"
-
-
-def sparsity_bar(sparsity: float, width: int = _BAR_WIDTH) -> Text:
-    filled = round(sparsity * width)
-    bar = Text(f"{percent(sparsity):>7}" + (" " if width else ""))
-    bar.append("█" * filled, style="green")
-    bar.append("░" * (width - filled), style="dim")
-    return bar
-
-
-def _mixed_dtypes(report: Report) -> bool:
-    return len({layer.dtype for layer in report.layers}) > 1
 
 
 def paths_text(log10_paths: float | None) -> str:
@@ -77,77 +53,6 @@ def topology_line(report: Report) -> Text | None:
     if collapsed or topology.log10_paths == -math.inf:
         line.stylize("red")
     return line
-
-
-def report_table(report: Report, width: int | None = None) -> Table:
-    """Layer, shape, (dtype when mixed), params, non-zero, sparsity with a bar; totals as footer.
-
-    With topology also effective sparsity and effective/all nodes; collapsed layers in red. Below
-    100 columns params (the shape says it), the bars and the borders go, so 80 columns stay
-    readable and names such as ``layer3.2.conv2.weight`` fit on one line.
-    """
-    mixed = _mixed_dtypes(report)
-    topology = report.topology
-    wide = topology is None or width is None or width >= 100
-    bar = _BAR_WIDTH if wide else 0
-    frame = {} if wide else {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False}
-    table = Table(
-        show_footer=True,
-        header_style="bold",
-        footer_style="bold",
-        collapse_padding=not wide,
-        **frame,
-    )
-    table.add_column("layer", footer="total", overflow="fold", ratio=1)
-    table.add_column("shape", no_wrap=True)
-    if mixed:
-        table.add_column("dtype", no_wrap=True)
-    if wide:
-        table.add_column(
-            "params", justify="right", no_wrap=True, footer=f"{report.prunable_params:,}"
-        )
-    table.add_column(
-        "non-zero", justify="right", no_wrap=True, footer=f"{report.prunable_nonzero:,}"
-    )
-    table.add_column(
-        "sparsity",
-        justify="left" if wide else "right",
-        no_wrap=True,
-        footer=sparsity_bar(report.sparsity, bar),
-    )
-    if topology is not None:
-        table.add_column(
-            Text("eff.\nsparsity"),  # a Text: strings are data, their newlines escaped
-            justify="right",
-            no_wrap=True,
-            footer=f"{percent(topology.effective_sparsity)}",
-        )
-        table.add_column(
-            "nodes",
-            justify="right",
-            no_wrap=True,
-            footer=f"{topology.effective_nodes:,}/{topology.nodes:,}",
-        )
-    for layer in report.layers:
-        shape = "×".join(str(d) for d in layer.shape)
-        cells: list[str | Text] = [layer.name, shape, *([layer.dtype] if mixed else [])]
-        if wide:
-            cells.append(f"{layer.params:,}")
-        cells += [f"{layer.nonzero:,}", sparsity_bar(layer.sparsity, bar)]
-        style = None
-        if topology is not None:
-            found = topology.layer(layer.name)
-            cells += (
-                [
-                    f"{percent(found.effective_sparsity)}",
-                    f"{found.effective_nodes:,}/{found.nodes:,}",
-                ]
-                if found
-                else ["", ""]
-            )
-            style = "red" if found and found.collapsed else None
-        table.add_row(*cells, style=style)
-    return table
 
 
 def export_lines(report: Report) -> list[str]:
@@ -186,14 +91,16 @@ def export_lines(report: Report) -> list[str]:
     return lines
 
 
-def render_report(console: Console, report: Report) -> None:
+def render_report(console: Console, report: Report, group: str = "auto") -> None:
+    """The report for a terminal; ``group`` (auto, block, tensor) picks the layer rows."""
     model = report.model
     arch = model["arch"] or model.get("hf_architecture") or "weights only"
     about = [model["format"], arch, human_size(model["file_bytes"])]
-    if report.layers and not _mixed_dtypes(report):
+    if report.layers and not mixed_dtypes(report):
         about.append(report.layers[0].dtype)
     console.print(styled((str(model["path"]), "bold"), "  ", " · ".join(map(str, about))))
-    console.print(report_table(report, console.width))
+    for table in layer_tables(report, console, group):
+        console.print(table)
     console.print(
         f"all tensors: {report.all_params:,} parameters, {report.all_nonzero:,} non-zero "
         f"({percent(1 - report.all_nonzero / max(report.all_params, 1))} sparse)"

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from prunecli.models.loaded import LoadedModel
+from prunecli.models.order import in_order
 from prunecli.topology.metrics import Topology, model_topology
 from prunecli.version import __version__
 
@@ -135,6 +136,7 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def layer_stats(model: LoadedModel, names: Sequence[str]) -> list[LayerStats]:
+    """One entry per name, in the model's declared order (models/order.py)."""
     return [
         LayerStats(
             name=name,
@@ -143,7 +145,7 @@ def layer_stats(model: LoadedModel, names: Sequence[str]) -> list[LayerStats]:
             params=model.tensors[name].numel(),
             nonzero=int(model.tensors[name].count_nonzero()),
         )
-        for name in names
+        for name in in_order(model, names)
     ]
 
 

@@ -19,6 +19,7 @@ from prunecli.io.checkpoint import Checkpoint, Shard
 from prunecli.jobs.report import LayerStats, Report, dtype_name, model_summary
 from prunecli.jobs.settings import PruneSettings
 from prunecli.models.loaded import LoadedModel
+from prunecli.models.order import in_order
 from prunecli.pruning.allocation import prune_count
 from prunecli.streaming.passes import (
     ByteProgress,
@@ -74,17 +75,17 @@ def run_stream_prune(
 def stream_report(
     plan: StreamPlan, result: dict[str, Any], pruning: dict[str, Any], seconds: float
 ) -> Report:
+    model = lazy_model(plan.checkpoint)
     layers = [
         LayerStats(
             name,
-            item.entry.shape,
-            dtype_name(st.DTYPES[item.dtype]),
-            item.numel,
+            plan.items[name].entry.shape,
+            dtype_name(st.DTYPES[plan.items[name].dtype]),
+            plan.items[name].numel,
             result["kept"][name],
         )
-        for name, item in plan.items.items()
+        for name in in_order(model, plan.items)
     ]
-    model = lazy_model(plan.checkpoint)
     report = Report(
         command="prune",
         model=model_summary(model),
@@ -236,7 +237,7 @@ def stream_inspect(checkpoint: Checkpoint, names: list[str]) -> Report:
             model.tensors[name].numel(),
             counts[name],
         )
-        for name in names
+        for name in in_order(model, names)
     ]
     return Report(
         command="inspect",

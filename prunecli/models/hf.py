@@ -94,6 +94,25 @@ def build_module(
     return module
 
 
+def meta_order(folder: Path, config: dict[str, Any], stored: int) -> list[str] | None:
+    """The tensor names of the class ``config.json`` names, in its ``state_dict`` order, built on
+    the ``meta`` device (no memory); None when it cannot be built, or when the config claims more
+    layers than the folder has tensors (a hostile config would take long to build)."""
+    if any(type(v) is int and "layers" in k and v > stored for k, v in config.items()):
+        return None
+    try:
+        import transformers
+
+        with quiet_torch():
+            built = transformers.AutoConfig.from_pretrained(
+                str(folder), local_files_only=True, trust_remote_code=False
+            )
+            with torch.device("meta"):
+                return list(_instantiate(transformers, built, False).state_dict())
+    except Exception:  # noqa: BLE001 - only the report's row order depends on it
+        return None
+
+
 def _instantiate(transformers: Any, config: Any, trust_remote_code: bool) -> torch.nn.Module:
     names = list(getattr(config, "architectures", None) or [])
     model_class = getattr(transformers, names[0], None) if names else None

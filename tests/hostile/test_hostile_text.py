@@ -187,7 +187,7 @@ def test_a_report_that_fails_after_the_output_landed_is_not_a_failure(
 ) -> None:
     import prunecli.cli.output as output
 
-    def broken(console, report) -> None:  # noqa: ANN001 - a rendering bug, simulated
+    def broken(console, report, group) -> None:  # noqa: ANN001 - a rendering bug, simulated
         raise RuntimeError("rendering bug")
 
     model = write_zoo(workdir / "m.safetensors", "mlp", SMALL_MLP)
