@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +110,22 @@ def test_every_prunecli_import_outside_the_package_resolves(folder: str) -> None
             except ModuleNotFoundError:
                 missing.append(f"{path.relative_to(ROOT)}: from {module} import {name}")
     assert missing == []
+
+
+def test_the_command_line_starts_without_torch() -> None:
+    """`--help`, `--version` and option errors answer at once: torch loads only for real work."""
+    code = (
+        "import sys\n"
+        "import prunecli.cli.app\n"
+        "heavy = sorted(m for m in ('torch', 'numpy', 'transformers', 'onnx') if m in sys.modules)\n"
+        "print(heavy)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -7,9 +7,9 @@ import difflib
 from prunecli.criteria.registry import REGISTRY as _REGISTRY
 from prunecli.criteria.registry import register
 from prunecli.errors import BadInput
-from prunecli.pruning.criterion import Criterion, ScoreContext
+from prunecli.pruning.criterion import Criterion
 
-__all__ = ["Criterion", "ScoreContext", "register", "get_criterion", "list_criteria"]
+__all__ = ["register", "get_criterion", "list_criteria"]
 
 
 def _load_builtins() -> None:

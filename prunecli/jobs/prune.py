@@ -6,7 +6,6 @@ from pathlib import Path
 
 import torch
 
-from prunecli.criteria import Criterion, ScoreContext
 from prunecli.criteria.training import TrainingMethod
 from prunecli.io.inputs import check_input
 from prunecli.io.load import load_file
@@ -15,7 +14,7 @@ from prunecli.jobs.settings import PruneSettings, TrainingRun
 from prunecli.jobs.train import train_prune_to_file
 from prunecli.jobs.writing import check_format, output_summary, write_model, write_tensors
 from prunecli.models.loaded import LoadedModel
-from prunecli.pruning.criterion import Inputs
+from prunecli.pruning.criterion import Criterion, Inputs, ScoreContext
 from prunecli.pruning.loop import FixedScores, Progress, check_scores, prune_model
 from prunecli.version import __version__
 

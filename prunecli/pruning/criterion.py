@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-
 if TYPE_CHECKING:
+    import torch
+
     from prunecli.data.labelled import Dataset
     from prunecli.models.loaded import LoadedModel
     from prunecli.pruning.live import LiveSet

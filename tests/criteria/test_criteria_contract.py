@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from prunecli.criteria import Criterion, ScoreContext, list_criteria
+from prunecli.criteria import list_criteria
 from prunecli.data.labelled import from_arrays
 from prunecli.io import safetensors as st
 from prunecli.models.loaded import META_ARCH, META_ARCH_KWARGS, LoadedModel, load_model
 from prunecli.models.zoo import build_arch
-from prunecli.pruning.criterion import NEEDS, Inputs
+from prunecli.pruning.criterion import NEEDS, Criterion, Inputs, ScoreContext
 from prunecli.pruning.loop import prune_model
 from prunecli.pruning.prunable import select_prunable
 

@@ -15,11 +15,11 @@ from conftest import report_of, write_weights
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from prunecli.criteria import Criterion, ScoreContext, get_criterion
+from prunecli.criteria import get_criterion
 from prunecli.criteria.synflow import SynFlow
 from prunecli.models.loaded import META_ARCH, META_ARCH_KWARGS, Architecture, LoadedModel
 from prunecli.models.zoo import build_arch
-from prunecli.pruning.criterion import Inputs
+from prunecli.pruning.criterion import Criterion, Inputs, ScoreContext
 from prunecli.pruning.loop import prune_model
 from prunecli.topology.pathflow import cut_points
 

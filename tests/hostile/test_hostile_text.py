@@ -150,8 +150,9 @@ def test_retrain_and_init_print_paths_literally(cli, workdir: Path) -> None:
 
 
 def test_methods_prints_a_plugin_literally(cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    from prunecli.criteria import Criterion, list_criteria
+    from prunecli.criteria import list_criteria
     from prunecli.criteria.registry import REGISTRY
+    from prunecli.pruning.criterion import Criterion
 
     list_criteria()  # the built-ins first, then a plug-in with a hostile name and summary
 

@@ -15,10 +15,11 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from prunecli.criteria import Criterion, ScoreContext, get_criterion
+from prunecli.criteria import get_criterion
 from prunecli.errors import PrunecliError
 from prunecli.models.loaded import LoadedModel
 from prunecli.pruning.allocation import keep_counts
+from prunecli.pruning.criterion import Criterion, ScoreContext
 from prunecli.pruning.loop import prune_model
 from prunecli.pruning.schedule import round_densities
 from prunecli.pruning.select import prune_lowest
@@ -480,7 +481,8 @@ _SCRIPT = textwrap.dedent(
     import torch
     from prunecli.models.loaded import LoadedModel
     from prunecli.pruning.loop import prune_model
-    from prunecli.criteria import Criterion, ScoreContext, get_criterion
+    from prunecli.criteria import get_criterion
+    from prunecli.pruning.criterion import Criterion, ScoreContext
 
     out = {}
     for seed in (0, 1):
