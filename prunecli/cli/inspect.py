@@ -9,8 +9,9 @@ import typer
 from prunecli.cli import options as opt
 from prunecli.cli.blocks import Group, check_group
 from prunecli.cli.errors import handle_errors
-from prunecli.cli.output import Output, read_paths
+from prunecli.cli.output import Output
 from prunecli.cli.report_files import check_report
+from prunecli.jobs.validate import read_paths
 
 
 @handle_errors

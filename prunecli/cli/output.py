@@ -193,18 +193,3 @@ def progress_info(info: dict[str, Any] | None) -> str:
     if "accuracy" in info:
         parts.append(f"acc {info['accuracy']:.1%}")
     return " ".join(parts)
-
-
-def read_paths(
-    model: str, data: str | None = None, **options: object
-) -> list[tuple[str, str | None]]:
-    """What a command reads, for io.paths.check_outputs: the model, a ``--data`` that names a
-    path (not a built-in data set), and the file options given as ``rewind_to=...``."""
-    from prunecli.data.sources import BUILTINS
-
-    reads: list[tuple[str, str | None]] = [("input", model)]
-    if data is not None and data not in BUILTINS:
-        reads.append(("--data", data))
-    for name, value in options.items():
-        reads.append((f"--{name.replace('_', '-')}", str(value) if value else None))
-    return reads

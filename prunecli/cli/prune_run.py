@@ -3,18 +3,19 @@ streamed chunk by chunk for magnitude and random on a large checkpoint) and repo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prunecli.cli.blocks import check_group
 from prunecli.cli.method_options import given_options
 from prunecli.cli.options import gather
-from prunecli.cli.output import Output, read_paths, render_plan
+from prunecli.cli.output import Output, render_plan
 from prunecli.cli.report_files import check_report
 from prunecli.cli.train_options import TrainOptions
 
 if TYPE_CHECKING:
+    from prunecli.jobs.settings import PruneSettings
     from prunecli.pruning.criterion import Criterion
 
 
@@ -59,10 +60,10 @@ class PruneRequest:
 
 def run_prune(r: PruneRequest) -> None:
     """Check the request before loading anything, then prune and report."""
-    from prunecli.jobs.settings import PruneSettings, TrainingRun
+    from prunecli.jobs.settings import TrainingRun
     from prunecli.jobs.stream import streamable
 
-    criterion_class, target = _check(r)
+    criterion_class, settings = _check(r)
     training = None
     if criterion_class is not None and criterion_class.trains():
         training = TrainingRun(r.training.settings())
@@ -72,14 +73,13 @@ def run_prune(r: PruneRequest) -> None:
     plain = r.scores_file is None and r.iterations in (None, 1) and r.device == "cpu"
     checkpoint = streamable(r.model, r.method, r.arch, output, plain)
     if checkpoint is not None and r.method is not None:
-        settings = PruneSettings(target, r.scope, 1, r.schedule, r.seed)
-        _stream(checkpoint, r, settings, output, out)
+        _stream(checkpoint, r, replace(settings, iterations=1), output, out)
         return
-    _in_memory(r, criterion_class, target, training, output, out)
+    _in_memory(r, criterion_class, settings, training, output, out)
 
 
-def _check(r: PruneRequest) -> tuple[type[Criterion] | None, float]:
-    """What can be refused from the options alone; the criterion class and the sparsity."""
+def _check(r: PruneRequest) -> tuple[type[Criterion] | None, PruneSettings]:
+    """What can be refused from the options alone; the criterion class and the settings."""
     from prunecli.criteria import get_criterion
     from prunecli.errors import BadInput
     from prunecli.jobs.session import check_request
@@ -90,58 +90,49 @@ def _check(r: PruneRequest) -> tuple[type[Criterion] | None, float]:
         r.method, fixed, r.sparsity, r.scope, r.schedule, r.iterations, r.seed
     )
     criterion_class = get_criterion(r.method) if r.method else None
-    check_options(
-        criterion_class, {**r.options, "epochs": r.training.epochs, "steps": r.training.steps}
-    )
+    training = {
+        "epochs": r.training.epochs,
+        "steps": r.training.steps,
+        "val_fraction": r.training.val_fraction,
+    }
+    check_options(criterion_class, {**r.options, **training})
     if criterion_class is not None and criterion_class.trains() and r.iterations is not None:
         raise BadInput(f"--method {r.method} sets its own rounds; drop --iterations")
     if criterion_class is not None:
         check_request(criterion_class, r.data, training=True)
-    return criterion_class, settings.sparsity
+    return criterion_class, settings
 
 
 def _check_output(r: PruneRequest, trains: bool) -> str:
     """The output path (default: beside MODEL), checked with every file the run reads and
     writes before anything is loaded."""
-    from prunecli.errors import Unsupported
-    from prunecli.io.checkpoint import check_folder_output, is_folder
-    from prunecli.io.paths import Target, check_outputs, default_output
-    from prunecli.jobs.writing import check_format
+    from prunecli.io.paths import default_output
+    from prunecli.jobs.validate import check_prune_output, read_paths
 
     output = r.output or default_output(r.model)
-    if output.endswith(".pt2") and not r.model.endswith(".pt2"):
-        raise Unsupported("a .pt2 output needs a .pt2 input", "write .safetensors instead")
-    check_format(r.format, output)
-    folder = is_folder(r.model)
-    if folder and not r.dry_run:
-        check_folder_output(output, r.model)
-    targets = [] if r.dry_run else [Target(output, folder=folder)]
-    targets += check_report(r.report_file, curve=trains)
+    reports = check_report(r.report_file, curve=trains)
     rewind_to = r.options.get("rewind_to")
     reads = read_paths(r.model, r.data, scores=r.scores_file, rewind_to=rewind_to)
-    check_outputs(reads, targets, r.force)
+    check_prune_output(r.model, output, r.format, r.force, reads, r.dry_run, reports)
     return output
 
 
-def _in_memory(r: PruneRequest, criterion_class, target, training, output, out) -> None:  # noqa: ANN001
+def _in_memory(r: PruneRequest, criterion_class, settings, training, output, out) -> None:  # noqa: ANN001
     """Load the model, score (or train) and write it."""
     from prunecli.jobs.prune import load_scores, plan_document, prune_to_file
     from prunecli.jobs.session import open_model, resolve_inputs
-    from prunecli.jobs.settings import PruneSettings
 
     loaded, names = open_model(
         r.model, r.arch, r.arch_kwargs, r.include, r.exclude, trust_remote_code=r.trust_remote_code
     )
     if r.dry_run:
-        settings = PruneSettings(target, r.scope)
         plan = plan_document(loaded, names, r.method or "scores", settings, False)
         out.document(plan, lambda console: render_plan(console, plan))
         return
     criterion = criterion_class() if criterion_class else load_scores(r.scores_file)
-    run_inputs = resolve_inputs(
+    settings.inputs = resolve_inputs(
         type(criterion), loaded, r.input_shape, r.data, r.device, r.options, training=True
     )
-    settings = PruneSettings(target, r.scope, r.iterations, r.schedule, r.seed, run_inputs)
     rounds = r.iterations or criterion.default_iterations
     with out.progress(f"pruning ({criterion.name})", rounds) as tick:
         if training is not None:

@@ -6,7 +6,7 @@ from prunecli.cli import method_options as mo
 from prunecli.cli import options as opt
 from prunecli.cli.blocks import Group, check_group
 from prunecli.cli.errors import handle_errors
-from prunecli.cli.output import Output, read_paths
+from prunecli.cli.output import Output
 from prunecli.cli.report_files import check_report
 
 
@@ -49,10 +49,10 @@ def score_command(
     """
     from prunecli.criteria import get_criterion
     from prunecli.errors import BadInput
-    from prunecli.io.paths import Target, check_outputs, default_output
-    from prunecli.jobs.prune import score_to_file
+    from prunecli.io.paths import default_output
+    from prunecli.jobs.prune import score_to_file, score_weights
     from prunecli.jobs.session import check_request, open_model, resolve_inputs
-    from prunecli.jobs.validate import check_options
+    from prunecli.jobs.validate import check_options, check_score_output, read_paths
 
     if method is None:
         raise BadInput("--method is required", "run `prunecli methods` for the list")
@@ -61,8 +61,7 @@ def score_command(
     check_request(criterion_class, data)
     check_options(criterion_class, options)
     output = output or default_output(model, ".scores.safetensors")
-    targets = [Target(output), *check_report(report_file)]
-    check_outputs(read_paths(model, data), targets, force)
+    check_score_output(output, force, read_paths(model, data), check_report(report_file))
 
     out = Output(json_mode, quiet, data_to_stderr=output == "-")
     out.group = check_group(group)
@@ -70,5 +69,7 @@ def score_command(
         model, arch, arch_kwargs, include, exclude, trust_remote_code=trust_remote_code
     )
     run_inputs = resolve_inputs(criterion_class, loaded, input_shape, data, device, options)
-    report = score_to_file(loaded, names, criterion_class(), seed, run_inputs, output)
+    criterion = criterion_class()
+    scores = score_weights(loaded, names, criterion, seed, run_inputs)
+    report = score_to_file(loaded, names, criterion, seed, run_inputs, output, scores)
     out.report(report, report_file)

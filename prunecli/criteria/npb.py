@@ -219,6 +219,7 @@ class Npb(Criterion):
     )
     needs = ("graph", "input_shape")
     options = {"alpha": NpbOptions.alpha, "beta": NpbOptions.beta, "max_p": NpbOptions.max_p}
+    option_types = {"max_p": int}
     default_scope = "erk"
 
     def score(self, ctx: ScoreContext) -> Mapping[str, torch.Tensor]:

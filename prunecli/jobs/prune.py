@@ -101,6 +101,11 @@ def score_weights(
     return {name: scores[name].detach().to("cpu").contiguous() for name in names}
 
 
+def score_report(model: LoadedModel, names: list[str], inputs: Inputs) -> Report:
+    """The report of a `score` run on ``model`` (its prunable ``names``), nothing written."""
+    return build_report("score", model, names, input_shape=inputs.input_shape)
+
+
 def score_to_file(
     model: LoadedModel,
     names: list[str],
@@ -108,11 +113,10 @@ def score_to_file(
     seed: int,
     inputs: Inputs,
     output: str,
-    scores: dict[str, torch.Tensor] | None = None,
+    scores: dict[str, torch.Tensor],
 ) -> Report:
-    """Score the prunable weights of ``model`` once and write the scores to ``output``;
-    ``scores``: those :func:`score_weights` already computed (``prunecli.score`` keeps them)."""
-    tensors = scores if scores is not None else score_weights(model, names, criterion, seed, inputs)
+    """Write ``scores`` (what :func:`score_weights` computed for ``model``) to ``output``,
+    with the method and seed in its metadata; the report."""
     metadata = {
         "format": "pt",
         "prunecli.version": __version__,
@@ -120,8 +124,8 @@ def score_to_file(
         "prunecli.method": criterion.name,
         "prunecli.seed": str(seed),
     }
-    written = write_tensors(tensors, output, metadata)
-    report = build_report("score", model, names, input_shape=inputs.input_shape)
+    written = write_tensors(scores, output, metadata)
+    report = score_report(model, names, inputs)
     report.output = {
         "path": output,
         "format": "safetensors",

@@ -87,11 +87,20 @@ def check_input_shape(model: LoadedModel, shape: tuple[int, ...] | None, text: s
 
 
 def check_request(
-    criterion: type[Criterion], data: str | Dataset | None, training: bool = False
+    criterion: type[Criterion],
+    data: str | Dataset | None,
+    training: bool = False,
+    api: bool = False,
 ) -> None:
     """Refuse what cannot work before anything is loaded (e.g. a data method without --data).
 
-    ``training``: the command can run training methods (`prune`; not `score`)."""
+    ``training``: the command can run training methods (`prune`; not `score`). ``api``: the
+    Python API's ``prunecli.prune``, which runs the one-shot methods only (the CLI trains)."""
+    if api and criterion.trains():
+        raise Unsupported(
+            f"--method {criterion.name} trains the model; the Python API runs the one-shot methods",
+            f"use `prunecli prune MODEL --method {criterion.name} --data ... --steps N`",
+        )
     if "data" in criterion.needs and data is None:
         raise BadInput(
             f"--method {criterion.name} needs labelled data: pass --data",

@@ -1,22 +1,26 @@
 """The checks on what `prune` and `score` are asked, made before anything is loaded, for the
-command line (cli/prune_run.py) and the Python API (api.py) alike, with the same messages; and
-the one table of method options: a method takes what its criterion class declares
-(``Criterion.options``), and every other method option is refused (exit 2)."""
+command line (cli/prune_run.py, cli/score.py) and the Python API (api.py) alike, with the same
+messages: the settings, the outputs, and the one table of method options: a method takes what
+its criterion class declares (``Criterion.options``), and every other method option is refused
+(exit 2)."""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prunecli.errors import BadInput
 from prunecli.jobs.settings import PruneSettings
 
 if TYPE_CHECKING:
+    from prunecli.io.paths import Target
     from prunecli.pruning.criterion import Criterion
 
-#: what every training method takes besides its own options: its training run
-TRAINING_OPTIONS = ("epochs", "steps", "batch_size")
+#: what every training method takes besides its own options: its training run (an option here
+#: whose default is None is refused for the other methods; --lr and --optimizer have defaults)
+TRAINING_OPTIONS = ("epochs", "steps", "batch_size", "val_fraction")
 
 
 def prune_settings(
@@ -43,6 +47,8 @@ def prune_settings(
         raise BadInput(f"unknown scope {scope!r}", f"choose one of: {', '.join(SCOPES)}")
     if schedule not in SCHEDULES:
         raise BadInput(f"unknown schedule {schedule!r}", f"choose one of: {', '.join(SCHEDULES)}")
+    check_int("iterations", iterations)
+    check_int("seed", seed)
     if iterations is not None and iterations < 1:
         raise BadInput(f"--iterations must be at least 1, got {iterations}")
     if fixed and iterations not in (None, 1):
@@ -52,23 +58,49 @@ def prune_settings(
 
 def check_method_options(criterion: type[Criterion] | None, options: Mapping[str, Any]) -> None:
     """Keyword options (the Python API): a name no method takes gets a suggestion, then the
-    table's refusals as on the command line."""
-    known = [*method_option_names(), *TRAINING_OPTIONS]
+    table's refusals as on the command line, then each value's type against the criterion's
+    declared default (the command line's parser makes those checks there)."""
+    known = list(dict.fromkeys([*method_option_names(), *TRAINING_OPTIONS]))
     for name in options:
         if name not in known:
             close = difflib.get_close_matches(name, known, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"options: {', '.join(known)}"
+            shown = ", ".join(method_option_names(one_shot=True))
+            hint = f"did you mean {close[0]!r}?" if close else f"options: {shown}"
             raise BadInput(f"unknown option {name!r}", hint)
     check_options(criterion, options)
+    if criterion is not None:
+        for name, value in options.items():
+            _check_type(criterion, name, value)
 
 
-def method_option_names() -> list[str]:
-    """Every method option any registered method declares, in registry order."""
+def _check_type(criterion: type[Criterion], name: str, value: object) -> None:
+    """Refuse a value of another type than the option's default (None: ``option_types``); an
+    int passes for a float, a bool never for a number."""
+    default = criterion.options.get(name)
+    expected = type(default) if default is not None else criterion.option_types.get(name)
+    if value is None or expected is None:
+        return
+    allowed = (int, float) if expected is float else (expected,)
+    if isinstance(value, bool) and expected is not bool or not isinstance(value, allowed):
+        kind = "a number" if expected is float else f"a {expected.__name__}"
+        raise BadInput(f"{flag(name)} takes {kind}, got {value!r}")
+
+
+def check_int(name: str, value: object) -> None:
+    """Refuse a ``--name`` that is not a whole number (a bool is not one)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise BadInput(f"--{name} takes a whole number, got {value!r}")
+
+
+def method_option_names(one_shot: bool = False) -> list[str]:
+    """Every method option any registered method declares, in registry order (``one_shot``:
+    those of the methods that do not train, the ones the Python API runs)."""
     from prunecli.criteria import list_criteria
 
     names: dict[str, None] = {}
     for criterion in list_criteria():
-        names.update(dict.fromkeys(criterion.options))
+        if not (one_shot and criterion.trains()):
+            names.update(dict.fromkeys(criterion.options))
     return list(names)
 
 
@@ -115,3 +147,60 @@ def flag(name: str) -> str:
 
 def _listed(names: list[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def read_paths(
+    model: str | None, data: object = None, **options: object
+) -> list[tuple[str, str | None]]:
+    """What a command reads, for io.paths.check_outputs: the model, a ``--data`` that names a
+    path (not a built-in data set, nor data already in memory), and the file options given as
+    ``rewind_to=...``."""
+    from prunecli.data.sources import BUILTINS
+
+    reads: list[tuple[str, str | None]] = [("input", model)]
+    if isinstance(data, str | os.PathLike) and os.fspath(data) not in BUILTINS:
+        reads.append(("--data", os.fspath(data)))
+    for name, value in options.items():
+        reads.append((flag(name), str(value) if value else None))
+    return reads
+
+
+def check_prune_output(
+    source: str | None,
+    output: str,
+    format: str,
+    force: bool,
+    reads: Sequence[tuple[str, str | None]],
+    dry_run: bool = False,
+    reports: Sequence[Target] = (),
+) -> None:
+    """Refuse a pruned model's output that cannot be written or could lose data, before
+    anything is loaded: a .pt2 from another input, a format the output's suffix cannot hold, a
+    folder's output that is not a folder, and what io.paths.check_outputs refuses (with the
+    ``reports`` written beside it). ``source``: the model's path (None: a live module)."""
+    from prunecli.errors import Unsupported
+    from prunecli.io.checkpoint import check_folder_output, is_folder
+    from prunecli.io.paths import Target, check_outputs
+    from prunecli.jobs.writing import check_format
+
+    if output.endswith(".pt2") and not (source or "").endswith(".pt2"):
+        raise Unsupported("a .pt2 output needs a .pt2 input", "write .safetensors instead")
+    check_format(format, output)
+    folder = source is not None and is_folder(source)
+    if folder and not dry_run:
+        check_folder_output(output, source)
+    targets = [] if dry_run else [Target(output, folder=folder)]
+    check_outputs(reads, [*targets, *reports], force)
+
+
+def check_score_output(
+    output: str,
+    force: bool,
+    reads: Sequence[tuple[str, str | None]],
+    reports: Sequence[Target] = (),
+) -> None:
+    """Refuse a scores file's output that cannot be written or could lose data: one
+    safetensors file, whatever the model (a folder's scores are one file too)."""
+    from prunecli.io.paths import Target, check_outputs
+
+    check_outputs(reads, [Target(output), *reports], force)

@@ -90,6 +90,8 @@ class Criterion:
     #: the method options it takes (``--max-p`` is ``max_p``) and their defaults (None: worked
     #: out per run); `prune` and `score` refuse any other method option before loading the model
     options: ClassVar[dict[str, Any]] = {}
+    #: the type of each option whose default is None (the others take their default's type)
+    option_types: ClassVar[dict[str, type]] = {}
 
     def score(self, ctx: ScoreContext) -> Mapping[str, torch.Tensor]:
         raise NotImplementedError
