@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from prunecli.errors import BadInput, Unsupported
-from prunecli.jobs.validate import check_method_options, prune_settings
+from prunecli.errors import BadInput
+from prunecli.jobs.validate import (
+    check_int,
+    check_method_options,
+    check_prune_output,
+    check_score_output,
+    prune_settings,
+    read_paths,
+)
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -44,8 +51,8 @@ def prune(
     iterations: int | None = None,
     schedule: str = "exponential",
     seed: int = 0,
-    include: Sequence[str] = (),
-    exclude: Sequence[str] = (),
+    include: Sequence[str] | str | None = (),
+    exclude: Sequence[str] | str | None = (),
     data: DataLike | None = None,
     input_shape: Sequence[int] | str | None = None,
     device: str | None = None,
@@ -71,20 +78,19 @@ def prune(
     from prunecli.jobs.prune import prune_loaded, prune_to_file
     from prunecli.jobs.session import check_request, resolve_inputs
 
+    include, exclude = _patterns(include, exclude)
     settings = prune_settings(
         method, scores is not None, sparsity, scope, schedule, iterations, seed
     )
     criterion_class = get_criterion(method) if method is not None else None
-    if criterion_class is not None and criterion_class.trains():
-        raise Unsupported(
-            f"--method {method} trains the model; the Python API runs the one-shot methods",
-            f"use `prunecli prune MODEL --method {method} --data ... --steps N`",
-        )
     check_method_options(criterion_class, options)
+    dataset = _data(data)
     if criterion_class is not None:
-        check_request(criterion_class, _data(data))
+        check_request(criterion_class, dataset, api=True)
     score_path = None if scores is None or isinstance(scores, Mapping) else os.fspath(scores)
-    output = _check_output(model, output, format, force, data, score_path)
+    if isinstance(scores, Mapping):
+        _check_scores(scores)
+    output = _prune_output(model, output, format, force, data, score_path)
     loaded, names = _open(model, inplace, arch, arch_kwargs, include, exclude, trust_remote_code)
     criterion = criterion_class() if criterion_class is not None else _fixed(scores)
     with _modes_kept(loaded.module):
@@ -92,7 +98,7 @@ def prune(
             type(criterion),
             loaded,
             _shape_text(input_shape),
-            _data(data),
+            dataset,
             _device(device, loaded),
             options,
         )
@@ -109,8 +115,8 @@ def score(
     method: str | None = None,
     *,
     seed: int = 0,
-    include: Sequence[str] = (),
-    exclude: Sequence[str] = (),
+    include: Sequence[str] | str | None = (),
+    exclude: Sequence[str] | str | None = (),
     data: DataLike | None = None,
     input_shape: Sequence[int] | str | None = None,
     device: str | None = None,
@@ -127,16 +133,21 @@ def score(
     ``output`` they are also written there, for ``prune(..., scores=path)`` or the CLI's
     ``--scores``. ``model`` is never changed."""
     from prunecli.criteria import get_criterion
-    from prunecli.jobs.prune import score_to_file, score_weights
-    from prunecli.jobs.report import build_report
+    from prunecli.jobs.prune import score_report, score_to_file, score_weights
     from prunecli.jobs.session import check_request, resolve_inputs
 
+    include, exclude = _patterns(include, exclude)
     if method is None:
         raise BadInput("--method is required", "run `prunecli methods` for the list")
+    check_int("seed", seed)
     criterion_class = get_criterion(method)
+    dataset = _data(data)
+    check_request(criterion_class, dataset)  # the CLI's order: the data, then the options
     check_method_options(criterion_class, options)
-    check_request(criterion_class, _data(data))
-    output = _check_output(model, output, "dense", force, data, None)
+    if output is not None:
+        output = _no_stdout(output)
+        source = os.fspath(model) if _is_path(model) else None
+        check_score_output(output, force, read_paths(source, data))
     loaded, names = _open(model, True, arch, arch_kwargs, include, exclude, trust_remote_code)
     criterion = criterion_class()
     with _modes_kept(loaded.module):
@@ -144,7 +155,7 @@ def score(
             criterion_class,
             loaded,
             _shape_text(input_shape),
-            _data(data),
+            dataset,
             _device(device, loaded),
             options,
         )
@@ -152,7 +163,7 @@ def score(
         if output is not None:
             report = score_to_file(loaded, names, criterion, seed, inputs, output, tensors)
         else:
-            report = build_report("score", loaded, names, input_shape=inputs.input_shape)
+            report = score_report(loaded, names, inputs)
     return tensors, report
 
 
@@ -160,8 +171,8 @@ def inspect(
     model: ModelLike,
     *,
     all_tensors: bool = False,
-    include: Sequence[str] = (),
-    exclude: Sequence[str] = (),
+    include: Sequence[str] | str | None = (),
+    exclude: Sequence[str] | str | None = (),
     input_shape: Sequence[int] | str | None = None,
     arch: str | None = None,
     arch_kwargs: str | None = None,
@@ -176,13 +187,14 @@ def inspect(
     from prunecli.jobs.report import build_report
     from prunecli.jobs.session import check_input_shape, parse_input_shape
 
+    include, exclude = _patterns(include, exclude)
+    text = _shape_text(input_shape)
+    shape = parse_input_shape(text)  # first, as the CLI does, streamed or not
     report = _streamed_inspect(model, arch, all_tensors, include, exclude, max_collapsed)
     if report is None:
         loaded, names = _open(
             model, True, arch, arch_kwargs, include, exclude, trust_remote_code, check=False
         )
-        text = _shape_text(input_shape)
-        shape = parse_input_shape(text)
         with _modes_kept(loaded.module):
             check_input_shape(loaded, shape, text)
             if max_collapsed is not None:
@@ -233,7 +245,13 @@ def _is_path(model: object) -> bool:
     return isinstance(model, str | os.PathLike)
 
 
-def _check_output(
+def _no_stdout(output: str | os.PathLike) -> str:
+    if os.fspath(output) == "-":
+        raise BadInput("output='-' would write to standard output", "give a file or folder path")
+    return os.fspath(output)
+
+
+def _prune_output(
     model: ModelLike,
     output: str | os.PathLike | None,
     format: str,
@@ -242,30 +260,37 @@ def _check_output(
     scores: str | None,
 ) -> str | None:
     """Refuse an output that could lose data, before anything is loaded (as the CLI does)."""
-    from prunecli.data.sources import BUILTINS
-    from prunecli.io.checkpoint import check_folder_output, is_folder
-    from prunecli.io.paths import STDIO, Target, check_outputs
-    from prunecli.jobs.writing import check_format
-
     if output is None:
         if format != "dense":
             raise BadInput(f"format={format!r} is the layout of a file: give output= as well")
         return None
-    output = os.fspath(output)
-    if output == STDIO:
-        raise BadInput("output='-' would write to standard output", "give a file or folder path")
+    output = _no_stdout(output)
     source = os.fspath(model) if _is_path(model) else None
-    if output.endswith(".pt2") and not (source or "").endswith(".pt2"):
-        raise Unsupported("a .pt2 output needs a .pt2 input", "write .safetensors instead")
-    check_format(format, output)
-    folder = source is not None and is_folder(source)
-    if folder:
-        check_folder_output(output, source)
-    reads = [("input", source), ("--scores", scores)]
-    if isinstance(data, str | os.PathLike) and os.fspath(data) not in BUILTINS:
-        reads.append(("--data", os.fspath(data)))
-    check_outputs(reads, [Target(output, folder=folder)], force)
+    check_prune_output(source, output, format, force, read_paths(source, data, scores=scores))
     return output
+
+
+def _patterns(include: object, exclude: object) -> tuple[tuple[str, ...], ...]:
+    """``include=`` and ``exclude=`` as tuples of glob patterns: None is none, a string one."""
+    both = []
+    for keyword, value in (("include", include), ("exclude", exclude)):
+        items = () if value is None else (value,) if isinstance(value, str) else value
+        items = tuple(items) if isinstance(items, Iterable) else (items,)
+        for item in items:
+            if not isinstance(item, str):
+                raise BadInput(f"{keyword}= takes glob patterns, got {item!r}", "e.g. ['fc*']")
+        both.append(items)
+    return tuple(both)
+
+
+def _check_scores(scores: Mapping[Any, Any]) -> None:
+    """``scores=`` as a dict: tensors by name, as a dict model is."""
+    for name, tensor in scores.items():
+        if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
+            raise BadInput(
+                f"scores= takes tensors by name; {name!r} is a {type(tensor).__name__}",
+                "give a dict of torch.Tensor keyed by tensor name, or a scores file",
+            )
 
 
 def _open(
@@ -284,8 +309,6 @@ def _open(
     from prunecli.models.wrap import from_module, from_tensors
     from prunecli.pruning.prunable import check_finite, select_prunable
 
-    if isinstance(include, str) or isinstance(exclude, str):
-        raise BadInput("include= and exclude= take a list of patterns, e.g. ['fc*']")
     if _is_path(model):
         source = os.fspath(model)
         return open_model(

@@ -36,8 +36,9 @@ def list_criteria() -> list[type[Criterion]]:
 
 def get_criterion(name: str) -> type[Criterion]:
     _load_builtins()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+    if not isinstance(name, str) or name not in _REGISTRY:  # a number from Python, too
+        text = name if isinstance(name, str) else ""
+        close = difflib.get_close_matches(text, list(_REGISTRY), n=1)
         hint = f"did you mean {close[0]!r}?" if close else "run `prunecli methods` for the list"
         raise BadInput(f"unknown method {name!r}", hint)
     return _REGISTRY[name]
