@@ -327,3 +327,132 @@ def test_a_transformers_model_is_pruned_as_its_folder_is(cli, workdir: Path) -> 
     names = [layer.name for layer in report.layers]
     assert "lm_head.weight" not in names and "model.embed_tokens.weight" not in names
     assert report.model["hf_architecture"] == "LlamaForCausalLM"
+
+
+# --- the review's findings: one check for the CLI and the API, no raw exceptions -----------
+
+
+def test_score_of_a_folder_writes_one_scores_file_as_the_cli(cli, workdir: Path) -> None:
+    from tests.conftest import write_llama
+
+    folder = write_llama(workdir / "llama")
+    result = cli("score", folder, "-m", "magnitude", "-o", "cli.scores.safetensors")
+    assert result.exit_code == 0, result.stderr
+    scores, report = prunecli.score(folder, "magnitude", output="api.scores.safetensors")
+    assert (workdir / "api.scores.safetensors").is_file()
+    assert_same_tensors(load_file("api.scores.safetensors"), load_file("cli.scores.safetensors"))
+    assert_same_tensors(scores, load_file("cli.scores.safetensors"))
+    assert report.output["kind"] == "scores"
+    # a pruned folder is still a folder, in both
+    refused = cli("prune", folder, "-m", "magnitude", "-s", "0.5", "-o", "p.safetensors")
+    with pytest.raises(BadInput) as caught:
+        prunecli.prune(folder, "magnitude", 0.5, output="p.safetensors")
+    assert caught.value.message == cli_message(refused)
+    assert not (workdir / "p.safetensors").exists()
+
+
+def test_array_data_is_converted_once(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import prunecli.data.labelled as labelled
+
+    calls = []
+    convert = labelled.from_arrays
+    monkeypatch.setattr(
+        labelled, "from_arrays", lambda *a, **k: calls.append(1) or convert(*a, **k)
+    )
+    module = module_of(write_zoo(workdir / "model.safetensors", "mlp", SMALL_MLP))
+    x, y = torch.randn(32, 12), torch.randint(0, 4, (32,))
+    prunecli.prune(module, "snip", 0.5, data=(x, y), batch_size=16)
+    assert len(calls) == 1
+    prunecli.score(module, "snip", data=(x, y), batch_size=16)
+    assert len(calls) == 2
+
+
+def test_include_and_exclude_take_a_pattern_a_list_or_none(cli, workdir: Path) -> None:
+    from tests.conftest import write_llama
+
+    module = module_of(write_zoo(workdir / "model.safetensors", "mlp", SMALL_MLP))
+    report = prunecli.prune(module, "magnitude", 0.5, include="fc[12]*", exclude=None)
+    assert [layer.name for layer in report.layers] == ["fc1.weight", "fc2.weight"]
+    assert int((module.fc3.weight == 0).sum()) == 0
+    _, report = prunecli.score(module, "magnitude", include=None, exclude="fc1*")
+    assert [layer.name for layer in report.layers] == ["fc2.weight", "fc3.weight"]
+    for keywords in ({"include": [1]}, {"exclude": ["fc1*", None]}, {"include": 3}):
+        with pytest.raises(BadInput, match="takes glob patterns"):
+            prunecli.prune(module, "magnitude", 0.5, **keywords)
+        with pytest.raises(BadInput, match="takes glob patterns"):
+            prunecli.inspect(module, **keywords)
+
+    folder = write_llama(workdir / "llama")  # streamed, chunk by chunk
+    expected = report_of(cli("inspect", folder, "--include", "*q_proj*", "--json"))
+    report = prunecli.inspect(folder, include="*q_proj*")
+    assert report.to_json()["layers"] == expected["layers"]
+    assert [layer.name for layer in report.layers] == ["model.layers.0.self_attn.q_proj.weight"]
+
+
+@pytest.mark.parametrize(
+    ("keywords", "message"),
+    [
+        ({"iterations": "2"}, "--iterations takes a whole number, got '2'"),
+        ({"iterations": 2.5}, "--iterations takes a whole number, got 2.5"),
+        ({"iterations": True}, "--iterations takes a whole number, got True"),
+        ({"seed": 1.0}, "--seed takes a whole number, got 1.0"),
+        ({"method": "npb", "alpha": "x"}, "--alpha takes a number, got 'x'"),
+        ({"method": "npb", "alpha": True}, "--alpha takes a number, got True"),
+        ({"method": "npb", "max_p": 2.7}, "--max-p takes a whole number, got 2.7"),
+        ({"method": "snip", "batches": 1.5}, "--batches takes a whole number, got 1.5"),
+        ({"method": 5}, "unknown method 5"),
+        ({"method": None, "scores": {"fc1.weight": 3}}, "scores= takes tensors by name"),
+    ],
+)
+def test_values_of_the_wrong_type_are_refused(workdir: Path, keywords, message) -> None:
+    module = module_of(write_zoo(workdir / "model.safetensors", "mlp", SMALL_MLP))
+    before = weights(module)
+    keywords = {"method": "magnitude", **keywords}
+    with pytest.raises(BadInput) as caught:
+        prunecli.prune(module, sparsity=0.5, data=(torch.randn(8, 12), torch.zeros(8)), **keywords)
+    assert caught.value.message.startswith(message)
+    assert_same_tensors(weights(module), before)
+
+
+def test_typed_options_of_the_right_type_run(workdir: Path) -> None:
+    module = module_of(write_zoo(workdir / "model.safetensors", "mlp", SMALL_MLP))
+    report = prunecli.prune(module, "npb", 0.5, alpha=1, beta=0.5, max_p=1, input_shape=(12,))
+    assert report.pruning["method"] == "npb"  # an int for a float option is a number
+    with pytest.raises(BadInput, match="takes a whole number"):
+        prunecli.score(module, "magnitude", seed="0")
+
+
+def test_inspect_parses_the_input_shape_first_as_the_cli(cli, workdir: Path) -> None:
+    from tests.conftest import write_llama
+
+    folder = write_llama(workdir / "llama")
+    refused = cli("inspect", folder, "--input-shape", "abc")
+    assert refused.exit_code == 2
+    with pytest.raises(BadInput) as caught:
+        prunecli.inspect(folder, input_shape="abc")
+    assert caught.value.message == cli_message(refused)
+
+
+def test_score_checks_the_data_before_the_options_as_the_cli(cli, workdir: Path) -> None:
+    path = write_zoo(workdir / "model.safetensors", "mlp", SMALL_MLP)
+    refused = cli("score", path, "--method", "snip", "--alpha", "0.5")
+    assert refused.exit_code == 2
+    with pytest.raises(BadInput) as caught:
+        prunecli.score(module_of(path), "snip", alpha=0.5)
+    assert (
+        caught.value.message
+        == cli_message(refused)
+        == ("--method snip needs labelled data: pass --data")
+    )
+
+
+def test_an_unknown_option_lists_each_option_the_api_runs_once(workdir: Path) -> None:
+    module = module_of(write_zoo(workdir / "model.safetensors", "mlp", SMALL_MLP))
+    with pytest.raises(BadInput, match="unknown option 'zzzz'") as caught:
+        prunecli.prune(module, "npb", 0.5, zzzz=1)
+    shown = caught.value.hint.removeprefix("options: ").split(", ")
+    assert len(shown) == len(set(shown)) and {"alpha", "batch_size", "temperature"} <= set(shown)
+    assert not {"epochs", "rate", "bingo_fraction"} & set(shown)  # training: the CLI's
+    with pytest.raises(Unsupported, match="the Python API runs the one-shot methods") as caught:
+        prunecli.prune(module, "imp", 0.5)  # before "needs labelled data": data would not help
+    assert "--steps N" in caught.value.hint

@@ -82,7 +82,8 @@ def _check_type(criterion: type[Criterion], name: str, value: object) -> None:
         return
     allowed = (int, float) if expected is float else (expected,)
     if isinstance(value, bool) and expected is not bool or not isinstance(value, allowed):
-        kind = "a number" if expected is float else f"a {expected.__name__}"
+        kinds = {int: "a whole number", float: "a number", str: "a string", bool: "True or False"}
+        kind = kinds.get(expected, f"a {expected.__name__}")
         raise BadInput(f"{flag(name)} takes {kind}, got {value!r}")
 
 
