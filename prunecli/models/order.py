@@ -58,4 +58,4 @@ def _module_order(model: LoadedModel) -> Sequence[str] | None:
 
     if hf.remote_code(model.hf_config) or not hf.transformers_available():
         return None
-    return hf.meta_order(folder, model.hf_config, len(model.tensors))
+    return hf.meta_order(model.hf_config, len(model.tensors))
