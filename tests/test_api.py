@@ -327,3 +327,20 @@ def test_a_transformers_model_is_pruned_as_its_folder_is(cli, workdir: Path) -> 
     names = [layer.name for layer in report.layers]
     assert "lm_head.weight" not in names and "model.embed_tokens.weight" not in names
     assert report.model["hf_architecture"] == "LlamaForCausalLM"
+
+
+def test_show_picks_the_rows_as_group_does(
+    workdir: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    report = prunecli.inspect(write_zoo(workdir / "resnet.safetensors", "resnet20"))
+    prunecli.show(report)  # 22 tensors: auto keeps one row each
+    tensors = capsys.readouterr().out
+    assert "layers.0.0.conv1.weight" in tensors and "block or tensor" not in tensors
+    prunecli.show(report, group="block")
+    blocks = capsys.readouterr().out
+    assert "block or tensor" in blocks and "type (across 3 blocks)" in blocks
+    assert "layers.0.0.conv1.weight" not in blocks
+    with pytest.raises(BadInput, match="unknown --group 'layers'"):
+        prunecli.show(report, group="layers")
+    assert capsys.readouterr().out == ""

@@ -82,8 +82,7 @@ def inspect_command(
 
     check_outputs(read_paths(model), check_report(report_file), force)
     shape = parse_input_shape(input_shape)
-    out = Output(json_mode, quiet)
-    out.group = check_group(group, all_tensors)
+    out = Output(json_mode, quiet, group=check_group(group, all_tensors))
     checkpoint = None if max_collapsed is not None else streamable(model, None, arch, None)
     if checkpoint is not None:  # headers first; every tensor counted chunk by chunk
         lazy = lazy_model(checkpoint)

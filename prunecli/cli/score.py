@@ -64,8 +64,7 @@ def score_command(
     targets = [Target(output), *check_report(report_file)]
     check_outputs(read_paths(model, data), targets, force)
 
-    out = Output(json_mode, quiet, data_to_stderr=output == "-")
-    out.group = check_group(group)
+    out = Output(json_mode, quiet, data_to_stderr=output == "-", group=check_group(group))
     loaded, names = open_model(
         model, arch, arch_kwargs, include, exclude, trust_remote_code=trust_remote_code
     )
