@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from prunecli.cli import options as opt
-from prunecli.cli.blocks import Group, check_group
+from prunecli.cli.blocks import check_group
 from prunecli.cli.errors import handle_errors
 from prunecli.cli.output import Output, read_paths
 from prunecli.cli.report_files import check_report
@@ -40,7 +40,7 @@ def inspect_command(
             help="List every tensor, not only prunable ones, one row each (--group tensor).",
         ),
     ] = False,
-    group: Group = None,
+    group: opt.Group = None,
     arch: opt.Arch = None,
     arch_kwargs: opt.ArchKwargs = None,
     trust_remote_code: opt.TrustRemoteCode = False,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prunecli.cli import method_options as mo
 from prunecli.cli import options as opt
-from prunecli.cli.blocks import Group, check_group
+from prunecli.cli.blocks import check_group
 from prunecli.cli.errors import handle_errors
 from prunecli.cli.output import Output, read_paths
 from prunecli.cli.report_files import check_report
@@ -26,7 +26,7 @@ def score_command(
     report_file: opt.ReportFile = None,
     json_mode: opt.Json = False,
     quiet: opt.Quiet = False,
-    group: Group = None,
+    group: opt.Group = None,
     data: opt.Data = None,
     batch_size: opt.BatchSize = None,
     device: opt.Device = "cpu",
