@@ -231,11 +231,13 @@ def _streamed_inspect(
     return stream_inspect(checkpoint, list(lazy.tensors) if all_tensors else names)
 
 
-def show(report: Report, json: bool = False) -> None:
-    """Print ``report`` on stdout as the CLI does: the Rich table, or its JSON (``json``)."""
+def show(report: Report, json: bool = False, group: str | None = None) -> None:
+    """Print ``report`` on stdout as the CLI does: the Rich table, or its JSON (``json``); the
+    table's rows as ``--group`` picks them (``"auto"``, ``"block"`` or ``"tensor"``)."""
+    from prunecli.cli.blocks import check_group
     from prunecli.cli.output import Output
 
-    Output(json_mode=json).report(report)
+    Output(json_mode=json, group=check_group(group)).report(report)
 
 
 # --- the steps shared by prune, score and inspect -------------------------------------------

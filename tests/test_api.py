@@ -456,3 +456,20 @@ def test_an_unknown_option_lists_each_option_the_api_runs_once(workdir: Path) ->
     with pytest.raises(Unsupported, match="the Python API runs the one-shot methods") as caught:
         prunecli.prune(module, "imp", 0.5)  # before "needs labelled data": data would not help
     assert "--steps N" in caught.value.hint
+
+
+def test_show_picks_the_rows_as_group_does(
+    workdir: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    report = prunecli.inspect(write_zoo(workdir / "resnet.safetensors", "resnet20"))
+    prunecli.show(report)  # 22 tensors: auto keeps one row each
+    tensors = capsys.readouterr().out
+    assert "layers.0.0.conv1.weight" in tensors and "block or tensor" not in tensors
+    prunecli.show(report, group="block")
+    blocks = capsys.readouterr().out
+    assert "block or tensor" in blocks and "type (across 3 blocks)" in blocks
+    assert "layers.0.0.conv1.weight" not in blocks
+    with pytest.raises(BadInput, match="unknown --group 'layers'"):
+        prunecli.show(report, group="layers")
+    assert capsys.readouterr().out == ""

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-import typer
-
-from prunecli.cli.options import OUTPUT
 from prunecli.errors import BadInput
 
 if TYPE_CHECKING:
@@ -25,17 +22,6 @@ if TYPE_CHECKING:
 # `auto` groups by block above this many rows, when grouping at least halves them
 AUTO_ROWS = 30
 GROUPS = ("auto", "block", "tensor")
-
-Group = Annotated[
-    str | None,
-    typer.Option(
-        "--group",
-        help="Layer rows: block (one per repeated block, plus a summary by type), tensor (one "
-        f"per tensor) or auto (block above {AUTO_ROWS} tensors). --json lists every tensor.",
-        show_default=False,
-        rich_help_panel=OUTPUT,
-    ),
-]
 
 
 def check_group(group: str | None, all_tensors: bool = False) -> str:
@@ -126,14 +112,14 @@ def block_rows(layers: Sequence[LayerStats]) -> tuple[list[Row], list[Row]]:
     return rows, list(by_type.values())
 
 
-def chosen_group(group: str, layers: Sequence[LayerStats]) -> str:
-    """``block`` or ``tensor``: ``auto`` groups above AUTO_ROWS rows when that at least halves
-    them; ``block`` without repeated blocks shows the tensors."""
-    if group == "tensor":
-        return "tensor"
-    rows, types = block_rows(layers)
-    if not types:
-        return "tensor"
-    if group == "block":
-        return "block"
-    return "block" if len(layers) > AUTO_ROWS and 2 * len(rows) <= len(layers) else "tensor"
+def chosen_rows(group: str, layers: Sequence[LayerStats]) -> tuple[list[Row], list[Row] | None]:
+    """The rows ``group`` picks and the per-type summary: by block (``block``; ``auto`` above
+    AUTO_ROWS rows when that at least halves them), else one row per tensor and None (``tensor``,
+    or ``block`` without repeated blocks)."""
+    if group != "tensor":
+        rows, types = block_rows(layers)
+        if types and (
+            group == "block" or (len(layers) > AUTO_ROWS and 2 * len(rows) <= len(layers))
+        ):
+            return rows, types
+    return [Row(layer.name, [layer]) for layer in layers], None

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from prunecli.cli import options as opt
-from prunecli.cli.blocks import Group, check_group
+from prunecli.cli.blocks import check_group
 from prunecli.cli.errors import handle_errors
 from prunecli.cli.output import Output
 from prunecli.cli.report_files import check_report
@@ -41,7 +41,7 @@ def inspect_command(
             help="List every tensor, not only prunable ones, one row each (--group tensor).",
         ),
     ] = False,
-    group: Group = None,
+    group: opt.Group = None,
     arch: opt.Arch = None,
     arch_kwargs: opt.ArchKwargs = None,
     trust_remote_code: opt.TrustRemoteCode = False,
@@ -83,8 +83,7 @@ def inspect_command(
 
     check_outputs(read_paths(model), check_report(report_file), force)
     shape = parse_input_shape(input_shape)
-    out = Output(json_mode, quiet)
-    out.group = check_group(group, all_tensors)
+    out = Output(json_mode, quiet, group=check_group(group, all_tensors))
     checkpoint = None if max_collapsed is not None else streamable(model, None, arch, None)
     if checkpoint is not None:  # headers first; every tensor counted chunk by chunk
         lazy = lazy_model(checkpoint)

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from prunecli.cli.options import MAX_BATCHES, MAX_EPOCHS, MAX_IHT_STEPS, MAX_STARTS, MAX_STEPS
-from prunecli.cli.train_options import REWIND_TO_HELP
+from prunecli.cli.train_options import rewind_to
 from prunecli.jobs.validate import method_option_names
-
-if TYPE_CHECKING:
-    pass
 
 SNIP_GRASP = "SNIP / GraSP"
 NPB = "NPB (node-path balancing)"
@@ -73,10 +70,7 @@ MaxP = Annotated[
 ]
 
 # --- imp -----------------------------------------------------------------------------------
-RewindTo = Annotated[
-    Path | None,
-    typer.Option("--rewind-to", help=REWIND_TO_HELP, show_default=False, rich_help_panel=IMP),
-]
+RewindTo = rewind_to(IMP)
 RewindStep = Annotated[
     int | None,
     typer.Option(

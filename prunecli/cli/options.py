@@ -12,6 +12,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from prunecli.cli.blocks import AUTO_ROWS
+
 T = TypeVar("T")
 
 # Upper bounds of the counts (docs/commands.md, "Limits"): each far above any real run (the
@@ -215,6 +217,16 @@ ShowProgress = Annotated[
     typer.Option(
         "--progress",
         help="Show a progress bar over bytes on stderr even when it is not a terminal.",
+        rich_help_panel=OUTPUT,
+    ),
+]
+Group = Annotated[
+    str | None,
+    typer.Option(
+        "--group",
+        help="Layer rows: block (one per repeated block, plus a summary by type), tensor (one "
+        f"per tensor) or auto (block above {AUTO_ROWS} tensors). --json lists every tensor.",
+        show_default=False,
         rich_help_panel=OUTPUT,
     ),
 ]

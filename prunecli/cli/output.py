@@ -41,11 +41,15 @@ class Output:
     never leaves half a report behind; names and paths are printed literally (cli/text.py)."""
 
     def __init__(
-        self, json_mode: bool = False, quiet: bool = False, data_to_stderr: bool = False
+        self,
+        json_mode: bool = False,
+        quiet: bool = False,
+        data_to_stderr: bool = False,
+        group: str = "auto",
     ) -> None:
         self.json_mode = json_mode
         self.quiet = quiet
-        self.group = "auto"  # the layer rows of a report: auto, block or tensor (cli/blocks.py)
+        self.group = group  # the layer rows of a report: auto, block or tensor (cli/blocks.py)
         stream = sys.stderr if data_to_stderr else sys.stdout
         self.console = _Console(file=stream, soft_wrap=False)
         self.err = DataConsole(file=sys.stderr)

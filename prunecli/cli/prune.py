@@ -5,7 +5,6 @@ from __future__ import annotations
 from prunecli.cli import method_options as mo
 from prunecli.cli import options as opt
 from prunecli.cli import train_options as to
-from prunecli.cli.blocks import Group
 from prunecli.cli.errors import handle_errors
 from prunecli.cli.prune_run import PruneRequest, run_prune
 
@@ -31,7 +30,7 @@ def prune_command(
     force: opt.Force = False,
     dry_run: opt.DryRun = False,
     report_file: opt.ReportFile = None,
-    group: Group = None,
+    group: opt.Group = None,
     json_mode: opt.Json = False,
     quiet: opt.Quiet = False,
     progress: opt.ShowProgress = False,

@@ -68,8 +68,7 @@ def run_prune(r: PruneRequest) -> None:
     if criterion_class is not None and criterion_class.trains():
         training = TrainingRun(r.training.settings())
     output = _check_output(r, training is not None)
-    out = Output(r.json_mode, r.quiet, data_to_stderr=output == "-")
-    out.group = check_group(r.group)
+    out = Output(r.json_mode, r.quiet, data_to_stderr=output == "-", group=check_group(r.group))
     plain = r.scores_file is None and r.iterations in (None, 1) and r.device == "cpu"
     checkpoint = streamable(r.model, r.method, r.arch, output, plain)
     if checkpoint is not None and r.method is not None:

@@ -16,7 +16,7 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from prunecli.cli.blocks import Row, block_rows, chosen_group
+from prunecli.cli.blocks import Row, chosen_rows
 
 if TYPE_CHECKING:
     from prunecli.jobs.report import Report
@@ -50,9 +50,9 @@ def mixed_dtypes(report: Report) -> bool:
 def layer_tables(report: Report, console: Console, group: str = "auto") -> list[RenderableType]:
     """The per-tensor table, or (``group`` block, or auto on many tensors) the table by block
     and the summary by type; fitted to ``console.width`` in one layout."""
-    if chosen_group(group, report.layers) == "tensor":
-        return _fitted(console, report, [_Part([Row(x.name, [x]) for x in report.layers], "layer")])
-    rows, types = block_rows(report.layers)
+    rows, types = chosen_rows(group, report.layers)
+    if types is None:
+        return _fitted(console, report, [_Part(rows, "layer")])
     blocks = sum(row.kind == "block" for row in rows)
     return _fitted(
         console,
@@ -114,7 +114,7 @@ def _fitted(console: Console, report: Report, parts: Sequence[_Part]) -> list[Re
 
 def _width(console: Console, table: Table) -> int:
     """The fewest columns ``table`` needs with every cell on one line."""
-    return table.__rich_measure__(console, console.options.update(max_width=1 << 20)).maximum
+    return console.measure(table, options=console.options.update(max_width=1 << 20)).maximum
 
 
 def common_prefix(names: Sequence[str]) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prunecli.cli import method_options as mo
 from prunecli.cli import options as opt
-from prunecli.cli.blocks import Group, check_group
+from prunecli.cli.blocks import check_group
 from prunecli.cli.errors import handle_errors
 from prunecli.cli.output import Output
 from prunecli.cli.report_files import check_report
@@ -26,7 +26,7 @@ def score_command(
     report_file: opt.ReportFile = None,
     json_mode: opt.Json = False,
     quiet: opt.Quiet = False,
-    group: Group = None,
+    group: opt.Group = None,
     data: opt.Data = None,
     batch_size: opt.BatchSize = None,
     device: opt.Device = "cpu",
@@ -63,8 +63,7 @@ def score_command(
     output = output or default_output(model, ".scores.safetensors")
     check_score_output(output, force, read_paths(model, data), check_report(report_file))
 
-    out = Output(json_mode, quiet, data_to_stderr=output == "-")
-    out.group = check_group(group)
+    out = Output(json_mode, quiet, data_to_stderr=output == "-", group=check_group(group))
     loaded, names = open_model(
         model, arch, arch_kwargs, include, exclude, trust_remote_code=trust_remote_code
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -70,11 +70,22 @@ ValFraction = Annotated[
         rich_help_panel=TRAINING,
     ),
 ]
-REWIND_TO_HELP = "Reset the surviving weights to those of this file (e.g. the init) first."
-RewindTo = Annotated[
-    Path | None,
-    typer.Option("--rewind-to", help=REWIND_TO_HELP, show_default=False, rich_help_panel=TRAINING),
-]
+
+
+def rewind_to(panel: str) -> Any:
+    """``--rewind-to`` in the help panel ``panel``: Training in `retrain`, imp's in `prune`."""
+    return Annotated[
+        Path | None,
+        typer.Option(
+            "--rewind-to",
+            help="Reset the surviving weights to those of this file (e.g. the init) first.",
+            show_default=False,
+            rich_help_panel=panel,
+        ),
+    ]
+
+
+RewindTo = rewind_to(TRAINING)
 
 
 @dataclass(frozen=True)

@@ -94,8 +94,9 @@ def check_int(name: str, value: object) -> None:
 
 
 def method_option_names(one_shot: bool = False) -> list[str]:
-    """Every method option any registered method declares, in registry order (``one_shot``:
-    those of the methods that do not train, the ones the Python API runs)."""
+    """Every method option any registered method declares, methods taken by name as `prunecli
+    methods` lists them (``one_shot``: only the methods that do not train, which the Python API
+    runs)."""
     from prunecli.criteria import list_criteria
 
     names: dict[str, None] = {}

@@ -6,6 +6,7 @@ criteria, ``retrain``); weights-only commands read the folder's safetensors dire
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 from typing import Any
@@ -69,10 +70,7 @@ def build_module(
             config = transformers.AutoConfig.from_pretrained(
                 str(folder), local_files_only=True, trust_remote_code=trust_remote_code
             )
-            # eager attention: the fused CPU kernels have no second derivative, which grasp needs
-            config._attn_implementation = "eager"
-            with torch.device("meta"):
-                meta = _instantiate(transformers, config, trust_remote_code)
+            meta = _on_meta(transformers, config, trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - transformers raises many types for a bad config
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BadInput(
@@ -94,23 +92,42 @@ def build_module(
     return module
 
 
-def meta_order(folder: Path, config: dict[str, Any], stored: int) -> list[str] | None:
+def meta_order(config: dict[str, Any], stored: int) -> list[str] | None:
     """The tensor names of the class ``config.json`` names, in its ``state_dict`` order, built on
-    the ``meta`` device (no memory); None when it cannot be built, or when the config claims more
-    layers than the folder has tensors (a hostile config would take long to build)."""
-    if any(type(v) is int and "layers" in k and v > stored for k, v in config.items()):
+    the ``meta`` device (no memory) from the parsed ``config``; None when it cannot be built, or
+    when the config claims more layers than the folder has tensors (a hostile config would take
+    long to build)."""
+    if max(layer_counts(config), default=0) > stored:
         return None
     try:
         import transformers
 
         with quiet_torch():
-            built = transformers.AutoConfig.from_pretrained(
-                str(folder), local_files_only=True, trust_remote_code=False
-            )
-            with torch.device("meta"):
-                return list(_instantiate(transformers, built, False).state_dict())
+            # a copy: some config classes fill in their nested dicts (text_config) in place
+            built = transformers.AutoConfig.for_model(**copy.deepcopy(config))
+            return list(_on_meta(transformers, built, False).state_dict())
     except Exception:  # noqa: BLE001 - only the report's row order depends on it
         return None
+
+
+def layer_counts(config: dict[str, Any]) -> list[int]:
+    """The integers under keys naming layers (``n_layer``, ``num_hidden_layers``, …), nested
+    configs (``text_config``) included: each layer holds at least one tensor."""
+    counts = []
+    for key, value in config.items():
+        if isinstance(value, dict):
+            counts += layer_counts(value)
+        elif type(value) is int and "layer" in str(key).lower():
+            counts.append(value)
+    return counts
+
+
+def _on_meta(transformers: Any, config: Any, trust_remote_code: bool) -> torch.nn.Module:
+    """The model of ``config`` on the ``meta`` device: its names and shapes, no memory."""
+    # eager attention: the fused CPU kernels have no second derivative, which grasp needs
+    config._attn_implementation = "eager"
+    with torch.device("meta"):
+        return _instantiate(transformers, config, trust_remote_code)
 
 
 def _instantiate(transformers: Any, config: Any, trust_remote_code: bool) -> torch.nn.Module:

@@ -56,6 +56,6 @@ def _module_order(model: LoadedModel) -> Sequence[str] | None:
         return None
     from prunecli.models import hf
 
-    if hf.remote_code(model.hf_config) or not hf.transformers_available():
+    if hf.remote_code(model.hf_config):
         return None
-    return hf.meta_order(folder, model.hf_config, len(model.tensors))
+    return hf.meta_order  # None without transformers, or for an implausible config(model.hf_config, len(model.tensors))

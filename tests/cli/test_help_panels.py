@@ -62,6 +62,7 @@ def test_prune_help_shows_the_panels_and_every_option(cli, monkeypatch, columns:
     # a method's options in its family's box
     assert "--alpha" in boxes["NPB (node-path balancing)"].split()
     assert "--rewind-step" in boxes["Lottery tickets (imp)"].split()
+    assert "--rewind-to" in boxes["Lottery tickets (imp)"].split()  # retrain: in Training
     assert "--start-sparsity" in boxes["IHT / BiNGO / k-starts / dissipating"].split()
     assert "--epochs" in boxes["Training"].split()
     assert "--sparsity" in boxes["What and how much"].split()
@@ -77,6 +78,8 @@ def test_score_and_retrain_share_the_panels(cli, monkeypatch, command: str) -> N
     words = result.stdout.replace("│", " ").split()
     assert not [flag for flag in flags(command) if flag not in words]
     assert "--data" in boxes["Data and device"].split()
+    assert "--group" in boxes["Output"].split() or command == "retrain"
+    assert ("--rewind-to" in boxes.get("Training", "").split()) == (command == "retrain")
 
 
 def test_every_declared_option_is_a_prune_option_in_a_method_panel(cli, monkeypatch) -> None:

@@ -219,3 +219,24 @@ def test_name_helpers() -> None:
     assert cut("short.weight", 20) == "short.weight"
     names = ["h.10.w", "h.2.w", "h.1.w"]
     assert sorted(names, key=natural_key) == ["h.1.w", "h.2.w", "h.10.w"]
+
+
+def test_rows_are_grouped_once_per_report(
+    cli, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The choice between block and tensor rows hands on the rows it built (not built twice)."""
+    from prunecli.cli import blocks
+
+    calls: list[int] = []
+    real = blocks._blocks
+
+    def counted(layers):  # noqa: ANN001, ANN202 - a spy on the names' split into blocks
+        calls.append(len(layers))
+        return real(layers)
+
+    monkeypatch.setattr(blocks, "_blocks", counted)
+    model = write_zoo(workdir / "resnet.safetensors", "resnet20")
+    result = cli("inspect", model, "--group", "block")
+    assert result.exit_code == 0, result.stderr
+    assert "type (across 3 blocks)" in result.stdout
+    assert calls == [22]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import report_of, write_llama
+from conftest import report_of, write_llama, write_weights
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -168,3 +168,77 @@ def test_token_models_train_and_score_on_labelled_tokens(
         assert report["pruning"]["achieved_sparsity"] == 0.5
     else:
         assert report["training"]["steps"] == 3
+
+
+# --- the report's row order: the module built on the meta device from config.json ------------
+
+
+def gpt2_folder(folder: Path, n_layer: int, tensors: dict[str, torch.Tensor] | None) -> Path:
+    """A GPT-2 folder: ``config.json`` with ``n_layer`` layers; all its tensors unless given."""
+    config = transformers.GPT2Config(n_layer=n_layer, n_embd=16, n_head=2, vocab_size=50)
+    if tensors is None:
+        transformers.GPT2LMHeadModel(config).save_pretrained(folder)
+    else:
+        folder.mkdir()
+        config.save_pretrained(folder)
+        write_weights(folder / "model.safetensors", tensors)
+    return folder
+
+
+@pytest.fixture
+def builds(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The configs the report builds on the meta device to learn a folder's tensor order."""
+    from prunecli.models import hf
+
+    built: list[object] = []
+    real = hf._on_meta
+
+    def recorded(transformers: object, config: object, trust_remote_code: bool) -> object:
+        built.append(config)
+        return real(transformers, config, trust_remote_code)
+
+    monkeypatch.setattr(hf, "_on_meta", recorded)
+    return built
+
+
+def test_gpt2_rows_follow_the_module_built_from_the_parsed_config(
+    cli, workdir: Path, builds: list[object]
+) -> None:
+    folder = gpt2_folder(workdir / "gpt2", 2, None)
+    report = report_of(cli("inspect", folder, "--all", "--json"))
+    names = [layer["name"] for layer in report["layers"]]
+    assert names[:4] == ["transformer.wte.weight", "transformer.wpe.weight"] + [
+        "transformer.h.0.ln_1.weight",
+        "transformer.h.0.ln_1.bias",
+    ]  # the module's order: ln_1 before attn, which the alphabet puts first
+    stored = load_file(folder / "model.safetensors")
+    module = transformers.GPT2LMHeadModel.from_pretrained(folder)
+    assert names == [name for name in module.state_dict() if name in stored]
+    assert names != sorted(names) and len(builds) == 1
+    assert type(builds[0]).__name__ == "GPT2Config" and builds[0].n_layer == 2
+
+
+def test_gpt2_config_claiming_400_layers_beside_one_tensor_is_not_built(
+    cli, workdir: Path, builds: list[object]
+) -> None:
+    """GPT-2's ``n_layer`` escaped the guard that looked for ``layers``: 400 layers were built
+    on the meta device (6 s) only to sort the rows of a one-tensor report."""
+    weight = "transformer.h.0.attn.c_attn.weight"
+    folder = gpt2_folder(workdir / "gpt2", 400, {weight: torch.ones(16, 48)})
+    result = cli("inspect", folder)
+    assert result.exit_code == 0, result.stderr
+    assert weight in result.stdout
+    assert builds == []  # the rows keep the file's order: nothing was built
+
+
+def test_layer_counts_look_into_nested_configs() -> None:
+    from prunecli.models.hf import layer_counts
+
+    config = {
+        "n_layer": 3,
+        "layer_norm_epsilon": 1e-5,  # a float under a layer key is no count
+        "text_config": {"num_hidden_layers": 400, "vision": {"num_layers": 7}},
+        "n_embd": 1000,
+        "use_layer_norm": True,  # a bool is no count either
+    }
+    assert sorted(layer_counts(config)) == [3, 7, 400]
