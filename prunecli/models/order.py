@@ -58,4 +58,5 @@ def _module_order(model: LoadedModel) -> Sequence[str] | None:
 
     if hf.remote_code(model.hf_config):
         return None
-    return hf.meta_order  # None without transformers, or for an implausible config(model.hf_config, len(model.tensors))
+    # None without transformers, or for a config claiming more layers than the folder holds
+    return hf.meta_order(model.hf_config, len(model.tensors))
