@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -254,3 +256,79 @@ def check_criterion(model_hf: dict[str, Any] | None, method: str, needs: tuple[s
             "model takes token ids, so it cannot run here",
             "use magnitude or random, or a data criterion (snip, grasp) with --data",
         )
+
+
+def build_skeleton(
+    folder: Path, stored: dict[str, tuple[int, ...]], trust_remote_code: bool = False
+) -> torch.nn.Module:
+    """The model class named by ``config.json`` with its parameters on the ``meta`` device (no
+    memory) and its buffers real (rotary tables, position ids: computed, not stored), for the
+    block runner to fill one part at a time. ``stored`` is the folder's tensor shapes: the
+    config must fit them (as in ``build_module``) before anything is allocated."""
+    try:
+        import transformers
+    except ImportError:
+        raise Unsupported(
+            f"{folder} is a Hugging Face folder; building its architecture needs transformers",
+            INSTALL_HINT,
+        ) from None
+    config_dict = read_config(folder)
+    named = remote_code(config_dict)
+    if named and not trust_remote_code:
+        raise Unsupported(
+            f"{folder}/config.json names the folder's own Python code (auto_map: {named[0]}), "
+            "which prunecli does not run on its own",
+            REMOTE_CODE_HINT,
+        )
+    if max(layer_counts(config_dict), default=0) > len(stored):
+        raise BadInput(
+            f"{folder}/config.json claims more layers than the folder has tensors ({len(stored)})"
+        )
+    try:
+        with quiet_torch():
+            config = transformers.AutoConfig.from_pretrained(
+                str(folder), local_files_only=True, trust_remote_code=trust_remote_code
+            )
+            meta = _on_meta(transformers, config, trust_remote_code)
+        stand_ins = {name: torch.empty(shape, device="meta") for name, shape in stored.items()}
+        _check_fits(meta, stand_ins, folder, config.to_dict())
+        del meta
+        with quiet_torch(), _parameters_on_meta():
+            module = _instantiate(transformers, config, trust_remote_code)
+    except (BadInput, Unsupported):
+        raise
+    except Exception as exc:  # noqa: BLE001 - transformers raises many types for a bad config
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BadInput(
+            f"{folder}/config.json: transformers cannot build this model ({detail})",
+            "check model_type and the sizes in config.json",
+        ) from None
+    return module.eval()
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    from prunecli.io.jsonfile import read_json_file
+
+    config = read_json_file(folder / "config.json")
+    if not isinstance(config, dict):
+        raise BadInput(f"{folder}/config.json must hold a JSON object")
+    return config
+
+
+@contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """Build modules with every parameter moved to ``meta`` as it is registered, buffers left
+    where they are (accelerate's ``init_empty_weights(include_buffers=False)``)."""
+    register = torch.nn.Module.register_parameter
+
+    def on_meta(module: torch.nn.Module, name: str, param: Any) -> None:
+        register(module, name, param)
+        if param is not None and param.device.type != "meta":
+            moved = param.to("meta")
+            module._parameters[name] = type(param)(moved, requires_grad=param.requires_grad)
+
+    torch.nn.Module.register_parameter = on_meta  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = register  # type: ignore[method-assign]

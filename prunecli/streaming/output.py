@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from prunecli.io import safetensors as st
@@ -50,17 +51,23 @@ def write_output(
             info["stored"] = list(written.entries)
             info["data_bytes"] = file.stat().st_size - written.data_start
             done.append((shard, info))
-        if checkpoint.sharded:
-            weight_map = {
-                stored: shard.path.name for shard, info in done for stored in info["stored"]
-            }
-            total = sum(info["data_bytes"] for _, info in done)
-            meta = {k: v for k, v in (checkpoint.index_metadata or {}).items() if k != "total_size"}
-            write_index(staging, weight_map, total, meta)
-        for companion in checkpoint.companions:
-            shutil.copy2(companion, staging / companion.name)
-        written = sum(p.stat().st_size for p in staging.iterdir())
+        written = finish_folder(checkpoint, staging, done)
     return _totals(done, written)
+
+
+def finish_folder(
+    checkpoint: Checkpoint, staging: Path, done: list[tuple[Shard, dict[str, Any]]]
+) -> int:
+    """The index of a sharded input (each shard's ``stored`` tensors and ``data_bytes`` from
+    ``done``) and the companion files, beside the shards written; returns the folder's bytes."""
+    if checkpoint.sharded:
+        weight_map = {stored: shard.path.name for shard, info in done for stored in info["stored"]}
+        total = sum(info["data_bytes"] for _, info in done)
+        meta = {k: v for k, v in (checkpoint.index_metadata or {}).items() if k != "total_size"}
+        write_index(staging, weight_map, total, meta)
+    for companion in checkpoint.companions:
+        shutil.copy2(companion, staging / companion.name)
+    return sum(p.stat().st_size for p in staging.iterdir())
 
 
 def _totals(done: list[tuple[Shard, dict[str, Any]]], written: int) -> dict[str, Any]:

@@ -1,0 +1,238 @@
+"""Calibration data for a transformer folder: text or token ids → ``samples`` windows of tokens.
+
+``--data`` is a ``.txt`` file (the whole file one stream), a ``.jsonl`` file with a ``text``
+field on every line (the texts joined by blank lines into one stream, as WikiText is), or token
+ids (``.npz`` / ``.safetensors`` with a 2-D integer ``input_ids``, rows concatenated; where an
+``attention_mask`` beside them is 0 the token is padding and dropped). Text is tokenized by the
+folder's own tokenizer, read offline from its files. The windows start at offsets drawn from
+``--seed`` over the whole stream, as the Wanda and SparseGPT reference codes draw theirs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prunecli.errors import BadInput, Unsupported
+from prunecli.io.inputs import check_input, open_input
+from prunecli.io.load import load_file
+from prunecli.io.npz import read_npz
+from prunecli.io.pt2 import quiet_torch
+from prunecli.pruning.seeding import stream_seed
+
+DEFAULT_SAMPLES = 128
+DEFAULT_SEQ_LEN = 2048
+TEXT_SUFFIXES = (".txt", ".jsonl")
+ID_SUFFIXES = (".npz", ".safetensors")
+# config.json keys that give the longest sequence a model takes, most common first
+_POSITION_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length")
+# the files a saved tokenizer leaves in its folder (any one of them)
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+)
+_STREAM = 0xCA11B  # the random stream of the window offsets, beside --seed
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """``input_ids`` (samples × seq_len, int64) drawn from a stream of ``tokens`` tokens."""
+
+    input_ids: torch.Tensor
+    tokens: int
+    source: str
+
+    @property
+    def attention_mask(self) -> torch.Tensor | None:
+        return None  # windows of a stream hold no padding
+
+
+def max_positions(config: dict[str, Any]) -> int | None:
+    """The longest sequence the model of ``config`` takes (nested ``text_config`` included)."""
+    for key in _POSITION_KEYS:
+        if type(config.get(key)) is int and config[key] > 0:
+            return config[key]
+    nested = config.get("text_config")
+    return max_positions(nested) if isinstance(nested, dict) else None
+
+
+def vocab_size(config: dict[str, Any]) -> int | None:
+    if type(config.get("vocab_size")) is int:
+        return config["vocab_size"]
+    nested = config.get("text_config")
+    return vocab_size(nested) if isinstance(nested, dict) else None
+
+
+def load_calibration(
+    data: str,
+    folder: Path,
+    config: dict[str, Any],
+    samples: int = DEFAULT_SAMPLES,
+    seq_len: int | None = None,
+    seed: int = 0,
+    trust_remote_code: bool = False,
+) -> Calibration:
+    """``samples`` windows of ``seq_len`` tokens (default min(2048, the model's positions))."""
+    positions = max_positions(config)
+    seq_len = check_sizes(samples, seq_len, positions)
+    stream = token_stream(data, folder, trust_remote_code)
+    vocab = vocab_size(config)
+    if stream.numel() and vocab is not None:
+        low, high = int(stream.min()), int(stream.max())
+        if low < 0 or high >= vocab:
+            bad = low if low < 0 else high
+            raise BadInput(
+                f"--data {data} holds token id {bad}, outside the model's vocabulary "
+                f"(0 to {vocab - 1})",
+                "the token ids must come from this model's tokenizer",
+            )
+    if stream.numel() < seq_len:
+        raise BadInput(
+            f"--data {data} holds {stream.numel():,} tokens; a window of --seq-len {seq_len} "
+            f"needs at least {seq_len:,}",
+            "give more text, or a smaller --seq-len",
+        )
+    return Calibration(windows(stream, samples, seq_len, seed), int(stream.numel()), data)
+
+
+def check_sizes(samples: int, seq_len: int | None, positions: int | None) -> int:
+    """The window length to use; refuses what no model run could take."""
+    if samples < 1:
+        raise BadInput(f"--samples must be at least 1 (got {samples})")
+    if seq_len is None:
+        return min(DEFAULT_SEQ_LEN, positions) if positions else DEFAULT_SEQ_LEN
+    if seq_len < 1:
+        raise BadInput(f"--seq-len must be at least 1 (got {seq_len})")
+    if positions is not None and seq_len > positions:
+        raise BadInput(
+            f"--seq-len {seq_len} is longer than the model takes ({positions} positions)",
+            f"pass --seq-len {positions} or less",
+        )
+    return seq_len
+
+
+def windows(stream: torch.Tensor, samples: int, seq_len: int, seed: int) -> torch.Tensor:
+    """``samples`` windows of ``seq_len`` consecutive tokens of ``stream``, at start offsets
+    drawn uniformly (with replacement) from every offset where a whole window fits."""
+    generator = torch.Generator().manual_seed(stream_seed(seed, _STREAM))
+    starts = torch.randint(0, stream.numel() - seq_len + 1, (samples,), generator=generator)
+    index = starts[:, None] + torch.arange(seq_len)[None, :]
+    return stream[index].to(torch.int64)
+
+
+def token_stream(data: str, folder: Path, trust_remote_code: bool = False) -> torch.Tensor:
+    """Every token of ``data``, in order, as one 1-D int64 tensor."""
+    suffix = Path(data).suffix.lower()
+    if suffix in ID_SUFFIXES:
+        return _ids_stream(data)
+    if suffix not in TEXT_SUFFIXES:
+        raise BadInput(
+            f"--data {data}: a transformer is calibrated on text (.txt, .jsonl) or token ids "
+            "(.npz, .safetensors with input_ids)",
+        )
+    text = _read_text(data) if suffix == ".txt" else "\n\n".join(_jsonl_texts(data))
+    tokenizer = load_tokenizer(folder, data, trust_remote_code)
+    with quiet_torch():  # "sequence longer than the model's maximum": windows are cut after
+        ids = tokenizer(text)["input_ids"]
+    return torch.tensor(ids, dtype=torch.int64)
+
+
+def load_tokenizer(folder: Path, data: str, trust_remote_code: bool = False) -> Any:
+    """The folder's own tokenizer, from its files only (no network, no code of its own unless
+    trusted)."""
+    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        raise BadInput(
+            f"--data {data} is text, but {folder} has no tokenizer to turn it into tokens",
+            "pass token ids instead: a .npz or .safetensors file with a 2-D input_ids",
+        )
+    config_file = folder / "tokenizer_config.json"
+    if config_file.is_file():
+        from prunecli.io.jsonfile import read_json_file
+        from prunecli.models.hf import REMOTE_CODE_HINT, remote_code
+
+        named = remote_code(_as_dict(read_json_file(config_file)))
+        if named and not trust_remote_code:
+            raise Unsupported(
+                f"{config_file} names the folder's own Python code (auto_map: {named[0]}), "
+                "which prunecli does not run on its own",
+                REMOTE_CODE_HINT,
+            )
+    try:
+        import transformers
+    except ImportError:
+        from prunecli.models.hf import INSTALL_HINT
+
+        raise Unsupported(f"tokenizing --data {data} needs transformers", INSTALL_HINT) from None
+    try:
+        with quiet_torch():
+            return transformers.AutoTokenizer.from_pretrained(
+                str(folder), local_files_only=True, trust_remote_code=trust_remote_code
+            )
+    except Exception as exc:  # noqa: BLE001 - tokenizers fail in many ways on bad files
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BadInput(f"cannot load the tokenizer of {folder}: {detail}") from None
+
+
+def _as_dict(value: object) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
+
+
+def _read_text(data: str) -> str:
+    with open_input(Path(data), f"--data {data}") as handle:
+        raw = handle.read()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"--data {data} is not UTF-8 text (byte {exc.start})") from None
+
+
+def _jsonl_texts(data: str) -> list[str]:
+    texts = []
+    for number, line in enumerate(_read_text(data).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"--data {data} line {number} is not JSON ({exc.msg})") from None
+        text = record.get("text") if isinstance(record, dict) else None
+        if not isinstance(text, str):
+            raise BadInput(
+                f'--data {data} line {number} has no "text" field holding a string',
+                'write one JSON object per line, e.g. {"text": "..."}',
+            )
+        texts.append(text)
+    return texts
+
+
+def _ids_stream(data: str) -> torch.Tensor:
+    path = Path(data)
+    check_input(path, f"--data {data}")
+    if path.suffix.lower() == ".npz":
+        arrays = {k: torch.from_numpy(v) for k, v in read_npz(path, data).items()}
+    else:
+        arrays, _ = load_file(path)
+    ids = arrays.get("input_ids")
+    if ids is None:
+        raise BadInput(f"--data {data} has no input_ids", "store the token ids as input_ids")
+    if ids.dim() != 2 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
+        raise BadInput(
+            f"--data {data}: input_ids must be a 2-D array of integers "
+            f"(got {ids.dim()}-D {str(ids.dtype).removeprefix('torch.')})"
+        )
+    ids = ids.to(torch.int64)
+    mask = arrays.get("attention_mask")
+    if mask is None:
+        return ids.reshape(-1)
+    if tuple(mask.shape) != tuple(ids.shape):
+        raise BadInput(
+            f"--data {data}: attention_mask is {list(mask.shape)}, input_ids {list(ids.shape)}"
+        )
+    return ids[mask != 0]

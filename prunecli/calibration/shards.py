@@ -1,0 +1,147 @@
+"""The block runner's input and output: tensors read by name from a folder's shards, and an
+output folder laid out like the input, written tensor by tensor as the blocks finish.
+
+Every output shard has the input shard's layout (same tensors, same order, same dtypes and
+shapes), so each tensor's offset is known before any block runs: a block's tensors are written
+where they belong the moment it is pruned, and the rest are copied through unchanged at the end.
+The folder is assembled in a temporary beside the target (``io.checkpoint.atomic_folder``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prunecli.errors import Unsupported
+from prunecli.io import bitmask
+from prunecli.io import safetensors as st
+from prunecli.io.checkpoint import Checkpoint, Shard
+from prunecli.io.inputs import read_into
+from prunecli.models.loaded import LoadedModel, model_metadata
+from prunecli.streaming.output import finish_folder
+from prunecli.streaming.passes import open_reader
+from prunecli.streaming.write import copy_tensor
+
+
+def check_dense(checkpoint: Checkpoint) -> None:
+    for shard in checkpoint.shards:
+        if bitmask.is_bitmask(shard.header.metadata, str(shard.path)):
+            raise Unsupported(
+                f"{shard.path} is bitmask-encoded; the block runner reads dense shards",
+                "export it dense first: prunecli export MODEL --format safetensors",
+            )
+
+
+class ShardTensors:
+    """Tensors of a checkpoint read by name, each with ``pread`` into its own buffer."""
+
+    def __init__(self, checkpoint: Checkpoint) -> None:
+        self._where: dict[str, tuple[Shard, st.TensorEntry]] = {
+            name: (shard, entry) for name, shard, entry in checkpoint.entries()
+        }
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._where
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: entry.shape for name, (_, entry) in self._where.items()}
+
+    def dtype(self, name: str) -> torch.dtype:
+        return st.DTYPES[self._where[name][1].dtype]
+
+    def read(self, name: str) -> torch.Tensor:
+        shard, entry = self._where[name]
+        raw = torch.empty(entry.end - entry.begin, dtype=torch.uint8)
+        if raw.numel():
+            fd = os.open(shard.path, os.O_RDONLY)
+            try:
+                offset = shard.header.data_start + entry.begin
+                read_into(fd, offset, memoryview(raw.numpy()), str(shard.path))
+            finally:
+                os.close(fd)
+        return st.typed(raw, entry)
+
+
+class FolderWriter:
+    """Output shards in ``staging`` with the input's layout; ``write`` puts one tensor in place
+    (cast to its stored dtype, -0.0 written as +0.0), ``finish`` copies every tensor not
+    written, then the index and the companion files."""
+
+    def __init__(self, checkpoint: Checkpoint, staging: Path, extra: dict[str, Any]) -> None:
+        self.checkpoint, self.staging = checkpoint, staging
+        self._at: dict[str, tuple[int, st.TensorEntry, int]] = {}
+        self._handles: dict[Path, int] = {}
+        self._sizes: dict[Path, int] = {}
+        for shard in checkpoint.shards:
+            model = LoadedModel(
+                {}, dict(shard.header.metadata), checkpoint.source, "safetensors", 0
+            )
+            specs = {name: (e.dtype, e.shape) for name, e in shard.header.entries.items()}
+            header = st.encode_layout(specs, model_metadata(model, extra))
+            file = staging / shard.path.name
+            fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            self._handles[shard.path] = fd
+            _pwrite(fd, memoryview(header), 0)
+            data = sum(e.end - e.begin for e in shard.header.entries.values())
+            os.ftruncate(fd, len(header) + data)
+            self._sizes[shard.path] = len(header) + data
+            for name, entry in shard.header.entries.items():
+                self._at[name] = (fd, entry, len(header))
+        self.written: set[str] = set()
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        fd, entry, base = self._at[name]
+        stored = tensor.detach().to("cpu", st.DTYPES[entry.dtype])
+        if stored.is_floating_point():
+            stored = torch.where(stored == 0, torch.zeros_like(stored), stored)
+        if tuple(stored.shape) != tuple(entry.shape):
+            raise ValueError(f"{name} is {tuple(stored.shape)}, its file says {entry.shape}")
+        _pwrite(fd, st.tensor_bytes(stored), base + entry.begin)
+        self.written.add(name)
+
+    def finish(self) -> int:
+        """Copies the tensors not written (embeddings, head) as they are; returns the bytes of
+        the folder."""
+        shards = self.checkpoint.shards
+        with open_reader([shard.path for shard in shards]) as reader:
+            for shard in shards:
+                fd = self._handles[shard.path]
+                base = self._sizes[shard.path] - _data_bytes(shard)
+                for name, entry in shard.header.entries.items():
+                    if name in self.written:
+                        continue
+
+                    def sink(
+                        offset: int, data: Any, at: int = base + entry.begin, fd: int = fd
+                    ) -> None:
+                        _pwrite(fd, memoryview(data), at + offset)
+
+                    for _ in copy_tensor(reader, shard, entry, sink):
+                        pass
+        self.close()
+        done = [
+            (
+                shard,
+                {"stored": list(shard.header.entries), "data_bytes": _data_bytes(shard)},
+            )
+            for shard in shards
+        ]
+        return finish_folder(self.checkpoint, self.staging, done)
+
+    def close(self) -> None:
+        for fd in self._handles.values():
+            os.close(fd)
+        self._handles.clear()
+
+
+def _data_bytes(shard: Shard) -> int:
+    return sum(e.end - e.begin for e in shard.header.entries.values())
+
+
+def _pwrite(fd: int, data: memoryview, offset: int) -> None:
+    done = 0
+    while done < data.nbytes:
+        done += os.pwrite(fd, data[done:], offset + done)
