@@ -179,3 +179,26 @@ def fresh_module_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callab
         return name
 
     return make
+
+
+def write_tokenizer(folder: Path, vocab_size: int = 32) -> Path:
+    """A word-level tokenizer of at most ``vocab_size`` tokens (``[UNK]`` is id 0), trained
+    offline on ``pydoc_data``'s English text and saved into ``folder`` as ``save_pretrained``
+    does. Skips the test without transformers."""
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=["[UNK]"])
+    tokenizer.train_from_iterator(pydoc_texts(), trainer=trainer)
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]")
+    fast.save_pretrained(folder)
+    return folder
+
+
+def pydoc_texts() -> list[str]:
+    """English text that ships with Python (the help topics, about 460 kB), in a fixed order."""
+    from pydoc_data.topics import topics
+
+    return [topics[key] for key in sorted(topics)]

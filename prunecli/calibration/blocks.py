@@ -34,22 +34,27 @@ class Blocks:
 @dataclass(frozen=True)
 class Block:
     """One block while the runner holds it: its index, its name in the checkpoint, the module
-    (materialised on the runner's device) and its Linear layers by full tensor-name prefix
-    (``model.layers.3.self_attn.q_proj``: the weight is that name + ``.weight``)."""
+    (materialised on the runner's device) and its linear layers by full tensor-name prefix
+    (``model.layers.3.self_attn.q_proj``: the weight is that name + ``.weight``); ``weights``
+    gives each as an out × in view whatever the layer's class."""
 
     index: int
     name: str
     module: torch.nn.Module
-    linears: dict[str, torch.nn.Linear]
+    linears: dict[str, torch.nn.Module]
+
+    @property
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {name: weight_matrix(module) for name, module in self.linears.items()}
 
 
 class BlockPruner(Protocol):
     """What a calibrated method gives the runner. For each block, ``observe`` sees the input of
-    every Linear of the still-dense block for each calibration batch (the tensor as the layer
-    receives it: ``[batch, tokens, in_features]``), then ``prune_block`` changes the block's
+    every linear layer of the still-dense block for each calibration batch (the tensor as the
+    layer receives it: ``[batch, tokens, in_features]``), then ``prune_block`` changes the block's
     weights in place; the runner then reruns the block so the next one sees the pruned outputs."""
 
-    def observe(self, name: str, module: torch.nn.Linear, inputs: torch.Tensor) -> None: ...
+    def observe(self, name: str, module: torch.nn.Module, inputs: torch.Tensor) -> None: ...
 
     def prune_block(self, block: Block) -> None: ...
 
@@ -95,10 +100,22 @@ def find_blocks(model: torch.nn.Module, source: str) -> Blocks:
     return Blocks(model, layers, prefix)
 
 
-def linears(block: torch.nn.Module, name: str) -> dict[str, torch.nn.Linear]:
-    """Every ``nn.Linear`` inside ``block``, by full name, in module order."""
+def linears(block: torch.nn.Module, name: str) -> dict[str, torch.nn.Module]:
+    """Every linear layer inside ``block`` by full name, in module order: ``nn.Linear`` and
+    transformers' ``Conv1D`` (GPT-2's, which stores its weight as in × out)."""
     return {
         f"{name}.{sub}": module
         for sub, module in block.named_modules()
-        if isinstance(module, torch.nn.Linear)
+        if isinstance(module, torch.nn.Linear) or _is_conv1d(module)
     }
+
+
+def weight_matrix(module: torch.nn.Module) -> torch.Tensor:
+    """The layer's weight as out × in (a view: changing it changes the layer), for
+    ``nn.Linear`` and ``Conv1D`` alike."""
+    weight = module.weight
+    return weight.T if _is_conv1d(module) else weight
+
+
+def _is_conv1d(module: torch.nn.Module) -> bool:
+    return type(module).__name__ == "Conv1D" and getattr(module, "weight", None) is not None
