@@ -31,7 +31,7 @@ def check_dense(checkpoint: Checkpoint) -> None:
         if bitmask.is_bitmask(shard.header.metadata, str(shard.path)):
             raise Unsupported(
                 f"{shard.path} is bitmask-encoded; the block runner reads dense shards",
-                "export it dense first: prunecli export MODEL --format safetensors",
+                "write it dense first (--format dense)",
             )
 
 

@@ -255,6 +255,24 @@ Device = Annotated[
     str,
     typer.Option("--device", help="Where tensors are computed: cpu or cuda.", rich_help_panel=DATA),
 ]
+# calibrated methods (wanda, sparsegpt): windows of the --data text (prunecli/calibration/data.py)
+Samples = Annotated[
+    int,
+    typer.Option(
+        "--samples",
+        help="Calibration windows drawn from --data (calibrated methods).",
+        rich_help_panel=DATA,
+    ),
+]
+SeqLen = Annotated[
+    int | None,
+    typer.Option(
+        "--seq-len",
+        help="Tokens per calibration window (default min(2048, the model's positions)).",
+        show_default=False,
+        rich_help_panel=DATA,
+    ),
+]
 
 
 def gather(record: type[T], values: Mapping[str, Any]) -> T:
