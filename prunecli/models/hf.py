@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from prunecli.errors import BadInput, Unsupported
+from prunecli.io.jsonfile import read_json_file
 from prunecli.io.pt2 import quiet_torch
 
 INSTALL_HINT = "install the extra: pip install 'prunecli[hf]'"
@@ -307,8 +308,6 @@ def build_skeleton(
 
 
 def read_config(folder: Path) -> dict[str, Any]:
-    from prunecli.io.jsonfile import read_json_file
-
     config = read_json_file(folder / "config.json")
     if not isinstance(config, dict):
         raise BadInput(f"{folder}/config.json must hold a JSON object")
