@@ -1,0 +1,1 @@
+"""Calibrated pruning of transformers: calibration data, input statistics, and the block runner; imports pruning, models, data, io."""
