@@ -1,0 +1,44 @@
+"""Wanda (Sun et al. 2023): score |W_ij|·‖X_j‖₂, the lowest pruned within each output row."""
+
+from __future__ import annotations
+
+import torch
+
+from prunecli.errors import BadInput
+from prunecli.pruning.allocation import prune_count
+
+
+def wanda_scores(weight: torch.Tensor, squares: torch.Tensor) -> torch.Tensor:
+    """|W_ij|·‖X_j‖₂ in float64, from the column sums of squares ‖X_j‖₂² (``ColumnNorms``)."""
+    if weight.ndim != 2 or squares.shape != (weight.shape[1],):
+        raise BadInput(
+            f"Wanda needs a 2-D weight and one norm per input: got weight "
+            f"{tuple(weight.shape)} and norms {tuple(squares.shape)}"
+        )
+    norms = squares.to(device=weight.device, dtype=torch.float64).sqrt()
+    return weight.detach().to(torch.float64).abs() * norms
+
+
+def prune_rows(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Keep-mask pruning the same number k = round(sparsity·columns) of lowest scores per row.
+
+    Each output row is one comparison group, as in the paper's code, which prunes
+    ``int(columns·sparsity)``; here k is the engine's exact count (round half to even,
+    :func:`prunecli.pruning.allocation.prune_count`) over the row, so the layer prunes
+    rows·k weights — round(sparsity·numel) whenever sparsity·columns is a whole number.
+    Ties are broken by position: the earliest column goes first (a stable sort).
+    """
+    if not 0.0 <= sparsity <= 1.0:
+        raise BadInput(f"sparsity must be within [0, 1], got {sparsity}")
+    rows, columns = scores.shape
+    k = prune_count(sparsity, columns)
+    keep = torch.ones(rows, columns, dtype=torch.bool, device=scores.device)
+    if k:
+        lowest = torch.sort(scores, dim=1, stable=True).indices[:, :k]
+        keep.scatter_(1, lowest, False)
+    return keep
+
+
+def wanda_mask(weight: torch.Tensor, squares: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Wanda's keep-mask for one Linear weight (out × in) at ``sparsity`` per output row."""
+    return prune_rows(wanda_scores(weight, squares), sparsity)
