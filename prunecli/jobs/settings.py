@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from prunecli.pruning.criterion import Inputs
+from prunecli.structure.nm import Pattern
 from prunecli.training.settings import TrainProgress, TrainSettings
 
 
@@ -16,6 +17,7 @@ class PruneSettings:
     schedule: str = "exponential"
     seed: int = 0
     inputs: Inputs = field(default_factory=Inputs)
+    pattern: Pattern | None = None  # --pattern N:M: M − N of every group of M (structure/nm.py)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from prunecli.models.order import in_order
 from prunecli.pruning.allocation import prune_count
 from prunecli.streaming.passes import (
     ByteProgress,
+    count_pattern,
     find_thresholds,
     open_reader,
 )
@@ -61,7 +62,10 @@ def run_stream_prune(
 
     model = lazy_model(plan.checkpoint)
     with open_reader(shard.path for shard in plan.checkpoint.shards) as reader:
-        find_thresholds(reader, plan.space, plan.pools, seed, progress)
+        if any(pool.pattern is not None for pool in plan.pools):
+            count_pattern(reader, plan.space, plan.pools, seed, progress)
+        else:
+            find_thresholds(reader, plan.space, plan.pools, seed, progress)
         achieved = sum(pool.zeros_after for pool in plan.pools)
         total = sum(item.numel for item in plan.items.values())
         extra = {**extra, "sparsity.achieved": repr(achieved / total if total else 0.0)}
@@ -109,7 +113,9 @@ def stream_prune_to_file(
 ) -> Report:
     """What ``core.jobs.prune_to_file`` does for magnitude and random, one chunk at a time."""
     started = time.perf_counter()
-    plan = plan_stream(checkpoint, names, method, settings.scope, settings.sparsity)
+    plan = plan_stream(
+        checkpoint, names, method, settings.scope, settings.sparsity, settings.pattern
+    )
     extra: dict[str, Any] = {
         "method": method,
         "sparsity.target": repr(settings.sparsity),
@@ -120,6 +126,8 @@ def stream_prune_to_file(
         "seed": str(settings.seed),
         "prunable": names,
     }
+    if settings.pattern is not None:
+        extra["pattern"] = str(settings.pattern)
     result = run_stream_prune(plan, settings.seed, output, extra, format, progress)
     total = sum(item.numel for item in plan.items.values())
     zeros = total - sum(result["kept"].values())
@@ -132,6 +140,8 @@ def stream_prune_to_file(
         "schedule": settings.schedule,
         "seed": settings.seed,
     }
+    if settings.pattern is not None:
+        pruning["pattern"] = str(settings.pattern)
     report = stream_report(plan, result, pruning, time.perf_counter() - started)
     report.warnings = zero_warnings(plan, settings, zeros, total)
     report.output = {
