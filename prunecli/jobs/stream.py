@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -256,3 +257,17 @@ def stream_inspect(checkpoint: Checkpoint, names: list[str]) -> Report:
         all_params=sum(t.numel() for t in model.tensors.values()),
         all_nonzero=sum(counts.values()),
     )
+
+
+def tensor_reader(checkpoint: Checkpoint) -> Callable[[str], torch.Tensor]:
+    """Read one tensor of ``checkpoint`` by name (memory: that tensor), e.g. for
+    `inspect --pattern`, which checks its groups of M."""
+    from safetensors import safe_open
+
+    where = {name: shard for name, shard, _ in checkpoint.entries()}
+
+    def read(name: str) -> torch.Tensor:
+        with safe_open(str(where[name].path), framework="pt") as handle:
+            return handle.get_tensor(name)
+
+    return read

@@ -126,3 +126,36 @@ def test_scope_row_exact_counts(cli, workdir: Path) -> None:
         top = torch.topk(weight.abs(), keep, dim=1).indices
         expected = torch.zeros_like(weight, dtype=torch.bool).scatter_(1, top, True)
         assert torch.equal(after[name] != 0, expected), name
+
+
+def test_inspect_pattern_gate(cli, workdir: Path) -> None:
+    source = _mlp(workdir)
+    dense = cli("inspect", source, "--pattern", "2:4", "--json")
+    assert dense.exit_code == 1, dense.stderr
+    document = json.loads(dense.stdout)
+    # fc1 16×12, fc2 8×16, fc3 4×8: 48 + 32 + 8 groups of 4, all dense
+    assert (document["pattern"]["groups"], document["pattern"]["broken"]) == (88, 88)
+    assert (
+        cli("prune", source, "-m", "magnitude", "--pattern", "2:4", "-o", "p.safetensors").exit_code
+        == 0
+    )
+    ok = cli("inspect", "p.safetensors", "--pattern", "2:4", "--json")
+    assert ok.exit_code == 0, ok.stderr
+    layers = json.loads(ok.stdout)["pattern"]["layers"]
+    assert [(item["groups"], item["broken"]) for item in layers] == [(48, 0), (32, 0), (8, 0)]
+    # 2:4 passes the weaker 3:4 too, not 1:4; fc1's rows of 12 cannot be checked for 2:8
+    assert cli("inspect", "p.safetensors", "--pattern", "3:4").exit_code == 0
+    assert cli("inspect", "p.safetensors", "--pattern", "1:4").exit_code == 1
+    unchecked = cli("inspect", "p.safetensors", "--pattern", "4:8", "--json")
+    assert unchecked.exit_code == 1
+    assert json.loads(unchecked.stdout)["pattern"]["unchecked"] == ["fc1.weight"]
+    assert_refused(cli("inspect", "p.safetensors", "--pattern", "0:4"), 2, "0:4")
+
+
+def test_inspect_pattern_streamed_folder(cli, workdir: Path) -> None:
+    folder = write_llama(workdir / "llama")
+    assert cli("inspect", folder, "--pattern", "2:4").exit_code == 1
+    assert cli("prune", folder, "-m", "magnitude", "--pattern", "2:4", "-o", "out").exit_code == 0
+    result = cli("inspect", "out", "--pattern", "2:4")
+    assert result.exit_code == 0, result.stderr
+    assert "check pattern: passed" in result.stdout
