@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prunecli.pruning.criterion import Inputs
-from prunecli.structure.nm import Pattern
 from prunecli.training.settings import TrainProgress, TrainSettings
+
+if TYPE_CHECKING:
+    from prunecli.structure.nm import Pattern
 
 
 @dataclass
