@@ -17,6 +17,7 @@ import torch
 
 from prunecli.errors import BadInput
 from prunecli.jobs.validate import (
+    check_grouped,
     check_int,
     check_method_options,
     check_prune_output,
@@ -48,6 +49,7 @@ def prune(
     *,
     scores: Mapping[str, torch.Tensor] | str | os.PathLike | None = None,
     scope: str = "global",
+    pattern: str | None = None,
     iterations: int | None = None,
     schedule: str = "exponential",
     seed: int = 0,
@@ -73,17 +75,21 @@ def prune(
     ``inplace=False`` a pruned copy is returned with the report, ``(copy, report)``. A path is
     loaded as the CLI loads it: with ``output`` the pruned model is written there and the report
     returned, else ``(module or tensors, report)``. ``options`` are the method's (``alpha=0.2``,
-    ``batches=4``, …); errors are the CLI's (:class:`prunecli.errors.PrunecliError`)."""
+    ``batches=4``, …); errors are the CLI's (:class:`prunecli.errors.PrunecliError`).
+    ``pattern="2:4"`` keeps 2 of every 4 consecutive weights of each row (``sparsity`` may
+    then be left out)."""
     from prunecli.criteria import get_criterion
     from prunecli.jobs.prune import prune_loaded, prune_to_file
     from prunecli.jobs.session import check_request, resolve_inputs
 
     include, exclude = _patterns(include, exclude)
     settings = prune_settings(
-        method, scores is not None, sparsity, scope, schedule, iterations, seed
+        method, scores is not None, sparsity, scope, schedule, iterations, seed, pattern
     )
     criterion_class = get_criterion(method) if method is not None else None
     check_method_options(criterion_class, options)
+    if criterion_class is not None:
+        check_grouped(criterion_class, settings)
     dataset = _data(data)
     if criterion_class is not None:
         check_request(criterion_class, dataset, api=True)

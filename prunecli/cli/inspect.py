@@ -34,6 +34,15 @@ def inspect_command(
             show_default=False,
         ),
     ] = None,
+    pattern: Annotated[
+        str | None,
+        typer.Option(
+            "--pattern",
+            help="Exit 1 if a group of M weights of a prunable layer holds more than N "
+            "non-zeros (N:M, e.g. 2:4).",
+            show_default=False,
+        ),
+    ] = None,
     all_tensors: Annotated[
         bool,
         typer.Option(
@@ -71,6 +80,8 @@ def inspect_command(
 
       prunecli inspect vgg16.pruned.safetensors --max-collapsed 0
 
+      prunecli inspect ./llama-24/ --pattern 2:4
+
       prunecli inspect ./llama-like/ --json
 
       prunecli inspect ./bert-like/ --group tensor
@@ -78,10 +89,13 @@ def inspect_command(
     from prunecli.io.paths import check_outputs
     from prunecli.jobs.report import build_report
     from prunecli.jobs.session import check_input_shape, open_model, parse_input_shape
-    from prunecli.jobs.stream import lazy_model, stream_inspect, streamable
+    from prunecli.jobs.stream import lazy_model, stream_inspect, streamable, tensor_reader
     from prunecli.pruning.prunable import select_prunable
+    from prunecli.structure.nm import parse_pattern
 
     check_outputs(read_paths(model), check_report(report_file), force)
+    if pattern is not None:
+        parse_pattern(pattern)  # refused before anything is read
     shape = parse_input_shape(input_shape)
     out = Output(json_mode, quiet, group=check_group(group, all_tensors))
     checkpoint = None if max_collapsed is not None else streamable(model, None, arch, None)
@@ -89,6 +103,8 @@ def inspect_command(
         lazy = lazy_model(checkpoint)
         names = select_prunable(lazy, include or (), exclude or ())
         report = stream_inspect(checkpoint, list(lazy.tensors) if all_tensors else names)
+        if pattern is not None:
+            report.checks.append(_pattern_check(report, pattern, names, tensor_reader(checkpoint)))
         _gate(report, min_sparsity, None, out, report_file)
         return
     loaded, names = open_model(
@@ -107,7 +123,23 @@ def inspect_command(
     if all_tensors:
         names = list(loaded.tensors)
     report = build_report("inspect", loaded, names, prunable, shape)
+    if pattern is not None:
+        report.checks.append(_pattern_check(report, pattern, prunable, loaded.tensors.__getitem__))
     _gate(report, min_sparsity, max_collapsed, out, report_file)
+
+
+def _pattern_check(report, text, prunable, tensor):  # noqa: ANN001, ANN202
+    """The pattern gate over the prunable layers only (``--all`` lists more rows)."""
+    from dataclasses import replace
+
+    from prunecli.jobs.gates import pattern_check
+
+    chosen = set(prunable)
+    layers = [layer for layer in report.layers if layer.name in chosen]
+    view = replace(report, layers=layers)
+    check = pattern_check(view, text, tensor)
+    report.pattern = view.pattern
+    return check
 
 
 def _gate(report, min_sparsity, max_collapsed, out, report_file) -> None:  # noqa: ANN001

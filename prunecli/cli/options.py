@@ -47,11 +47,21 @@ ModelArg = Annotated[
 
 # --- what and how much -------------------------------------------------------------------
 Sparsity = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--sparsity",
         "-s",
         help="Fraction of prunable weights set to zero: 0.9 or 90%.",
+        show_default=False,
+        rich_help_panel=WHAT,
+    ),
+]
+Pattern = Annotated[
+    str | None,
+    typer.Option(
+        "--pattern",
+        help="N:M sparsity, e.g. 2:4: keep N of every M consecutive weights of each row "
+        "(sets --sparsity to (M-N)/M).",
         show_default=False,
         rich_help_panel=WHAT,
     ),
@@ -81,7 +91,9 @@ PruningSeed = Annotated[int, typer.Option("--seed", help=SEED_HELP, rich_help_pa
 # --- allocation and schedule -------------------------------------------------------------
 Scope = Annotated[
     str,
-    typer.Option("--scope", help="Allocation: global, layer or erk.", rich_help_panel=ALLOCATION),
+    typer.Option(
+        "--scope", help="Allocation: global, layer, erk or row.", rich_help_panel=ALLOCATION
+    ),
 ]
 Iterations = Annotated[
     int | None,

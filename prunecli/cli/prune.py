@@ -12,8 +12,9 @@ from prunecli.cli.prune_run import PruneRequest, run_prune
 @handle_errors
 def prune_command(
     model: opt.ModelArg,
-    sparsity: opt.Sparsity,
+    sparsity: opt.Sparsity = None,
     method: opt.Method = None,
+    pattern: opt.Pattern = None,
     scores_file: opt.Scores = None,
     seed: opt.PruningSeed = 0,
     scope: opt.Scope = "global",
@@ -89,5 +90,7 @@ def prune_command(
       prunecli prune dense.safetensors --method imp --sparsity 0.92 --rate 0.2 --rewind-to init.safetensors --data mnist1d --steps 1500 --lr 0.02
 
       prunecli prune ./llama-like/ --method magnitude --sparsity 0.5 -o ./llama-like-50/ --dry-run
+
+      prunecli prune ./llama-like/ --method magnitude --pattern 2:4 -o ./llama-like-24/
     """
     run_prune(PruneRequest.gather(locals()))  # the parameters by name, as the request's fields

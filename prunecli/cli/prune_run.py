@@ -24,8 +24,9 @@ class PruneRequest:
     """`prunecli prune`'s options as given; :func:`run_prune` checks them."""
 
     model: str
-    sparsity: str
+    sparsity: str | None
     method: str | None
+    pattern: str | None
     scores_file: Path | None
     seed: int
     include: list[str] | None
@@ -70,6 +71,7 @@ def run_prune(r: PruneRequest) -> None:
     output = _check_output(r, training is not None)
     out = Output(r.json_mode, r.quiet, data_to_stderr=output == "-", group=check_group(r.group))
     plain = r.scores_file is None and r.iterations in (None, 1) and r.device == "cpu"
+    plain = plain and r.scope != "row"  # per-row selection runs in memory
     checkpoint = streamable(r.model, r.method, r.arch, output, plain)
     if checkpoint is not None and r.method is not None:
         _stream(checkpoint, r, replace(settings, iterations=1), output, out)
@@ -82,11 +84,11 @@ def _check(r: PruneRequest) -> tuple[type[Criterion] | None, PruneSettings]:
     from prunecli.criteria import get_criterion
     from prunecli.errors import BadInput
     from prunecli.jobs.session import check_request
-    from prunecli.jobs.validate import check_options, prune_settings
+    from prunecli.jobs.validate import check_grouped, check_options, prune_settings
 
     fixed = r.scores_file is not None
     settings = prune_settings(
-        r.method, fixed, r.sparsity, r.scope, r.schedule, r.iterations, r.seed
+        r.method, fixed, r.sparsity, r.scope, r.schedule, r.iterations, r.seed, r.pattern
     )
     criterion_class = get_criterion(r.method) if r.method else None
     training = {
@@ -98,6 +100,7 @@ def _check(r: PruneRequest) -> tuple[type[Criterion] | None, PruneSettings]:
     if criterion_class is not None and criterion_class.trains() and r.iterations is not None:
         raise BadInput(f"--method {r.method} sets its own rounds; drop --iterations")
     if criterion_class is not None:
+        check_grouped(criterion_class, settings)
         check_request(criterion_class, r.data, training=True)
     return criterion_class, settings
 

@@ -221,6 +221,7 @@ class Npb(Criterion):
     options = {"alpha": NpbOptions.alpha, "beta": NpbOptions.beta, "max_p": NpbOptions.max_p}
     option_types = {"max_p": int}
     default_scope = "erk"
+    chooses_mask = True
 
     def score(self, ctx: ScoreContext) -> Mapping[str, torch.Tensor]:
         if ctx.sparsity is None:

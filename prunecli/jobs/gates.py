@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import torch
+
 from prunecli.errors import BadInput, Unsupported
 from prunecli.jobs.report import Check, Report
 from prunecli.pruning.allocation import prune_count
 from prunecli.pruning.loop import parse_sparsity
+from prunecli.structure.nm import compliance, parse_pattern
 
 
 def min_sparsity_check(report: Report, threshold_text: str) -> Check:
@@ -43,3 +48,34 @@ def max_collapsed_check(report: Report, limit: int) -> Check:
     plural = "layer" if len(collapsed) == 1 else "layers"
     message = f"{len(collapsed)} collapsed {plural}{which} {relation} --max-collapsed {limit}"
     return Check("max-collapsed", limit, len(collapsed), passed, message)
+
+
+def pattern_check(report: Report, text: str, tensor: Callable[[str], torch.Tensor]) -> Check:
+    """Every group of M of every prunable layer holds at most N non-zeros; ``tensor(name)``
+    gives a layer's weights, one at a time. A layer whose rows are not a multiple of M cannot be
+    checked, and fails the gate (it cannot be shown to hold the pattern); ``report.pattern``
+    gets the figures per layer."""
+    pattern = parse_pattern(text)
+    found = [compliance(layer.name, tensor(layer.name), pattern) for layer in report.layers]
+    broken = [item for item in found if item.broken]
+    unchecked = [item.name for item in found if not item.checkable]
+    groups = sum(item.groups for item in found)
+    bad = sum(item.broken for item in broken)
+    report.pattern = {
+        "pattern": str(pattern),
+        "n": pattern.n,
+        "m": pattern.m,
+        "groups": groups,
+        "broken": bad,
+        "unchecked": unchecked,
+        "layers": [item.to_json() for item in found],
+    }
+    passed = not broken and not unchecked
+    parts = [f"{bad:,} of {groups:,} groups of {pattern.m} hold more than {pattern.n} non-zeros"]
+    if broken:
+        shown = ", ".join(item.name for item in broken[:3])
+        parts.append(f"in {len(broken)} layers ({shown}{', …' if len(broken) > 3 else ''})")
+    if unchecked:
+        shown = ", ".join(unchecked[:3]) + (", …" if len(unchecked) > 3 else "")
+        parts.append(f"{len(unchecked)} layers have rows not a multiple of {pattern.m}: {shown}")
+    return Check("pattern", pattern.sparsity, bad, passed, "; ".join(parts))

@@ -64,6 +64,7 @@ def prune_loaded(
         settings.seed,
         settings.inputs,
         progress,
+        settings.pattern,
     )
     pruning = {
         "method": result.method,
@@ -84,6 +85,9 @@ def prune_loaded(
         "seed": str(result.seed),
         "prunable": names,
     }
+    if result.pattern is not None:
+        pruning["pattern"] = str(result.pattern)
+        metadata["pattern"] = str(result.pattern)
     report = build_report("prune", model, names, input_shape=settings.inputs.input_shape)
     report.pruning = pruning
     report.seconds = result.seconds
@@ -162,6 +166,7 @@ def plan_document(
         "method": method,
         "sparsity": settings.sparsity,
         "scope": settings.scope,
+        "pattern": str(settings.pattern) if settings.pattern else None,
         "streaming": streaming,
         "prunable": [entry(name) for name in names],
         "dense": [entry(name) for name in model.tensors if name not in chosen],

@@ -59,6 +59,7 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     topology: Topology | None = None
     topology_error: str | None = None  # why the topology is missing although the graph is known
+    pattern: dict[str, Any] | None = None  # `inspect --pattern N:M`: compliance per layer
 
     @property
     def prunable_params(self) -> int:
@@ -93,6 +94,7 @@ class Report:
             "export": self.export,
             "training": self.training,
             "seconds": self.seconds,
+            "pattern": self.pattern,
             "checks": [check.__dict__ for check in self.checks],
             "warnings": self.warnings,
         }

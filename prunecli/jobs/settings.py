@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prunecli.pruning.criterion import Inputs
 from prunecli.training.settings import TrainProgress, TrainSettings
+
+if TYPE_CHECKING:
+    from prunecli.structure.nm import Pattern
 
 
 @dataclass
@@ -16,6 +20,7 @@ class PruneSettings:
     schedule: str = "exponential"
     seed: int = 0
     inputs: Inputs = field(default_factory=Inputs)
+    pattern: Pattern | None = None  # --pattern N:M: M − N of every group of M (structure/nm.py)
 
 
 @dataclass

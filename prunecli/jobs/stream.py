@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from prunecli.models.order import in_order
 from prunecli.pruning.allocation import prune_count
 from prunecli.streaming.passes import (
     ByteProgress,
+    count_pattern,
     find_thresholds,
     open_reader,
 )
@@ -61,7 +63,10 @@ def run_stream_prune(
 
     model = lazy_model(plan.checkpoint)
     with open_reader(shard.path for shard in plan.checkpoint.shards) as reader:
-        find_thresholds(reader, plan.space, plan.pools, seed, progress)
+        if any(pool.pattern is not None for pool in plan.pools):
+            count_pattern(reader, plan.space, plan.pools, seed, progress)
+        else:
+            find_thresholds(reader, plan.space, plan.pools, seed, progress)
         achieved = sum(pool.zeros_after for pool in plan.pools)
         total = sum(item.numel for item in plan.items.values())
         extra = {**extra, "sparsity.achieved": repr(achieved / total if total else 0.0)}
@@ -109,7 +114,9 @@ def stream_prune_to_file(
 ) -> Report:
     """What ``core.jobs.prune_to_file`` does for magnitude and random, one chunk at a time."""
     started = time.perf_counter()
-    plan = plan_stream(checkpoint, names, method, settings.scope, settings.sparsity)
+    plan = plan_stream(
+        checkpoint, names, method, settings.scope, settings.sparsity, settings.pattern
+    )
     extra: dict[str, Any] = {
         "method": method,
         "sparsity.target": repr(settings.sparsity),
@@ -120,6 +127,8 @@ def stream_prune_to_file(
         "seed": str(settings.seed),
         "prunable": names,
     }
+    if settings.pattern is not None:
+        extra["pattern"] = str(settings.pattern)
     result = run_stream_prune(plan, settings.seed, output, extra, format, progress)
     total = sum(item.numel for item in plan.items.values())
     zeros = total - sum(result["kept"].values())
@@ -132,6 +141,8 @@ def stream_prune_to_file(
         "schedule": settings.schedule,
         "seed": settings.seed,
     }
+    if settings.pattern is not None:
+        pruning["pattern"] = str(settings.pattern)
     report = stream_report(plan, result, pruning, time.perf_counter() - started)
     report.warnings = zero_warnings(plan, settings, zeros, total)
     report.output = {
@@ -246,3 +257,17 @@ def stream_inspect(checkpoint: Checkpoint, names: list[str]) -> Report:
         all_params=sum(t.numel() for t in model.tensors.values()),
         all_nonzero=sum(counts.values()),
     )
+
+
+def tensor_reader(checkpoint: Checkpoint) -> Callable[[str], torch.Tensor]:
+    """Read one tensor of ``checkpoint`` by name (memory: that tensor), e.g. for
+    `inspect --pattern`, which checks its groups of M."""
+    from safetensors import safe_open
+
+    where = {name: shard for name, shard, _ in checkpoint.entries()}
+
+    def read(name: str) -> torch.Tensor:
+        with safe_open(str(where[name].path), framework="pt") as handle:
+            return handle.get_tensor(name)
+
+    return read

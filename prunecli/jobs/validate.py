@@ -31,20 +31,37 @@ def prune_settings(
     schedule: str,
     iterations: int | None,
     seed: int,
+    pattern: str | None = None,
 ) -> PruneSettings:
     """The checks `prunecli prune` makes on its options, with its messages: exactly one of a
-    method or ``fixed`` scores, and the sparsity, scope, schedule and rounds."""
+    method or ``fixed`` scores, and the sparsity (or the N:M ``pattern`` that sets it), scope,
+    schedule and rounds."""
     from prunecli.pruning.allocation import SCOPES
     from prunecli.pruning.loop import parse_sparsity
     from prunecli.pruning.schedule import SCHEDULES
+    from prunecli.structure.nm import parse_pattern
 
     if (method is None) == (not fixed):
         raise BadInput("pass exactly one of --method or --scores")
-    if sparsity is None:
-        raise BadInput("--sparsity is required", "e.g. sparsity=0.9 or '90%'")
-    target = parse_sparsity(sparsity)
+    nm = parse_pattern(pattern) if pattern is not None else None
+    if sparsity is None and nm is None:
+        raise BadInput("--sparsity is required", "e.g. sparsity=0.9 or '90%', or --pattern 2:4")
+    target = parse_sparsity(sparsity) if sparsity is not None else 0.0
     if scope not in SCOPES:
         raise BadInput(f"unknown scope {scope!r}", f"choose one of: {', '.join(SCOPES)}")
+    if nm is not None:
+        if sparsity is not None and abs(target - nm.sparsity) > 5e-4:
+            raise BadInput(
+                f"--pattern {nm} prunes {nm.sparsity:.4g} of the weights, --sparsity says {sparsity}",
+                "drop --sparsity: the pattern sets it",
+            )
+        if scope != "global":
+            raise BadInput(
+                f"--pattern {nm} chooses within each group of {nm.m} weights; --scope {scope} "
+                "does not apply",
+                "drop --scope",
+            )
+        target = nm.sparsity
     if schedule not in SCHEDULES:
         raise BadInput(f"unknown schedule {schedule!r}", f"choose one of: {', '.join(SCHEDULES)}")
     check_int("iterations", iterations)
@@ -53,7 +70,25 @@ def prune_settings(
         raise BadInput(f"--iterations must be at least 1, got {iterations}")
     if fixed and iterations not in (None, 1):
         raise BadInput("--scores are fixed: they cannot be rescored over --iterations")
-    return PruneSettings(target, scope, iterations, schedule, seed)
+    return PruneSettings(target, scope, iterations, schedule, seed, pattern=nm)
+
+
+def check_grouped(criterion: type[Criterion], settings: PruneSettings) -> None:
+    """``--pattern`` and ``--scope row`` choose from a criterion's scores within groups: a
+    training method or npb (which chooses a whole mask itself) has none to give."""
+    grouped = f"--pattern {settings.pattern}" if settings.pattern else "--scope row"
+    if settings.pattern is None and settings.scope != "row":
+        return
+    if criterion.trains():
+        raise BadInput(
+            f"{grouped} needs a score criterion; --method {criterion.name} trains",
+            "prune with magnitude, random, snip, synflow or grasp",
+        )
+    if criterion.chooses_mask:
+        raise BadInput(
+            f"{grouped} needs per-weight scores; --method {criterion.name} chooses its own mask",
+            "prune with magnitude, random, snip, synflow or grasp",
+        )
 
 
 def check_method_options(criterion: type[Criterion] | None, options: Mapping[str, Any]) -> None:

@@ -1,6 +1,8 @@
 """How many weights each layer keeps: one global budget, the same density per layer, or ERK.
 
-Every scope meets the budget exactly: the total kept is ``N - round(S * N)``. Per-layer budgets
+Every scope meets the budget exactly: the total kept is ``N - round(S * N)``. ``row`` is
+chosen per row instead (structure/nm.py: ``round(S * row)`` zeros in each row), so its total
+may differ from ``round(S * N)`` by the rounding of each row. Per-layer budgets
 are rounded by largest remainder (ties to the earlier layer) so they sum to that total.
 """
 
@@ -11,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from prunecli.errors import BadInput
 
-SCOPES = ("global", "layer", "erk")
+SCOPES = ("global", "layer", "erk", "row")
 
 
 def prune_count(sparsity: float, total: int) -> int:
@@ -64,7 +66,7 @@ def keep_counts(
     """Weights to keep per layer for ``scope``; ``None`` for global (one threshold decides)."""
     if scope not in SCOPES:
         raise BadInput(f"unknown scope {scope!r}", f"choose one of: {', '.join(SCOPES)}")
-    if scope == "global":
+    if scope in ("global", "row"):  # row: chosen per row by the selection (structure/nm.py)
         return None
     sizes = {name: math.prod(shape) for name, shape in shapes.items()}
     total_keep = sum(sizes.values()) - prune_count(sparsity, sum(sizes.values()))

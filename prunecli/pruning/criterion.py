@@ -87,6 +87,9 @@ class Criterion:
     needs: ClassVar[tuple[str, ...]] = ("weights",)
     default_iterations: ClassVar[int] = 1
     default_scope: ClassVar[str] = "global"
+    #: True for a criterion that picks a whole mask (its scores are 0/1): ``--pattern`` and
+    #: ``--scope row``, which choose within groups, refuse it
+    chooses_mask: ClassVar[bool] = False
     #: the method options it takes (``--max-p`` is ``max_p``) and their defaults (None: worked
     #: out per run); `prune` and `score` refuse any other method option before loading the model
     options: ClassVar[dict[str, Any]] = {}

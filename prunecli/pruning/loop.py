@@ -17,6 +17,14 @@ from prunecli.pruning.live import LiveSet
 from prunecli.pruning.prunable import all_finite
 from prunecli.pruning.schedule import round_densities
 from prunecli.pruning.select import LazyScores, prune_lowest
+from prunecli.structure.nm import (
+    Pattern,
+    check_shapes,
+    nm_keep,
+    round_prune,
+    row_keep,
+    row_size,
+)
 
 #: called after each round with (round index from 1, number of rounds)
 Progress = Callable[[int, int], None]
@@ -33,6 +41,7 @@ class PruneResult:
     schedule: str
     seed: int
     seconds: float
+    pattern: Pattern | None = None
     warnings: list[str] = field(default_factory=list)
 
 
@@ -92,9 +101,13 @@ def prune_model(
     seed: int = 0,
     inputs: Inputs | None = None,
     progress: Progress | None = None,
+    pattern: Pattern | None = None,
 ) -> PruneResult:
-    """Zero ``round(sparsity · N)`` of the prunable weights ``names`` of ``model`` in place."""
+    """Zero ``round(sparsity · N)`` of the prunable weights ``names`` of ``model`` in place
+    (with ``pattern``: M − N of every group of M; ``--scope row``: ``round(S · row)`` per row)."""
     started = time.perf_counter()
+    if pattern is not None:  # before any scoring: a layer the groups cannot tile is refused
+        check_shapes({name: tuple(model.tensors[name].shape) for name in names}, pattern)
     rounds = iterations or criterion.default_iterations
     densities = round_densities(1.0 - sparsity, rounds, schedule)
     total = sum(model.tensors[name].numel() for name in names)
@@ -116,6 +129,12 @@ def prune_model(
             live=live,
         )
         scores = criterion.score(ctx)
+        last = index == len(round_sparsities) - 1
+        if pattern is not None or scope == "row":
+            _apply_groups(live, scores, criterion.name, pattern, round_sparsity, last)
+            if progress:
+                progress(index + 1, rounds)
+            continue
         if not isinstance(scores, LazyScores):
             check_scores(scores, ctx, criterion.name, finite=False)
             # file order breaks ties, whatever order a criterion returns; extras are ignored
@@ -123,7 +142,6 @@ def prune_model(
         chosen, alive = live.selection(scores)
         if not isinstance(scores, LazyScores):  # a lazy score is a criterion's own |w|
             _check_finite(chosen, alive, criterion.name)
-        last = index == len(round_sparsities) - 1
         zeros = _apply(live, chosen, alive, scope, round_sparsity, zeros, last)
         if progress:
             progress(index + 1, rounds)
@@ -138,17 +156,19 @@ def prune_model(
         schedule=schedule,
         seed=seed,
         seconds=time.perf_counter() - started,
+        pattern=pattern,
     )
     if zeros_before > prune_count(sparsity, total):
         result.warnings.append(
             f"the model already had {zeros_before / total:.4%} zeros among its prunable weights, "
             f"more than the {sparsity:.4%} asked for; pruning never revives a zero"
         )
-    elif zeros > prune_count(sparsity, total):
+    elif zeros > _expected_zeros(model, names, scope, sparsity, total):
         # per-layer scopes: a layer already sparser than its budget keeps its zeros
         result.warnings.append(
             f"{zeros / total:.4%} of the prunable weights are zero, more than the {sparsity:.4%} "
-            f"asked for: some layers already had more zeros than their --scope {scope} budget, "
+            f"asked for: some {'groups' if pattern else 'layers'} already had more zeros than "
+            f"their {f'--pattern {pattern}' if pattern else f'--scope {scope}'} budget, "
             "and pruning never revives a zero"
         )
     return result
@@ -175,6 +195,44 @@ def _apply(
         keep = prune_lowest({name: chosen[name]}, {name: alive[name]}, n_prune)
         live.apply(keep, track=not last)
     return sum(live.zeros(name) for name in live.names)
+
+
+def _expected_zeros(
+    model: LoadedModel, names: list[str], scope: str, sparsity: float, total: int
+) -> int:
+    """The zeros a run makes on dense tensors: ``round(S · N)``, or per row for ``row``."""
+    if scope != "row":
+        return prune_count(sparsity, total)
+    shapes = [tuple(model.tensors[name].shape) for name in names]
+    return sum(
+        (math.prod(shape) // size) * prune_count(sparsity, size)
+        for shape in shapes
+        if (size := row_size(shape))
+    )
+
+
+def _apply_groups(
+    live: LiveSet,
+    scores: Mapping[str, torch.Tensor],
+    method: str,
+    pattern: Pattern | None,
+    sparsity: float,
+    last: bool,
+) -> None:
+    """Prune within each group (structure/nm.py): groups of M for ``pattern``, else each row.
+    Full-shape scores and masks, tensor by tensor; nothing is tracked between rounds."""
+    lazy = isinstance(scores, LazyScores)
+    for name in live.names:
+        score, alive = scores[name], live.alive(name)
+        if not lazy:
+            if tuple(score.shape) != tuple(alive.shape):
+                raise BadInput(f"{method}: score for {name!r} does not match its weight's shape")
+            _check_finite({name: score}, {name: alive}, method)
+        if pattern is not None:
+            keep = nm_keep(score, alive, pattern, round_prune(pattern, sparsity, last))
+        else:
+            keep = row_keep(score, alive, sparsity)
+        live.apply({name: keep}, track=False)
 
 
 def _check_finite(

@@ -7,6 +7,7 @@ chunks per worker and never a whole tensor of scores.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections import deque
@@ -31,6 +32,7 @@ from prunecli.streaming.select import (
     sample_positions,
     scan_chunk,
 )
+from prunecli.structure.nm import Pattern, keep_keys
 
 CHUNK_BYTES = 8 << 20
 ByteProgress = Callable[[int], None]  # called with the bytes just processed
@@ -103,13 +105,15 @@ class Scores:
         return torch.rand(count, generator=self._generator, dtype=torch.float32).numpy()
 
 
-def per_chunk(item: Item) -> int:
-    return max(8, CHUNK_BYTES // item.itemsize // 8 * 8)  # a multiple of 8: whole bitmask bytes
+def per_chunk(item: Item, group: int = 1) -> int:
+    """Entries per chunk: a multiple of 8 (whole bitmask bytes) and of ``group`` (N:M)."""
+    step = math.lcm(8, group)
+    return max(step, CHUNK_BYTES // item.itemsize // step * step)
 
 
-def item_tasks(item: Item, space: KeySpace, seed: int) -> Iterator[tuple]:
+def item_tasks(item: Item, space: KeySpace, seed: int, group: int = 1) -> Iterator[tuple]:
     scores = Scores(seed, item) if space.random else None
-    for start, count in chunks(item.numel, per_chunk(item)):
+    for start, count in chunks(item.numel, per_chunk(item, group)):
         yield item, start, count, scores.next(count) if scores else None
 
 
@@ -145,6 +149,38 @@ def find_thresholds(
             return
         _scan(reader, space, todo, seed, first, progress if first else None)
         first = False
+
+
+def count_pattern(
+    reader: Reader,
+    space: KeySpace,
+    pools: list[Pool],
+    seed: int,
+    progress: ByteProgress | None = None,
+) -> None:
+    """N:M pools (one tensor each): one pass counts the zeros before (``zeros``) and after
+    (``rank``) the pattern, for the metadata and warnings written before the tensors."""
+    for pool in pools:
+        assert pool.pattern is not None
+        pattern = pool.pattern
+
+        def work(
+            item: Item, start: int, count: int, scores: Any, pattern: Pattern = pattern
+        ) -> tuple[int, int, int]:
+            raw, keys = _keys(reader, space, item, start, count, scores)
+            kept = int(np.count_nonzero(keep_keys(keys, pattern)))
+            dead = count - int(np.count_nonzero(keys))
+            reader.recycle(raw)
+            return count, kept, dead
+
+        pool.zeros = pool.rank = 0
+        for item in pool.members:
+            tasks = item_tasks(item, space, seed, pattern.m)
+            for count, kept, dead in reader.ordered(work, tasks):
+                pool.zeros += dead
+                pool.rank += count - kept
+                if progress:
+                    progress(count * item.itemsize)
 
 
 def _sample(reader: Reader, space: KeySpace, pool: Pool) -> np.ndarray:
@@ -215,11 +251,15 @@ def prune_chunks(
     With a ``sink``, workers write the chunks that hold no tie still to prune themselves, in
     parallel and in any order (``pwrite``); the others are settled and written here, in order.
     """
-    threshold = space.dtype(pool.threshold)
+    pattern = pool.pattern
+    threshold = space.dtype(pool.threshold) if pattern is None else None
 
     def work(item: Item, start: int, count: int, scores: Any) -> Pruned:
         raw, keys = _keys(reader, space, item, start, count, scores)
-        keep = np.greater_equal(keys, threshold, out=_scratch("keep", keys.size, np.bool_))
+        if pattern is not None:
+            keep = keep_keys(keys, pattern)
+        else:
+            keep = np.greater_equal(keys, threshold, out=_scratch("keep", keys.size, np.bool_))
         kept = int(np.count_nonzero(keep))
         words = raw.view(_word(item.itemsize))
         np.multiply(words, keep, out=words)  # in place: raw is this chunk's own buffer
@@ -231,7 +271,8 @@ def prune_chunks(
             return Pruned(None, kept, None, offset, raw.nbytes)
         return Pruned(raw, kept, ties, offset, raw.nbytes)
 
-    for chunk in reader.ordered(work, item_tasks(item, space, seed)):
+    group = pattern.m if pattern is not None else 1
+    for chunk in reader.ordered(work, item_tasks(item, space, seed, group)):
         if chunk.ties is not None and pool.ties > 0:
             take = chunk.ties[: pool.ties]
             chunk.data.view(_word(item.itemsize))[take] = 0

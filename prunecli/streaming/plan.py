@@ -9,6 +9,7 @@ from prunecli.errors import Unsupported
 from prunecli.io.checkpoint import Checkpoint
 from prunecli.pruning.allocation import keep_counts, prune_count
 from prunecli.streaming.select import FLOATS, Item, KeySpace, Pool
+from prunecli.structure.nm import Pattern, check_shapes
 
 
 @dataclass
@@ -22,9 +23,15 @@ class StreamPlan:
 
 
 def plan_stream(
-    checkpoint: Checkpoint, names: list[str], method: str, scope: str, sparsity: float
+    checkpoint: Checkpoint,
+    names: list[str],
+    method: str,
+    scope: str,
+    sparsity: float,
+    pattern: Pattern | None = None,
 ) -> StreamPlan:
-    """Which tensors share a threshold, and how many zeros each pool must end with."""
+    """Which tensors share a threshold, and how many zeros each pool must end with (with a
+    ``pattern``: one pool per tensor, no threshold; its zeros are counted by a pass)."""
     where = {name: (shard, entry) for name, shard, entry in checkpoint.entries()}
     items = {name: Item(name, *where[name], index) for index, name in enumerate(names)}
     for item in items.values():
@@ -34,6 +41,11 @@ def plan_stream(
             )
     space = KeySpace({item.dtype for item in items.values()}, random=method == "random")
     shapes = {name: item.entry.shape for name, item in items.items()}
+    if pattern is not None:
+        check_shapes(shapes, pattern)
+        pools = [Pool([item], 0, pattern=pattern) for item in items.values()]
+        pool_of = {item.name: pool for pool in pools for item in pool.members}
+        return StreamPlan(checkpoint, names, items, space, pools, pool_of)
     counts = keep_counts(scope, shapes, sparsity)
     if counts is None:
         total = sum(item.numel for item in items.values())

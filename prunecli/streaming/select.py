@@ -16,7 +16,8 @@ counts the keys below the band and histograms those inside it (at most 2^16 buck
 further pass narrows the band to one bucket until a bucket is one key wide. A band that misses
 (the sample misled) is widened to every key, so the result never depends on the sample. Ties at
 the threshold are pruned earliest first (tensor order, then flat index), as ``pruning/select.py``
-breaks them — the two paths give identical masks.
+breaks them — the two paths give identical masks. With ``--pattern N:M`` a pool has no threshold:
+each chunk (whole groups of M) keeps the N highest keys of every group (structure/nm.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 
 from prunecli.io import safetensors as st
 from prunecli.io.checkpoint import Shard
+from prunecli.structure.nm import Pattern
 
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 _ABS = {1: 0x7F, 2: 0x7FFF, 4: 0x7FFF_FFFF, 8: 0x7FFF_FFFF_FFFF_FFFF}
@@ -157,6 +159,7 @@ class Pool:
     hist: np.ndarray | None = None
     threshold: int | None = None  # keys >= threshold are kept...
     ties: int = 0  # ...but the first ``ties`` keys equal to it (in order) are pruned
+    pattern: Pattern | None = None  # N:M within each group instead of a threshold
     _scanned: int = field(default=0, repr=False)
 
     @property

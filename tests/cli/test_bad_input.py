@@ -101,7 +101,6 @@ def test_bad_stdin(cli, folder: Path) -> None:
         (("inspect", "model.safetensors", "--max-collapsed", "-1"), "--max-collapsed", "inspect"),
         ((*PRUNE, "--iterations", "abc"), "'--iterations'", "prune"),
         (("prune",), "Missing argument", "prune"),
-        (("prune", "model.safetensors"), "--sparsity", "prune"),
         ((*PRUNE[:3], "-s", "0.5", "--no-such-option"), "--no-such-option", "prune"),
         (("inspect",), "Missing argument 'model'", "inspect"),
         (("bogus",), "No such command 'bogus'", ""),
@@ -114,6 +113,13 @@ def test_usage_errors_are_two_lines(
     result = run_refused(cli, folder, args, 2, fragment)
     hint = f"prunecli {command} --help" if command else "prunecli --help"
     assert result.stderr.splitlines()[1] == f"  hint: see '{hint}'"
+
+
+def test_sparsity_or_pattern_is_required(cli, folder: Path) -> None:
+    # --sparsity is optional for Click since --pattern N:M may set it instead
+    args = ("prune", "model.safetensors", "-m", "magnitude")
+    result = run_refused(cli, folder, args, 2, "--sparsity is required")
+    assert "--pattern" in result.stderr
 
 
 @pytest.mark.parametrize("value", ["1", "1.5", "-0.1", "abc", "nan", "inf", "100%", "", "-5%"])
