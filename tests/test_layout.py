@@ -129,3 +129,9 @@ def test_the_command_line_starts_without_torch() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_test_files_have_unique_names() -> None:
+    """Test folders have no __init__.py, so pytest imports each test file by its base name."""
+    names = [path.name for path in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
