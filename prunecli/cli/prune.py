@@ -38,6 +38,8 @@ def prune_command(
     data: opt.Data = None,
     batch_size: opt.BatchSize = None,
     device: opt.Device = "cpu",
+    samples: opt.Samples = None,
+    seq_len: opt.SeqLen = None,
     epochs: to.Epochs = None,
     steps: to.Steps = None,
     lr: to.Lr = to.DEFAULT_LR,
@@ -48,6 +50,7 @@ def prune_command(
     val_fraction: to.ValFraction = None,
     batches: mo.Batches = None,
     temperature: mo.Temperature = None,
+    dampening: mo.Dampening = None,
     alpha: mo.Alpha = None,
     beta: mo.Beta = None,
     max_p: mo.MaxP = None,
@@ -92,5 +95,9 @@ def prune_command(
       prunecli prune ./llama-like/ --method magnitude --sparsity 0.5 -o ./llama-like-50/ --dry-run
 
       prunecli prune ./llama-like/ --method magnitude --pattern 2:4 -o ./llama-like-24/
+
+      prunecli prune ./llama-like/ --method wanda --sparsity 0.5 --data corpus.txt -o ./llama-50/
+
+      prunecli prune ./llama-like/ --method sparsegpt --pattern 2:4 --data corpus.txt -o ./llama-24/
     """
     run_prune(PruneRequest.gather(locals()))  # the parameters by name, as the request's fields
