@@ -50,7 +50,6 @@ def prune_command(
     val_fraction: to.ValFraction = None,
     batches: mo.Batches = None,
     temperature: mo.Temperature = None,
-    dampening: mo.Dampening = None,
     alpha: mo.Alpha = None,
     beta: mo.Beta = None,
     max_p: mo.MaxP = None,
@@ -69,6 +68,7 @@ def prune_command(
     gamma: mo.Gamma = None,
     dissipate_epochs: mo.DissipateEpochs = None,
     start_sparsity: mo.StartSparsity = None,
+    dampening: mo.Dampening = None,
 ) -> None:
     """Prune MODEL to --sparsity with --method (or --scores) and write the sparse model.
 
