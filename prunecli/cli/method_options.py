@@ -18,6 +18,7 @@ SNIP_GRASP = "SNIP / GraSP"
 NPB = "NPB (node-path balancing)"
 IMP = "Lottery tickets (imp)"
 TRAINED = "IHT / BiNGO / k-starts / dissipating"
+SPARSEGPT = "SparseGPT"
 
 # --- snip, grasp ---------------------------------------------------------------------------
 Batches = Annotated[
@@ -37,6 +38,17 @@ Temperature = Annotated[
         help="grasp: logits are divided by T (default 200).",
         show_default=False,
         rich_help_panel=SNIP_GRASP,
+    ),
+]
+
+# --- sparsegpt -----------------------------------------------------------------------------
+Dampening = Annotated[
+    float | None,
+    typer.Option(
+        "--dampening",
+        help="sparsegpt: added to the Hessian's diagonal, times its mean (default 0.01).",
+        show_default=False,
+        rich_help_panel=SPARSEGPT,
     ),
 ]
 

@@ -269,10 +269,11 @@ Device = Annotated[
 ]
 # calibrated methods (wanda, sparsegpt): windows of the --data text (prunecli/calibration/data.py)
 Samples = Annotated[
-    int,
+    int | None,
     typer.Option(
         "--samples",
-        help="Calibration windows drawn from --data (calibrated methods).",
+        help="Calibration windows drawn from --data (wanda, sparsegpt; default 128).",
+        show_default=False,
         rich_help_panel=DATA,
     ),
 ]

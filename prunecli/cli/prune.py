@@ -38,6 +38,8 @@ def prune_command(
     data: opt.Data = None,
     batch_size: opt.BatchSize = None,
     device: opt.Device = "cpu",
+    samples: opt.Samples = None,
+    seq_len: opt.SeqLen = None,
     epochs: to.Epochs = None,
     steps: to.Steps = None,
     lr: to.Lr = to.DEFAULT_LR,
@@ -66,6 +68,7 @@ def prune_command(
     gamma: mo.Gamma = None,
     dissipate_epochs: mo.DissipateEpochs = None,
     start_sparsity: mo.StartSparsity = None,
+    dampening: mo.Dampening = None,
 ) -> None:
     """Prune MODEL to --sparsity with --method (or --scores) and write the sparse model.
 
@@ -92,5 +95,9 @@ def prune_command(
       prunecli prune ./llama-like/ --method magnitude --sparsity 0.5 -o ./llama-like-50/ --dry-run
 
       prunecli prune ./llama-like/ --method magnitude --pattern 2:4 -o ./llama-like-24/
+
+      prunecli prune ./llama-like/ --method wanda --sparsity 0.5 --data corpus.txt -o ./llama-50/
+
+      prunecli prune ./llama-like/ --method sparsegpt --pattern 2:4 --data corpus.txt -o ./llama-24/
     """
     run_prune(PruneRequest.gather(locals()))  # the parameters by name, as the request's fields

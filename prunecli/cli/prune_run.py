@@ -68,8 +68,16 @@ def run_prune(r: PruneRequest) -> None:
     training = None
     if criterion_class is not None and criterion_class.trains():
         training = TrainingRun(r.training.settings())
+    calibrated = criterion_class is not None and "calibration" in criterion_class.needs
+    if calibrated:
+        from prunecli.cli.prune_calibrated import check_calibrated, run_calibrated
+
+        plan = check_calibrated(r, settings)  # the folder and its blocks before the output
     output = _check_output(r, training is not None)
     out = Output(r.json_mode, r.quiet, data_to_stderr=output == "-", group=check_group(r.group))
+    if calibrated:
+        run_calibrated(r, plan, out, output)
+        return
     plain = r.scores_file is None and r.iterations in (None, 1) and r.device == "cpu"
     plain = plain and r.scope != "row"  # per-row selection runs in memory
     checkpoint = streamable(r.model, r.method, r.arch, output, plain)

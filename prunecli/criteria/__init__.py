@@ -25,7 +25,9 @@ def _load_builtins() -> None:
         npb,
         random,
         snip,
+        sparsegpt,
         synflow,
+        wanda,
     )
 
 

@@ -107,6 +107,18 @@ def check_request(
             "a .npz/.safetensors file with x and y, an image folder, module:callable, "
             "mnist1d or digits",
         )
+    if "calibration" in criterion.needs:
+        if not training:
+            raise Unsupported(
+                f"--method {criterion.name} runs block by block on a Hugging Face folder",
+                f"use `prunecli prune ./folder/ --method {criterion.name} --data corpus.txt`",
+            )
+        if data is None:
+            raise BadInput(
+                f"--method {criterion.name} needs calibration text: pass --data",
+                "a .txt or .jsonl file (tokenized by the folder's tokenizer), or token ids "
+                "in .npz/.safetensors",
+            )
     if criterion.trains() and not training:
         raise Unsupported(
             f"--method {criterion.name} trains the model and has no per-weight score",

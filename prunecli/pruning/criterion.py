@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from prunecli.pruning.live import LiveSet
 
 #: what a criterion can need, in the order `prunecli methods` lists them
-NEEDS = ("weights", "graph", "input_shape", "data", "training")
+NEEDS = ("weights", "graph", "input_shape", "data", "calibration", "training")
 
 
 @dataclass

@@ -24,6 +24,7 @@ PANELS = (
     "NPB (node-path balancing)",
     "Lottery tickets (imp)",
     "IHT / BiNGO / k-starts / dissipating",
+    "SparseGPT",
 )
 
 
@@ -96,7 +97,8 @@ def test_every_declared_option_is_a_prune_option_in_a_method_panel(cli, monkeypa
     declared = {
         "--" + name.replace("_", "-") for criterion in list_criteria() for name in criterion.options
     }
-    assert declared - {"--batch-size"} == in_method_panels  # --batch-size is also training's
+    # --batch-size is also training's; --samples, --seq-len: the calibration data's, with --data
+    assert declared - {"--batch-size", "--samples", "--seq-len"} == in_method_panels
     assert declared <= set(flags("prune"))
 
 

@@ -1,0 +1,53 @@
+"""`prunecli prune --method wanda|sparsegpt`: the request checked for a calibrated run, then
+the folder pruned block by block (jobs/calibrated.py) with a progress bar per block."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from prunecli.cli.output import Output
+
+if TYPE_CHECKING:
+    from prunecli.jobs.calibrated import CalibratedPlan
+    from prunecli.jobs.settings import PruneSettings
+
+
+def run_calibrated(r: Any, plan: CalibratedPlan, out: Output, output: str) -> None:
+    """``r``: the PruneRequest (cli/prune_run.py). Prune with the checked ``plan`` into ``output`` (already checked) and report."""
+    from prunecli.jobs.calibrated import calibrated_prune_to_file
+
+    with out.progress(f"pruning ({r.method})", plan.blocks, force=r.progress) as tick:
+        report = calibrated_prune_to_file(
+            plan,
+            r.data or "",
+            output,
+            r.device,
+            lambda done, total, name: tick(done, total, {"label": name}),
+            r.trust_remote_code,
+        )
+    out.report(report, r.report_file)
+
+
+def check_calibrated(r: Any, settings: PruneSettings) -> CalibratedPlan:
+    """Refuse what a calibrated run does not take, before anything is read; the plan."""
+    from prunecli.errors import BadInput
+    from prunecli.jobs.calibrated import plan_calibrated
+
+    refused = {
+        "--include": r.include,
+        "--exclude": r.exclude,
+        "--arch": r.arch,
+        "--arch-kwargs": r.arch_kwargs,
+        "--input-shape": r.input_shape,
+        "--dry-run": r.dry_run,
+    }
+    for flag, value in refused.items():
+        if value:
+            raise BadInput(
+                f"--method {r.method} prunes every linear layer inside the blocks of a Hugging "
+                f"Face folder; {flag} does not apply",
+                f"drop {flag}",
+            )
+    if r.format != "dense":
+        raise BadInput(f"--method {r.method} writes a dense folder; drop --format {r.format}")
+    return plan_calibrated(r.model, r.method or "", settings, r.options, r.trust_remote_code)

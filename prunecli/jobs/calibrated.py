@@ -1,0 +1,194 @@
+"""`prune --method wanda|sparsegpt`: a Hugging Face folder pruned block by block from
+calibration text (calibration/runner.py), in memory bounded by one block plus the activations.
+
+:func:`plan_calibrated` checks everything that can be checked before any data is read (the
+folder, its blocks, the scope, the pattern against every layer, the window sizes);
+:func:`calibrated_prune_to_file` then loads the windows, runs the block runner with the method's
+pruner and reports on the written folder (counted from its files).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prunecli.calibration.blocks import find_blocks, linears, weight_matrix
+from prunecli.calibration.data import check_sizes, load_calibration, max_positions
+from prunecli.calibration.runner import prune_blocks
+from prunecli.calibration.shards import ShardTensors, check_dense
+from prunecli.calibration.stats import NonFiniteInput
+from prunecli.criteria.sparsegpt import DEFAULT_DAMPENING, SparseGPTPruner
+from prunecli.criteria.wanda import CALIBRATION_OPTIONS, WandaPruner
+from prunecli.errors import BadInput, Unsupported
+from prunecli.io.checkpoint import Checkpoint, open_checkpoint
+from prunecli.jobs.report import Report, model_summary
+from prunecli.jobs.settings import PruneSettings
+from prunecli.jobs.stream import lazy_model, stream_inspect
+from prunecli.models.hf import build_skeleton
+from prunecli.structure.nm import check_shapes
+
+#: the scope each method reports, and the --scope values that ask for it (global: the default)
+SCOPES = {"wanda": ("row", ("global", "row")), "sparsegpt": ("layer", ("global", "layer"))}
+
+
+@dataclass(frozen=True)
+class CalibratedPlan:
+    """What a calibrated run prunes and how, checked before any data is read."""
+
+    source: str
+    checkpoint: Checkpoint
+    method: str
+    settings: PruneSettings
+    names: list[str]  # the pruned weights: every linear layer inside the blocks, module order
+    blocks: int
+    samples: int
+    seq_len: int
+    dampening: float | None  # sparsegpt only
+
+    @property
+    def scope(self) -> str:
+        return SCOPES[self.method][0]
+
+
+def plan_calibrated(
+    source: str,
+    method: str,
+    settings: PruneSettings,
+    options: Mapping[str, Any],
+    trust_remote_code: bool = False,
+) -> CalibratedPlan:
+    """Refuse what cannot run (exit 2 or 3) before any data is read; the plan."""
+    scope, allowed = SCOPES[method]
+    if settings.scope not in allowed:
+        raise BadInput(
+            f"--method {method} compares weights within each {scope}; "
+            f"--scope {settings.scope} does not apply",
+            f"drop --scope{' or pass --scope row' if method == 'wanda' else ''}",
+        )
+    if settings.iterations not in (None, 1):
+        raise BadInput(f"--method {method} prunes in one pass; drop --iterations")
+    checkpoint = open_checkpoint(source)
+    if checkpoint.folder is None or checkpoint.config is None:
+        raise Unsupported(
+            f"{source} is not a Hugging Face folder: --method {method} needs config.json beside "
+            "the safetensors, to build the model and find its blocks",
+            "pass the model's folder as save_pretrained writes it",
+        )
+    check_dense(checkpoint)
+    samples = options.get("samples")
+    samples = CALIBRATION_OPTIONS["samples"] if samples is None else samples
+    seq_len = check_sizes(samples, options.get("seq_len"), max_positions(checkpoint.config))
+    dampening = None
+    if method == "sparsegpt":
+        dampening = options.get("dampening")
+        dampening = DEFAULT_DAMPENING if dampening is None else float(dampening)
+        if not math.isfinite(dampening) or dampening < 0:
+            raise BadInput(f"--dampening must be a finite number >= 0, got {dampening}")
+    tensors = ShardTensors(checkpoint)
+    model = build_skeleton(Path(source), tensors.shapes(), trust_remote_code)
+    blocks = find_blocks(model, source)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for index, layer in enumerate(blocks.layers):
+        for name, module in linears(layer, blocks.name(index)).items():
+            if f"{name}.weight" in tensors:
+                shapes[f"{name}.weight"] = tuple(weight_matrix(module).shape)
+    if not shapes:
+        raise Unsupported(f"{source}: its blocks hold no linear layers to prune")
+    if settings.pattern is not None:
+        check_shapes(shapes, settings.pattern)
+    return CalibratedPlan(
+        source, checkpoint, method, settings, list(shapes), len(blocks), samples, seq_len, dampening
+    )
+
+
+def calibrated_prune_to_file(
+    plan: CalibratedPlan,
+    data: str,
+    output: str,
+    device: str = "cpu",
+    progress: Callable[[int, int, str], None] | None = None,
+    trust_remote_code: bool = False,
+) -> Report:
+    """Load the calibration windows, prune ``plan.source`` block by block into the folder
+    ``output`` (written atomically) and report on what was written."""
+    started = time.perf_counter()
+    settings = plan.settings
+    calibration = load_calibration(
+        data,
+        Path(plan.source),
+        plan.checkpoint.config or {},
+        plan.samples,
+        plan.seq_len,
+        settings.seed,
+        trust_remote_code,
+    )
+    if plan.method == "wanda":
+        pruner: Any = WandaPruner(settings.sparsity, settings.pattern)
+    else:
+        pruner = SparseGPTPruner(settings.sparsity, settings.pattern, plan.dampening or 0.0)
+    pruning: dict[str, Any] = {
+        "method": plan.method,
+        "target_sparsity": settings.sparsity,
+        "scope": plan.scope,
+        "iterations": 1,
+        "seed": settings.seed,
+        "samples": plan.samples,
+        "seq_len": plan.seq_len,
+        "calibration_tokens": calibration.tokens,
+    }
+    extra: dict[str, Any] = {
+        "method": plan.method,
+        "sparsity.target": repr(settings.sparsity),
+        "scope": plan.scope,
+        "iterations": "1",
+        "seed": str(settings.seed),
+        "samples": str(plan.samples),
+        "seq_len": str(plan.seq_len),
+        "prunable": plan.names,
+    }
+    if settings.pattern is not None:
+        pruning["pattern"] = extra["pattern"] = str(settings.pattern)
+    if plan.dampening is not None:
+        pruning["dampening"] = plan.dampening
+        extra["dampening"] = repr(plan.dampening)
+    try:
+        result = prune_blocks(
+            plan.source,
+            calibration.input_ids,
+            pruner,
+            output,
+            device=device,
+            progress=progress,
+            extra=extra,
+            trust_remote_code=trust_remote_code,
+        )
+    except NonFiniteInput as error:
+        raise BadInput(
+            f"block {_block_of(error.layer)} gives NaN or infinite activations on the "
+            f"calibration data (the inputs of {error.layer})",
+            "check the model's weights and the calibration text",
+        ) from None
+    report = stream_inspect(open_checkpoint(output), plan.names)
+    report.command = "prune"
+    report.model = model_summary(lazy_model(plan.checkpoint))
+    pruning["achieved_sparsity"] = report.sparsity
+    report.pruning = pruning
+    report.seconds = time.perf_counter() - started
+    report.output = {
+        "path": output,
+        "format": "safetensors-folder",
+        "file_bytes": result["written"],
+        "layout": "dense",
+    }
+    return report
+
+
+def _block_of(layer: str | None) -> str:
+    """``model.layers.3.mlp.up_proj`` → ``model.layers.3`` (the block a layer sits in)."""
+    found = re.match(r"(.+?\.\d+)(\.|$)", layer or "")
+    return found.group(1) if found else str(layer)
