@@ -82,13 +82,21 @@ def check_grouped(criterion: type[Criterion], settings: PruneSettings) -> None:
     if criterion.trains():
         raise BadInput(
             f"{grouped} needs a score criterion; --method {criterion.name} trains",
-            "prune with magnitude, random, snip, synflow or grasp",
+            _grouped_hint(),
         )
     if criterion.chooses_mask:
         raise BadInput(
             f"{grouped} needs per-weight scores; --method {criterion.name} chooses its own mask",
-            "prune with magnitude, random, snip, synflow or grasp",
+            _grouped_hint(),
         )
+
+
+def _grouped_hint() -> str:
+    """The methods that choose within groups, from the registry."""
+    from prunecli.criteria import list_criteria
+
+    names = [c.name for c in list_criteria() if not c.trains() and not c.chooses_mask]
+    return f"prune with {_listed(names).replace(' and ', ' or ')}"
 
 
 def check_method_options(criterion: type[Criterion] | None, options: Mapping[str, Any]) -> None:
