@@ -126,9 +126,26 @@ def _upper_inverse_factor(h: torch.Tensor) -> torch.Tensor | None:
     lower, info = torch.linalg.cholesky_ex(h.flip(0, 1))
     if int(info) != 0:
         return None
-    eye = torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
-    upper = torch.linalg.solve_triangular(lower, eye, upper=False).flip(0, 1)
-    return upper if bool(torch.isfinite(upper).all()) else None
+    inverse = torch.zeros_like(lower)
+    _lower_inverse(lower, inverse)
+    upper = inverse.flip(0, 1)
+    # NaN or inf anywhere reaches the sum (a finite sum that overflows only costs a float64 retry)
+    return upper if bool(torch.isfinite(upper.sum())) else None
+
+
+def _lower_inverse(lower: torch.Tensor, out: torch.Tensor, base: int = 128) -> None:
+    """``out`` (zeros on entry) = lower⁻¹, by halves: [[A, 0], [B, C]]⁻¹ = [[A⁻¹, 0],
+    [−C⁻¹BA⁻¹, C⁻¹]]. Two matrix products per level run 2-3x faster than one triangular solve
+    against the identity (which spends n³ operations where n³/3 suffice)."""
+    size = lower.shape[0]
+    if size <= base:
+        eye = torch.eye(size, dtype=lower.dtype, device=lower.device)
+        out.copy_(torch.linalg.solve_triangular(lower, eye, upper=False))
+        return
+    half = size // 2
+    _lower_inverse(lower[:half, :half], out[:half, :half], base)
+    _lower_inverse(lower[half:, half:], out[half:, half:], base)
+    out[half:, :half].addmm_(out[half:, half:], lower[half:, :half] @ out[:half, :half], alpha=-1)
 
 
 def _solve(weights, factor, sparsity, pattern, blocksize, sub_block) -> torch.Tensor:
