@@ -29,6 +29,8 @@ prunes the m − n lowest w²/U_jj² among columns i … i+m−1, from the weigh
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from prunecli.errors import BadInput
@@ -203,14 +205,15 @@ def _choose_group(block, block_diagonal, block_keep, scale, i: int, pattern) -> 
     """Each row prunes the m − n lowest w²/U_jj² of columns i … i+m−1 (ties: earliest first)."""
     n, m = pattern
     group = block[i : i + m].square() / block_diagonal[i : i + m].square()
-    # rank of each weight in its row's group (ties: the earlier first); the m - n lowest go.
-    # Broadcast comparisons: a sort along the short group dimension is far slower.
-    before = group.unsqueeze(1) < group.unsqueeze(0)  # [k, j]: column k ranks below column j
-    before |= (group.unsqueeze(1) == group.unsqueeze(0)) & _earlier(m, group.device)
-    torch.ge(before.sum(0), m - n, out=block_keep[i : i + m])
+    # one k-th smallest along the short group dimension on distinct integer keys: a saliency is
+    # >= +0.0, so its float32 bits order as integers; key = bits·m + column breaks ties by column
+    key = group.view(torch.int32).to(torch.int64).mul_(m).add_(_columns(m, group.device))
+    threshold = torch.kthvalue(key, m - n, dim=0, keepdim=True).values
+    torch.gt(key, threshold, out=block_keep[i : i + m])
     torch.div(~block_keep[i : i + m], block_diagonal[i : i + m], out=scale[i : i + m])
 
 
-def _earlier(m: int, device: torch.device) -> torch.Tensor:
-    """[k, j, 1] = k < j: breaks ties between equal saliencies by column."""
-    return torch.ones(m, m, dtype=torch.bool, device=device).triu(1).unsqueeze(-1)
+@functools.cache
+def _columns(m: int, device: torch.device) -> torch.Tensor:
+    """[k, 1] = k: a column's position within its group."""
+    return torch.arange(m, device=device).unsqueeze(-1)
