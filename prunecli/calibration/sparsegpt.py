@@ -164,12 +164,14 @@ def _solve(weights, factor, sparsity, pattern, blocksize, sub_block) -> torch.Te
             block_keep.copy_(_lowest_per_block(block, block_diagonal, count))
         # 1/U_ii where pruned, 0 where kept: err = w·scale
         scale = (~block_keep) / block_diagonal
+        if pattern is not None:  # per block, not per group: every small op costs ~10 µs
+            per_column = (block_diagonal.square(), block_diagonal.reciprocal(), scale.new_zeros(()))
         errors = torch.empty_like(block)
         for low in range(0, end - start, sub_block):
             high = min(low + sub_block, end - start)
             for i in range(low, high):
                 if pattern is not None and i % pattern[1] == 0:
-                    _choose_group(block, block_diagonal, block_keep, scale, i, pattern)
+                    _choose_group(block, per_column, block_keep, scale, i, pattern)
                 torch.mul(block[i], scale[i], out=errors[i])
                 if i + 1 < high:
                     block[i + 1 : high].addr_(block_factor[i, i + 1 : high], errors[i], alpha=-1)
@@ -201,16 +203,18 @@ def _lowest_per_block(block, block_diagonal, count: int) -> torch.Tensor:
     return keep.reshape(block.shape[1], block.shape[0]).T
 
 
-def _choose_group(block, block_diagonal, block_keep, scale, i: int, pattern) -> None:
-    """Each row prunes the m − n lowest w²/U_jj² of columns i … i+m−1 (ties: earliest first)."""
+def _choose_group(block, per_column, block_keep, scale, i: int, pattern) -> None:
+    """Each row prunes the m − n lowest w²/U_jj² of columns i … i+m−1 (ties: earliest first);
+    ``per_column`` holds the block's U_jj², 1/U_jj and a zero."""
     n, m = pattern
-    group = block[i : i + m].square() / block_diagonal[i : i + m].square()
+    squares, inverse, zero = per_column
+    group = block[i : i + m].square().div_(squares[i : i + m])
     # one k-th smallest along the short group dimension on distinct integer keys: a saliency is
     # >= +0.0, so its float32 bits order as integers; key = bits·m + column breaks ties by column
-    key = group.view(torch.int32).to(torch.int64).mul_(m).add_(_columns(m, group.device))
+    key = torch.add(_columns(m, group.device), group.view(torch.int32).to(torch.int64), alpha=m)
     threshold = torch.kthvalue(key, m - n, dim=0, keepdim=True).values
     torch.gt(key, threshold, out=block_keep[i : i + m])
-    torch.div(~block_keep[i : i + m], block_diagonal[i : i + m], out=scale[i : i + m])
+    torch.where(block_keep[i : i + m], zero, inverse[i : i + m], out=scale[i : i + m])
 
 
 @functools.cache
