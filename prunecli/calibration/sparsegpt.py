@@ -77,9 +77,9 @@ def _check(weight, hessian, sparsity, pattern, blocksize, dampening, where) -> N
             f"SparseGPT{where} needs a 2-D weight and a square Hessian over its inputs: "
             f"got weight {tuple(weight.shape)} and Hessian {tuple(hessian.shape)}"
         )
-    if not weight.is_floating_point() or not bool(torch.isfinite(weight).all()):
+    if not weight.is_floating_point() or not _all_finite(weight):
         raise BadInput(f"the weight{where} is not floating point or holds NaN or inf")
-    if not bool(torch.isfinite(hessian).all()):
+    if not _all_finite(hessian):
         raise BadInput(f"the Hessian{where} holds NaN or inf")
     if blocksize < 1 or dampening < 0:
         raise BadInput(f"blocksize must be >= 1 and dampening >= 0, got {blocksize}, {dampening}")
@@ -98,11 +98,17 @@ def _check(weight, hessian, sparsity, pattern, blocksize, dampening, where) -> N
         raise BadInput(f"pattern {n}:{m} prunes {(m - n) / m:g}, not sparsity {sparsity:g}")
 
 
+def _all_finite(tensor: torch.Tensor) -> bool:
+    """No NaN or inf: one sum, and the element-wise test only when the sum is not finite."""
+    return bool(torch.isfinite(tensor.sum())) or bool(torch.isfinite(tensor).all())
+
+
 def _inverse_factor(
     hessian: torch.Tensor, dampening: float, where: str, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(U = upper Cholesky factor of (H + damping)⁻¹ as float32, dead-input mask)."""
-    h = hessian.detach().to(device=device, dtype=torch.float64, copy=True)
+    # J·H·J (J reverses the order), a new float64 tensor: the flip is the copy
+    h = hessian.detach().to(device=device, dtype=torch.float64).flip(0, 1)
     diagonal = h.diagonal()
     dead = diagonal == 0
     diagonal[dead] = 1.0
@@ -112,7 +118,7 @@ def _inverse_factor(
     for dtype in (torch.float32, torch.float64):
         upper = _upper_inverse_factor(h.to(dtype))
         if upper is not None:
-            return upper.to(torch.float32), dead
+            return upper.to(torch.float32), dead.flip(0)
     raise BadInput(
         f"the Hessian{where} is not positive definite",
         "raise --dampening or give more calibration samples",
@@ -120,12 +126,13 @@ def _inverse_factor(
 
 
 def _upper_inverse_factor(h: torch.Tensor) -> torch.Tensor | None:
-    """U upper with H⁻¹ = UᵀU, or None if H is not positive definite in ``h``'s dtype.
+    """U upper with H⁻¹ = UᵀU from ``h`` = JHJ (J reverses the order), or None if H is not
+    positive definite in ``h``'s dtype.
 
-    If J reverses the order and JHJ = LLᵀ, then U = J·L⁻¹·J: the reference's
-    cholesky → cholesky_inverse → cholesky(upper), with one factorisation fewer.
+    If JHJ = LLᵀ, then U = J·L⁻¹·J: the reference's cholesky → cholesky_inverse →
+    cholesky(upper), with one factorisation fewer.
     """
-    lower, info = torch.linalg.cholesky_ex(h.flip(0, 1))
+    lower, info = torch.linalg.cholesky_ex(h)
     if int(info) != 0:
         return None
     inverse = torch.zeros_like(lower)
