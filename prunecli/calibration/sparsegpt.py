@@ -174,14 +174,17 @@ def _solve(weights, factor, sparsity, pattern, blocksize, sub_block) -> torch.Te
         if pattern is not None:  # per block, not per group: every small op costs ~10 µs
             per_column = (block_diagonal.square(), block_diagonal.reciprocal(), scale.new_zeros(()))
         errors = torch.empty_like(block)
+        # every column's views at once: one call instead of several slicings per column
+        block_rows, scale_rows, error_rows = block.unbind(0), scale.unbind(0), errors.unbind(0)
+        factor_rows = block_factor.unbind(0)
         for low in range(0, end - start, sub_block):
             high = min(low + sub_block, end - start)
             for i in range(low, high):
                 if pattern is not None and i % pattern[1] == 0:
                     _choose_group(block, per_column, block_keep, scale, i, pattern)
-                torch.mul(block[i], scale[i], out=errors[i])
+                torch.mul(block_rows[i], scale_rows[i], out=error_rows[i])
                 if i + 1 < high:
-                    block[i + 1 : high].addr_(block_factor[i, i + 1 : high], errors[i], alpha=-1)
+                    block[i + 1 : high].addr_(factor_rows[i][i + 1 : high], error_rows[i], alpha=-1)
             if high < end - start:
                 rest = block_factor[low:high, high:].T
                 block[high:].addmm_(rest, errors[low:high], alpha=-1)
