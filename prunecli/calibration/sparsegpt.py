@@ -16,7 +16,8 @@ later columns j as W_j −= err·U_ij. Three things differ:
 - Precision. H is float64 (dead inputs and dampening applied there); the factorisation and the
   column updates are float32 as in the reference, the factorisation redone in float64 when
   float32 finds H not positive definite. U comes from one Cholesky factorisation and one
-  triangular inverse instead of the reference's three factorisation-sized steps.
+  triangular inverse (by halves, in matrix products) instead of the reference's three
+  factorisation-sized steps.
 - Speed. The reference applies each column's update to the rest of its 128-column block (a
   rank-1 update, memory-bound). Here a block is split into sub-blocks of ``sub_block`` columns:
   the rank-1 updates stay inside the sub-block, and one matrix product carries the sub-block's
@@ -24,7 +25,8 @@ later columns j as W_j −= err·U_ij. Three things differ:
   transposed (one contiguous row per column), so no update copies.
 
 N:M (``pattern=(n, m)``, n counting the KEPT weights): at every column i with i % m == 0 each row
-prunes the m − n lowest w²/U_jj² among columns i … i+m−1, from the weights as updated so far.
+prunes the m − n lowest w²/U_jj² among columns i … i+m−1, from the weights as updated so far
+(one ``kthvalue`` per group on integer keys, no per-row Python work).
 """
 
 from __future__ import annotations
