@@ -11,8 +11,8 @@ each), with ``--data`` the training text: magnitude (``--scope layer``), wanda a
 and its held-out perplexity is exp(mean token NLL) over non-overlapping 128-token windows.
 
 Memory: a random-initialised Llama-shaped fp32 checkpoint of 16 blocks (``--memory-gb``, and
-half that size to show the formula), saved sharded. Peak RSS (the child's own ``ru_maxrss``,
-from ``os.wait4``) of ``prunecli prune FOLDER --method wanda --sparsity 0.5 --data tokens.npz
+half that size to show the formula), saved sharded. Peak RSS (the child's own ``VmHWM``,
+its ``VmHWM``, sampled) of ``prunecli prune FOLDER --method wanda --sparsity 0.5 --data tokens.npz
 --samples 8 --seq-len 128`` against a baseline child that loads the whole model with
 ``from_pretrained`` and runs the same calibration forward pass. Target: prunecli at most half
 the checkpoint plus 300 MB.
@@ -35,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -47,25 +48,48 @@ ROOT = Path(__file__).resolve().parent.parent
 # ---------------------------------------------------------------- children and their memory
 
 
-def run_child(args: list[str], env: dict | None = None) -> tuple[float, float, int, str]:
-    """Run ``args``; return (wall s, peak RSS MiB of that child alone, exit status, stderr)."""
+def run_child(args: list[str], env: dict | None = None) -> tuple[float, float, int, str, float]:
+    """Run ``args``; return (wall s, peak RSS MiB of that child alone, exit status, stderr,
+    peak anonymous RSS MiB), from /proc/PID/status sampled every 10 ms: the peak RSS is the
+    child's ``VmHWM`` (its own high-water mark since exec; ``ru_maxrss`` would not do, Linux
+    carries the parent's RSS at fork into it), which counts file-backed pages too (safetensors
+    shards mapped and read); the anonymous peak (``RssAnon``) leaves them out."""
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
     full_env.update(env or {})
     start = time.perf_counter()
+    anon, hwm = [0], [0]
+    done = threading.Event()
+
+    def poll(pid: int) -> None:
+        while not done.is_set():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("RssAnon:"):
+                        anon[0] = max(anon[0], int(line.split()[1]))
+                    elif line.startswith("VmHWM:"):
+                        hwm[0] = max(hwm[0], int(line.split()[1]))
+            except (OSError, ValueError):
+                pass
+            done.wait(0.01)
+
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=full_env)
-        _, status, usage = os.wait4(proc.pid, 0)
+        sampler = threading.Thread(target=poll, args=(proc.pid,), daemon=True)
+        sampler.start()
+        _, status, _ = os.wait4(proc.pid, 0)
+        done.set()
+        sampler.join()
         proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - start
         err.seek(0)
         text = err.read().decode(errors="replace")
-    return wall, usage.ru_maxrss / 1024, proc.returncode, text
+    return wall, hwm[0] / 1024, proc.returncode, text, anon[0] / 1024
 
 
 def prune(folder: Path, out: Path, *options: str) -> float:
     args = [sys.executable, "-m", "prunecli", "prune", str(folder), *options, "-o", str(out)]
-    wall, _, code, err = run_child([*args, "-q", "--force"])
+    wall, _, code, err, _ = run_child([*args, "-q", "--force"])
     if code != 0:
         raise SystemExit(f"prunecli failed ({code}): {' '.join(args)}\n{err[-2000:]}")
     return wall
@@ -264,13 +288,15 @@ def memory(workdir: Path, gigabytes: float, samples: int) -> dict:
     args = [sys.executable, "-m", "prunecli", "prune", str(folder), "--method", "wanda"]
     args += ["--sparsity", "0.5", "--data", str(tokens), "--samples", str(samples)]
     args += ["--seq-len", str(SEQ), "-o", str(out), "-q", "--force"]
-    p_wall, p_rss, code, err = run_child(args)
+    p_wall, p_rss, code, err, p_anon = run_child(args)
     if code != 0:
         raise SystemExit(f"prunecli failed ({code}):\n{err[-2000:]}")
-    b_wall, b_rss, code, err = run_child([sys.executable, "-c", BASELINE, str(folder), str(tokens)])
+    b_wall, b_rss, code, err, b_anon = run_child(
+        [sys.executable, "-c", BASELINE, str(folder), str(tokens)]
+    )
     if code != 0:
         raise SystemExit(f"baseline failed ({code}):\n{err[-2000:]}")
-    _, torch_rss, _, _ = run_child([sys.executable, "-c", "import torch, transformers"])
+    _, torch_rss, _, _, torch_anon = run_child([sys.executable, "-c", "import torch, transformers"])
     shutil.rmtree(folder)
     shutil.rmtree(out)
     h = info["width"]
@@ -280,6 +306,9 @@ def memory(workdir: Path, gigabytes: float, samples: int) -> dict:
         gb=gigabytes,
         prunecli_rss=p_rss,
         prunecli_wall=p_wall,
+        prunecli_anon=p_anon,
+        baseline_anon=b_anon,
+        import_anon=torch_anon,
         baseline_rss=b_rss,
         baseline_wall=b_wall,
         import_rss=torch_rss,
@@ -309,19 +338,22 @@ def report(rows: list[dict], mems: list[dict], args: argparse.Namespace) -> None
         print("\nMemory (wanda 0.5, peak RSS MiB of each child; target: checkpoint/2 + 300 MB)")
         print(
             "\n| checkpoint | width | params | prunecli MiB | prunecli s | baseline MiB "
-            "| baseline s | target MiB | met | one block + activations + import |"
+            "| baseline s | target MiB | met | prunecli anon MiB | baseline anon MiB "
+            "| one block + activations + import (anon) |"
         )
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|")
         for m in mems:
             met = "yes" if m["prunecli_rss"] <= m["target_mb"] else "NO"
             formula = (
                 f"{m['block_mb']:.0f} + {m['acts_mb']:.0f} + {m['import_rss']:.0f} = "
-                f"{m['block_mb'] + m['acts_mb'] + m['import_rss']:.0f}"
+                f"{m['block_mb'] + m['acts_mb'] + m['import_rss']:.0f} "
+                f"({m['block_mb'] + m['acts_mb'] + m['import_anon']:.0f})"
             )
             print(
                 f"| {m['bytes'] / 2**20:.0f} MiB | {m['width']} | {m['params'] / 1e6:.0f}M "
                 f"| {m['prunecli_rss']:.0f} | {m['prunecli_wall']:.1f} | {m['baseline_rss']:.0f} "
-                f"| {m['baseline_wall']:.1f} | {m['target_mb']:.0f} | {met} | {formula} |"
+                f"| {m['baseline_wall']:.1f} | {m['target_mb']:.0f} | {met} "
+                f"| {m['prunecli_anon']:.0f} | {m['baseline_anon']:.0f} | {formula} |"
             )
     if args.json:
         Path(args.json).write_text(json.dumps({"quality": rows, "memory": mems}, indent=1))
