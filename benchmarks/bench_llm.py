@@ -11,8 +11,8 @@ each), with ``--data`` the training text: magnitude (``--scope layer``), wanda a
 and its held-out perplexity is exp(mean token NLL) over non-overlapping 128-token windows.
 
 Memory: a random-initialised Llama-shaped fp32 checkpoint of 16 blocks (``--memory-gb``, and
-half that size to show the formula), saved sharded. Peak RSS (the child's own ``VmHWM``,
-its ``VmHWM``, sampled) of ``prunecli prune FOLDER --method wanda --sparsity 0.5 --data tokens.npz
+half that size to show the formula), saved sharded. Peak RSS (the child's own
+``VmHWM``, sampled) of ``prunecli prune FOLDER --method wanda --sparsity 0.5 --data tokens.npz
 --samples 8 --seq-len 128`` against a baseline child that loads the whole model with
 ``from_pretrained`` and runs the same calibration forward pass. Target: prunecli at most half
 the checkpoint plus 300 MB.
