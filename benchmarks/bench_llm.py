@@ -19,8 +19,8 @@ the checkpoint plus 300 MB.
 
 Usage (from the repository root):
 
-  python benchmarks/bench_llm.py                 # 4 blocks, width 128, ~3 min of training; 1 GB + 0.5 GB
-  python benchmarks/bench_llm.py --quick         # 2 blocks, width 64, ~1 min; 0.5 GB + 0.25 GB
+  python benchmarks/bench_llm.py                 # 4 blocks, width 128, 700 steps; 1 GB + 0.5 GB
+  python benchmarks/bench_llm.py --quick         # 2 blocks, width 64, 250 steps; 0.5 GB + 0.25 GB
   python benchmarks/bench_llm.py --skip-memory   # quality only (--skip-quality: memory only)
   python benchmarks/bench_llm.py --workdir /tmp/llm --keep
 """
