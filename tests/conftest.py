@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -202,3 +204,25 @@ def pydoc_texts() -> list[str]:
     from pydoc_data.topics import topics
 
     return [topics[key] for key in sorted(topics)]
+
+
+def pipe_prune_into_inspect(source: Path, *flags: str) -> dict[str, Any]:
+    """The real pipe, two processes: `prunecli prune SOURCE FLAGS -o - -q | prunecli inspect -
+    --json`; both must exit 0. The report `inspect` printed."""
+    prune = subprocess.Popen(
+        [sys.executable, "-m", "prunecli", "prune", str(source), *flags, "-o", "-", "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    inspect = subprocess.run(
+        [sys.executable, "-m", "prunecli", "inspect", "-", "--json"],
+        stdin=prune.stdout,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert prune.stdout is not None
+    prune.stdout.close()
+    assert prune.wait(timeout=120) == 0, prune.stderr.read() if prune.stderr else ""
+    assert inspect.returncode == 0, inspect.stderr
+    return json.loads(inspect.stdout)

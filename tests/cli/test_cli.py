@@ -14,6 +14,7 @@ from conftest import (
     SMALL_MLP,
     files_in,
     metadata_of,
+    pipe_prune_into_inspect,
     report_of,
     write_weights,
     write_zoo,
@@ -394,24 +395,7 @@ def test_prune_from_stdin_in_process(cli, mlp_file: Path) -> None:
 
 def test_pipe_prune_into_inspect(mlp_file: Path) -> None:
     """The real pipe: `python -m prunecli prune ... -o - | python -m prunecli inspect - --json`."""
-    prune = subprocess.Popen(
-        [sys.executable, "-m", "prunecli", "prune", str(mlp_file), "--method", "magnitude"]
-        + ["--sparsity", "0.9", "-o", "-", "-q"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    inspect = subprocess.run(
-        [sys.executable, "-m", "prunecli", "inspect", "-", "--json"],
-        stdin=prune.stdout,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert prune.stdout is not None
-    prune.stdout.close()
-    assert prune.wait(timeout=120) == 0, prune.stderr.read() if prune.stderr else ""
-    assert inspect.returncode == 0, inspect.stderr
-    report = json.loads(inspect.stdout)
+    report = pipe_prune_into_inspect(mlp_file, "--method", "magnitude", "--sparsity", "0.9")
     assert report["schema"] == "prunecli.report/1"
     assert report["model"]["path"] == "-"
     assert report["model"]["arch"] == "mlp"  # the metadata travelled through the pipe

@@ -7,15 +7,20 @@ import io
 import json
 import math
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from click.testing import Result
-from conftest import files_in, metadata_of, report_of, write_weights, write_zoo
+from conftest import (
+    files_in,
+    metadata_of,
+    pipe_prune_into_inspect,
+    report_of,
+    write_weights,
+    write_zoo,
+)
 from safetensors.numpy import load_file as numpy_load_file
 from safetensors.torch import load_file
 
@@ -314,24 +319,9 @@ def test_stdin_in_process(cli, lenet: tuple[Path, Path]) -> None:
 def test_pipe_prune_bitmask_into_inspect(workdir: Path) -> None:
     """`prunecli prune m.safetensors ... --format bitmask -o - | prunecli inspect - --json`."""
     source = write_zoo(workdir / "m.safetensors", "lenet5")
-    prune = subprocess.Popen(
-        [sys.executable, "-m", "prunecli", "prune", str(source), "--method", "magnitude"]
-        + ["--sparsity", "0.9", "--format", "bitmask", "-o", "-", "-q"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    report = pipe_prune_into_inspect(
+        source, "--method", "magnitude", "--sparsity", "0.9", "--format", "bitmask"
     )
-    inspect = subprocess.run(
-        [sys.executable, "-m", "prunecli", "inspect", "-", "--json"],
-        stdin=prune.stdout,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert prune.stdout is not None
-    prune.stdout.close()
-    assert prune.wait(timeout=120) == 0, prune.stderr.read() if prune.stderr else ""
-    assert inspect.returncode == 0, inspect.stderr
-    report = json.loads(inspect.stdout)
     assert report["model"]["path"] == "-"
     assert report["model"]["arch"] == "lenet5"
     total = report["totals"]["prunable_params"]
