@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import torch
 from prunecli.calibration.blocks import Block, BlockPruner, Blocks, Progress, find_blocks, linears
 from prunecli.calibration.shards import FolderWriter, ShardTensors, check_dense
 from prunecli.errors import BadInput, Unsupported
-from prunecli.io.checkpoint import atomic_folder, open_checkpoint
+from prunecli.io.checkpoint import Checkpoint, atomic_folder, open_checkpoint
 from prunecli.models.hf import build_skeleton, is_head
 
 DEFAULT_BATCH = 4  # calibration windows per forward: bounds the attention's activations
@@ -36,8 +37,35 @@ class _Stop(Exception):
     """Raised by the hook on block 0 once it has the block's inputs: the rest is not run."""
 
 
+@dataclass(frozen=True)
+class BlockModel:
+    """A Hugging Face folder opened for the runner: its checkpoint, its tensors by name, and the
+    model built on ``meta`` with its blocks found."""
+
+    checkpoint: Checkpoint
+    tensors: ShardTensors
+    blocks: Blocks
+
+
+def open_blocks(source: str, trust_remote_code: bool = False, needs: str = "") -> BlockModel:
+    """Open ``source`` and find its blocks, reading headers only; not a dense Hugging Face
+    folder, or no blocks: Unsupported. ``needs`` names who asks, for the message."""
+    checkpoint = open_checkpoint(source)
+    if checkpoint.folder is None or checkpoint.config is None:
+        raise Unsupported(
+            f"{source} is not a Hugging Face folder: {needs or 'calibrated methods'} need"
+            f"{'s' if needs else ''} config.json beside the safetensors, to build the model and "
+            "find its blocks",
+            "pass the model's folder as save_pretrained writes it",
+        )
+    check_dense(checkpoint)
+    tensors = ShardTensors(checkpoint)
+    model = build_skeleton(Path(source), tensors.shapes(), trust_remote_code)
+    return BlockModel(checkpoint, tensors, find_blocks(model, source))
+
+
 def prune_blocks(
-    source: str,
+    source: str | BlockModel,
     input_ids: torch.Tensor,
     pruner: BlockPruner,
     output: str,
@@ -48,19 +76,13 @@ def prune_blocks(
     extra: dict[str, Any] | None = None,
     trust_remote_code: bool = False,
 ) -> dict[str, Any]:
-    """Prune the Hugging Face folder ``source`` block by block on ``input_ids`` (samples ×
-    tokens) with ``pruner``; the folder ``output`` is written like the input (same shards,
-    index, companions), atomically. Returns ``written`` (bytes) and ``blocks``."""
-    checkpoint = open_checkpoint(source)
-    if checkpoint.folder is None or checkpoint.config is None:
-        raise Unsupported(
-            f"{source} is not a Hugging Face folder; calibrated methods need one "
-            "(config.json beside the safetensors)"
-        )
-    check_dense(checkpoint)
-    tensors = ShardTensors(checkpoint)
-    model = build_skeleton(Path(source), tensors.shapes(), trust_remote_code)
-    blocks = find_blocks(model, source)
+    """Prune the Hugging Face folder ``source`` (a path, or as :func:`open_blocks` opened it)
+    block by block on ``input_ids`` (samples × tokens) with ``pruner``; the folder ``output`` is
+    written like the input (same shards, index, companions), atomically. Returns ``written``
+    (bytes) and ``blocks``."""
+    opened = source if isinstance(source, BlockModel) else open_blocks(source, trust_remote_code)
+    checkpoint, tensors, blocks = opened.checkpoint, opened.tensors, opened.blocks
+    source = checkpoint.source
     runner = _Runner(blocks, tensors, torch.device(device), source)
     with atomic_folder(output) as staging:
         writer = FolderWriter(checkpoint, staging, extra or {})

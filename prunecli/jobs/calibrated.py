@@ -17,19 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prunecli.calibration.blocks import find_blocks, linears, weight_matrix
+from prunecli.calibration.blocks import linears, weight_matrix
 from prunecli.calibration.data import check_sizes, load_calibration, max_positions
-from prunecli.calibration.runner import prune_blocks
-from prunecli.calibration.shards import ShardTensors, check_dense
+from prunecli.calibration.runner import BlockModel, open_blocks, prune_blocks
 from prunecli.calibration.stats import NonFiniteInput
 from prunecli.criteria.sparsegpt import DEFAULT_DAMPENING, SparseGPTPruner
 from prunecli.criteria.wanda import CALIBRATION_OPTIONS, WandaPruner
 from prunecli.errors import BadInput, Unsupported
-from prunecli.io.checkpoint import Checkpoint, open_checkpoint
+from prunecli.io.checkpoint import open_checkpoint
 from prunecli.jobs.report import Report, model_summary
 from prunecli.jobs.settings import PruneSettings
 from prunecli.jobs.stream import lazy_model, stream_inspect
-from prunecli.models.hf import build_skeleton
 from prunecli.structure.nm import check_shapes
 
 #: the scope each method reports, and the --scope values that ask for it (global: the default)
@@ -41,7 +39,7 @@ class CalibratedPlan:
     """What a calibrated run prunes and how, checked before any data is read."""
 
     source: str
-    checkpoint: Checkpoint
+    opened: BlockModel  # the folder, its tensors and blocks, as the runner takes them
     method: str
     settings: PruneSettings
     names: list[str]  # the pruned weights: every linear layer inside the blocks, module order
@@ -72,14 +70,8 @@ def plan_calibrated(
         )
     if settings.iterations not in (None, 1):
         raise BadInput(f"--method {method} prunes in one pass; drop --iterations")
-    checkpoint = open_checkpoint(source)
-    if checkpoint.folder is None or checkpoint.config is None:
-        raise Unsupported(
-            f"{source} is not a Hugging Face folder: --method {method} needs config.json beside "
-            "the safetensors, to build the model and find its blocks",
-            "pass the model's folder as save_pretrained writes it",
-        )
-    check_dense(checkpoint)
+    opened = open_blocks(source, trust_remote_code, f"--method {method}")
+    checkpoint, tensors, blocks = opened.checkpoint, opened.tensors, opened.blocks
     samples = options.get("samples")
     samples = CALIBRATION_OPTIONS["samples"] if samples is None else samples
     seq_len = check_sizes(samples, options.get("seq_len"), max_positions(checkpoint.config))
@@ -89,9 +81,6 @@ def plan_calibrated(
         dampening = DEFAULT_DAMPENING if dampening is None else float(dampening)
         if not math.isfinite(dampening) or dampening < 0:
             raise BadInput(f"--dampening must be a finite number >= 0, got {dampening}")
-    tensors = ShardTensors(checkpoint)
-    model = build_skeleton(Path(source), tensors.shapes(), trust_remote_code)
-    blocks = find_blocks(model, source)
     shapes: dict[str, tuple[int, ...]] = {}
     for index, layer in enumerate(blocks.layers):
         for name, module in linears(layer, blocks.name(index)).items():
@@ -102,7 +91,7 @@ def plan_calibrated(
     if settings.pattern is not None:
         check_shapes(shapes, settings.pattern)
     return CalibratedPlan(
-        source, checkpoint, method, settings, list(shapes), len(blocks), samples, seq_len, dampening
+        source, opened, method, settings, list(shapes), len(blocks), samples, seq_len, dampening
     )
 
 
@@ -121,7 +110,7 @@ def calibrated_prune_to_file(
     calibration = load_calibration(
         data,
         Path(plan.source),
-        plan.checkpoint.config or {},
+        plan.opened.checkpoint.config or {},
         plan.samples,
         plan.seq_len,
         settings.seed,
@@ -158,7 +147,7 @@ def calibrated_prune_to_file(
         extra["dampening"] = repr(plan.dampening)
     try:
         result = prune_blocks(
-            plan.source,
+            plan.opened,
             calibration.input_ids,
             pruner,
             output,
@@ -175,7 +164,7 @@ def calibrated_prune_to_file(
         ) from None
     report = stream_inspect(open_checkpoint(output), plan.names)
     report.command = "prune"
-    report.model = model_summary(lazy_model(plan.checkpoint))
+    report.model = model_summary(lazy_model(plan.opened.checkpoint))
     pruning["achieved_sparsity"] = report.sparsity
     report.pruning = pruning
     report.seconds = time.perf_counter() - started
