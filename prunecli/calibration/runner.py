@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from prunecli.calibration.blocks import Block, BlockPruner, Blocks, Progress, find_blocks, linears
+from prunecli.calibration.memory import bound_heap, release_freed
 from prunecli.calibration.shards import FolderWriter, ShardTensors, check_dense
 from prunecli.errors import BadInput, Unsupported
 from prunecli.io.checkpoint import Checkpoint, atomic_folder, open_checkpoint
@@ -84,12 +85,14 @@ def prune_blocks(
     checkpoint, tensors, blocks = opened.checkpoint, opened.tensors, opened.blocks
     source = checkpoint.source
     runner = _Runner(blocks, tensors, torch.device(device), source)
+    bound_heap()
     with atomic_folder(output) as staging:
         writer = FolderWriter(checkpoint, staging, extra or {})
         try:
             states = runner.capture(input_ids, batch_size)
             for index, layer in enumerate(blocks.layers):
                 states = runner.run_block(index, layer, states, pruner, writer)
+                release_freed()
                 if progress is not None:
                     progress(index + 1, len(blocks), blocks.name(index))
             written = writer.finish()
