@@ -23,7 +23,6 @@ def run_calibrated(r: Any, plan: CalibratedPlan, out: Output, output: str) -> No
         document = calibrated_plan_document(plan, r.data or "")
         out.document(document, lambda console: render_calibrated_plan(console, document))
         return
-
     with out.progress(f"pruning ({r.method})", plan.blocks, force=r.progress) as tick:
         report = calibrated_prune_to_file(
             plan,
