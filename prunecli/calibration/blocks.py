@@ -7,8 +7,8 @@ children are all of such a class is the one the runner walks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
@@ -57,6 +57,25 @@ class BlockPruner(Protocol):
     def observe(self, name: str, module: torch.nn.Module, inputs: torch.Tensor) -> None: ...
 
     def prune_block(self, block: Block) -> None: ...
+
+
+class OnlyLayers:
+    """``pruner`` limited to the linear layers whose weights are ``weights`` (full tensor
+    names, ``model.layers.3.mlp.up_proj.weight``): the others are neither observed (no
+    statistics held) nor pruned, so they are written unchanged. A block with none of them
+    still runs, as the next block needs its outputs."""
+
+    def __init__(self, pruner: BlockPruner, weights: Collection[str]) -> None:
+        self.pruner = pruner
+        self.layers = {name.removesuffix(".weight") for name in weights}
+
+    def observe(self, name: str, module: torch.nn.Module, inputs: torch.Tensor) -> None:
+        if name in self.layers:
+            self.pruner.observe(name, module, inputs)
+
+    def prune_block(self, block: Block) -> None:
+        chosen = {n: m for n, m in block.linears.items() if n in self.layers}
+        self.pruner.prune_block(replace(block, linears=chosen))
 
 
 #: called once a block is written: (blocks done, blocks in all, the block's name)

@@ -127,16 +127,29 @@ def windows(stream: torch.Tensor, samples: int, seq_len: int, seed: int) -> torc
     return stream[index].to(torch.int64)
 
 
-def token_stream(data: str, folder: Path, trust_remote_code: bool = False) -> torch.Tensor:
-    """Every token of ``data``, in order, as one 1-D int64 tensor."""
+def check_data(data: str, folder: Path) -> None:
+    """Refuse, without reading its content, a ``data`` that cannot calibrate ``folder``'s
+    model: no such file, neither text nor token ids, text for a folder without a tokenizer."""
+    check_input(Path(data), f"--data {data}")
+    if _kind(data) in TEXT_SUFFIXES:
+        _check_tokenizer_files(folder, data)
+
+
+def _kind(data: str) -> str:
     suffix = Path(data).suffix.lower()
-    if suffix in ID_SUFFIXES:
-        return _ids_stream(data)
-    if suffix not in TEXT_SUFFIXES:
+    if suffix not in ID_SUFFIXES + TEXT_SUFFIXES:
         raise BadInput(
             f"--data {data}: a transformer is calibrated on text (.txt, .jsonl) or token ids "
             "(.npz, .safetensors with input_ids)",
         )
+    return suffix
+
+
+def token_stream(data: str, folder: Path, trust_remote_code: bool = False) -> torch.Tensor:
+    """Every token of ``data``, in order, as one 1-D int64 tensor."""
+    suffix = _kind(data)
+    if suffix in ID_SUFFIXES:
+        return _ids_stream(data)
     text = _read_text(data) if suffix == ".txt" else "\n\n".join(_jsonl_texts(data))
     tokenizer = load_tokenizer(folder, data, trust_remote_code)
     with quiet_torch():  # "sequence longer than the model's maximum": windows are cut after
@@ -147,11 +160,7 @@ def token_stream(data: str, folder: Path, trust_remote_code: bool = False) -> to
 def load_tokenizer(folder: Path, data: str, trust_remote_code: bool = False) -> Any:
     """The folder's own tokenizer, from its files only (no network, no code of its own unless
     trusted)."""
-    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
-        raise BadInput(
-            f"--data {data} is text, but {folder} has no tokenizer to turn it into tokens",
-            "pass token ids instead: a .npz or .safetensors file with a 2-D input_ids",
-        )
+    _check_tokenizer_files(folder, data)
     config_file = folder / "tokenizer_config.json"
     if config_file.is_file():
         from prunecli.io.jsonfile import read_json_file
@@ -178,6 +187,14 @@ def load_tokenizer(folder: Path, data: str, trust_remote_code: bool = False) -> 
     except Exception as exc:  # noqa: BLE001 - tokenizers fail in many ways on bad files
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BadInput(f"cannot load the tokenizer of {folder}: {detail}") from None
+
+
+def _check_tokenizer_files(folder: Path, data: str) -> None:
+    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        raise BadInput(
+            f"--data {data} is text, but {folder} has no tokenizer to turn it into tokens",
+            "pass token ids instead: a .npz or .safetensors file with a 2-D input_ids",
+        )
 
 
 def _as_dict(value: object) -> dict[str, Any] | None:

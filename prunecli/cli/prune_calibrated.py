@@ -1,21 +1,28 @@
 """`prunecli prune --method wanda|sparsegpt`: the request checked for a calibrated run, then
-the folder pruned block by block (jobs/calibrated.py) with a progress bar per block."""
+the folder pruned block by block (jobs/calibrated.py) with a progress bar per block, or, with
+--dry-run, the plan shown."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from prunecli.cli.output import Output
+from prunecli.cli.output import Output, render_plan
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from prunecli.jobs.calibrated import CalibratedPlan
     from prunecli.jobs.settings import PruneSettings
 
 
 def run_calibrated(r: Any, plan: CalibratedPlan, out: Output, output: str) -> None:
     """``r``: the PruneRequest (cli/prune_run.py). Prune with the checked ``plan`` into ``output`` (already checked) and report."""
-    from prunecli.jobs.calibrated import calibrated_prune_to_file
+    from prunecli.jobs.calibrated import calibrated_plan_document, calibrated_prune_to_file
 
+    if r.dry_run:
+        document = calibrated_plan_document(plan, r.data or "")
+        out.document(document, lambda console: render_calibrated_plan(console, document))
+        return
     with out.progress(f"pruning ({r.method})", plan.blocks, force=r.progress) as tick:
         report = calibrated_prune_to_file(
             plan,
@@ -33,14 +40,7 @@ def check_calibrated(r: Any, settings: PruneSettings) -> CalibratedPlan:
     from prunecli.errors import BadInput
     from prunecli.jobs.calibrated import plan_calibrated
 
-    refused = {
-        "--include": r.include,
-        "--exclude": r.exclude,
-        "--arch": r.arch,
-        "--arch-kwargs": r.arch_kwargs,
-        "--input-shape": r.input_shape,
-        "--dry-run": r.dry_run,
-    }
+    refused = {"--arch": r.arch, "--arch-kwargs": r.arch_kwargs, "--input-shape": r.input_shape}
     for flag, value in refused.items():
         if value:
             raise BadInput(
@@ -50,4 +50,27 @@ def check_calibrated(r: Any, settings: PruneSettings) -> CalibratedPlan:
             )
     if r.format != "dense":
         raise BadInput(f"--method {r.method} writes a dense folder; drop --format {r.format}")
-    return plan_calibrated(r.model, r.method or "", settings, r.options, r.trust_remote_code)
+    return plan_calibrated(
+        r.model,
+        r.method or "",
+        settings,
+        r.options,
+        r.trust_remote_code,
+        r.include or (),
+        r.exclude or (),
+    )
+
+
+def render_calibrated_plan(console: Console, plan: dict[str, Any]) -> None:
+    """``prune --method wanda|sparsegpt --dry-run``: every dry run's table, then the windows."""
+    render_plan(console, plan)
+    c = plan["calibration"]
+    line = (
+        f"calibration: {c['samples']} windows of {c['seq_len']} tokens from {c['data']} "
+        f"(seed {c['seed']}), through {c['blocks']} blocks of {c['block_list']}"
+    )
+    if "dampening" in c:
+        line += f"; dampening {c['dampening']:g}"
+    if plan["pattern"]:
+        line += f"; pattern {plan['pattern']}"
+    console.print(line)

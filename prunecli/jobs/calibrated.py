@@ -12,19 +12,21 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prunecli.calibration.blocks import linears, weight_matrix
-from prunecli.calibration.data import check_sizes, load_calibration, max_positions
+from prunecli.calibration.blocks import OnlyLayers, linears, weight_matrix
+from prunecli.calibration.data import check_data, check_sizes, load_calibration, max_positions
 from prunecli.calibration.runner import BlockModel, open_blocks, prune_blocks
 from prunecli.calibration.stats import NonFiniteInput
 from prunecli.criteria.sparsegpt import DEFAULT_DAMPENING, SparseGPTPruner
 from prunecli.criteria.wanda import CALIBRATION_OPTIONS, WandaPruner
 from prunecli.errors import BadInput, Unsupported
 from prunecli.io.checkpoint import open_checkpoint
+from prunecli.jobs.calibrated_select import choose_linears
+from prunecli.jobs.prune import plan_document
 from prunecli.jobs.report import Report, model_summary
 from prunecli.jobs.settings import PruneSettings
 from prunecli.jobs.stream import lazy_model, stream_inspect
@@ -42,7 +44,9 @@ class CalibratedPlan:
     opened: BlockModel  # the folder, its tensors and blocks, as the runner takes them
     method: str
     settings: PruneSettings
-    names: list[str]  # the pruned weights: every linear layer inside the blocks, module order
+    names: list[
+        str
+    ]  # the pruned weights: linear layers inside the blocks (--include/--exclude), module order
     blocks: int
     samples: int
     seq_len: int
@@ -59,8 +63,11 @@ def plan_calibrated(
     settings: PruneSettings,
     options: Mapping[str, Any],
     trust_remote_code: bool = False,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
 ) -> CalibratedPlan:
-    """Refuse what cannot run (exit 2 or 3) before any data is read; the plan."""
+    """Refuse what cannot run (exit 2 or 3) before any data is read; the plan. ``include`` /
+    ``exclude`` choose among the linear layers inside the blocks (jobs/calibrated_select.py)."""
     scope, allowed = SCOPES[method]
     if settings.scope not in allowed:
         raise BadInput(
@@ -88,6 +95,10 @@ def plan_calibrated(
                 shapes[f"{name}.weight"] = tuple(weight_matrix(module).shape)
     if not shapes:
         raise Unsupported(f"{source}: its blocks hold no linear layers to prune")
+    if include or exclude:
+        lazy = lazy_model(checkpoint)
+        chosen = choose_linears(lazy, list(shapes), method, blocks.prefix, include, exclude)
+        shapes = {name: shapes[name] for name in chosen}
     if settings.pattern is not None:
         check_shapes(shapes, settings.pattern)
     return CalibratedPlan(
@@ -149,7 +160,7 @@ def calibrated_prune_to_file(
         result = prune_blocks(
             plan.opened,
             calibration.input_ids,
-            pruner,
+            OnlyLayers(pruner, plan.names),
             output,
             device=device,
             progress=progress,
@@ -181,3 +192,25 @@ def _block_of(layer: str | None) -> str:
     """``model.layers.3.mlp.up_proj`` → ``model.layers.3`` (the block a layer sits in)."""
     found = re.match(r"(.+?\.\d+)(\.|$)", layer or "")
     return found.group(1) if found else str(layer)
+
+
+def calibrated_plan_document(plan: CalibratedPlan, data: str) -> dict[str, object]:
+    """What ``prune --method wanda|sparsegpt --dry-run`` shows: the weights that would be pruned
+    and those left dense (as every dry run), and the calibration settings. ``data`` is checked
+    as far as it can be without reading it (calibration/data.py ``check_data``)."""
+    check_data(data, Path(plan.source))
+    lazy = lazy_model(plan.opened.checkpoint)
+    document = plan_document(lazy, plan.names, plan.method, plan.settings, False)
+    document["scope"] = plan.scope
+    calibration: dict[str, object] = {
+        "data": data,
+        "samples": plan.samples,
+        "seq_len": plan.seq_len,
+        "seed": plan.settings.seed,
+        "blocks": plan.blocks,
+        "block_list": plan.opened.blocks.prefix,
+    }
+    if plan.dampening is not None:
+        calibration["dampening"] = plan.dampening
+    document["calibration"] = calibration
+    return document

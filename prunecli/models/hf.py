@@ -37,6 +37,8 @@ def transformers_available() -> bool:
 
 
 REMOTE_CODE_HINT = "pass --trust-remote-code to run the folder's own Python code, if you trust it"
+# config keys naming a limit on layers, not a count (Qwen2's max_window_layers)
+_BOUNDS = ("max_", "min_")
 # the slack over the stored tensors a config may add in buffers (rotary tables, masks)
 _BUFFER_SLACK = 1 << 24
 
@@ -115,12 +117,15 @@ def meta_order(config: dict[str, Any], stored: int) -> list[str] | None:
 
 def layer_counts(config: dict[str, Any]) -> list[int]:
     """The integers under keys naming layers (``n_layer``, ``num_hidden_layers``, …), nested
-    configs (``text_config``) included: each layer holds at least one tensor."""
+    configs (``text_config``) included: each layer holds at least one tensor. A bound
+    (``max_window_layers``: Qwen2's layers with full attention, 28 by default whatever the
+    model's depth) counts no layers."""
     counts = []
     for key, value in config.items():
+        lowered = str(key).lower()
         if isinstance(value, dict):
             counts += layer_counts(value)
-        elif type(value) is int and "layer" in str(key).lower():
+        elif type(value) is int and "layer" in lowered and not lowered.startswith(_BOUNDS):
             counts.append(value)
     return counts
 

@@ -173,7 +173,7 @@ def test_refused_before_anything_is_written(cli, llama, tmp_path) -> None:
         ((*base, "--data", text, "--dampening", "0.1"), 2, "--dampening is an option of"),
         ((*base[:4], "--pattern", "2:3", "--data", text, "-o", out), 2, "multiple of 3"),
         ((*base[:4], "--pattern", "2:4", "--sparsity", "0.7", "--data", text), 2, "says 0.7"),
-        ((*base, "--data", text, "--include", "q_proj"), 2, "--include does not apply"),
+        ((*base, "--data", text, "--input-shape", "1,16"), 2, "--input-shape does not apply"),
     ]
     for args, code, fragment in cases:
         assert_refused(cli(*args), code, fragment)

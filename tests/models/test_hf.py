@@ -242,3 +242,22 @@ def test_layer_counts_look_into_nested_configs() -> None:
         "use_layer_norm": True,  # a bool is no count either
     }
     assert sorted(layer_counts(config)) == [3, 7, 400]
+
+
+def test_a_bound_on_layers_is_no_count(tmp_path) -> None:
+    """Qwen2's max_window_layers (28 by default) is a limit, not a count: a 2-layer Qwen2 of 27
+    tensors builds (it was refused as claiming more layers than the folder has tensors)."""
+    from prunecli.models.hf import build_skeleton, layer_counts
+
+    config = transformers.Qwen2Config(
+        vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32,
+    )  # fmt: skip
+    assert config.max_window_layers == 28
+    assert layer_counts({**config.to_dict(), "min_layers": 99}) == [2]
+    torch.manual_seed(0)
+    transformers.Qwen2ForCausalLM(config).save_pretrained(tmp_path)
+    stored = {n: tuple(t.shape) for n, t in load_file(str(tmp_path / "model.safetensors")).items()}
+    assert len(stored) < 28
+    model = build_skeleton(tmp_path, stored)
+    assert len(model.model.layers) == 2
