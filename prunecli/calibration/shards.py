@@ -10,6 +10,7 @@ The folder is assembled in a temporary beside the target (``io.checkpoint.atomic
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -68,19 +69,30 @@ class ShardTensors:
 class FolderWriter:
     """Output shards in ``staging`` with the input's layout; ``write`` puts one tensor in place
     (cast to its stored dtype, -0.0 written as +0.0), ``finish`` copies every tensor not
-    written, then the index and the companion files."""
+    written, then the index and the companion files.
+
+    Each header is written first with room reserved for ``prunecli.sparsity.achieved``, which
+    ``finish`` fills in from the zeros counted in the pruned tensors (``extra["prunable"]``) as
+    they were written: the header keeps its length, its JSON is followed by spaces (allowed by
+    the format)."""
 
     def __init__(self, checkpoint: Checkpoint, staging: Path, extra: dict[str, Any]) -> None:
         self.checkpoint, self.staging = checkpoint, staging
         self._at: dict[str, tuple[int, st.TensorEntry, int]] = {}
         self._handles: dict[Path, int] = {}
         self._sizes: dict[Path, int] = {}
+        self._headers: dict[Path, tuple[dict[str, Any], dict[str, str], int]] = {}
+        self._prunable = set(extra.get("prunable") or ())
+        self._zeros = self._counted = 0
         for shard in checkpoint.shards:
             model = LoadedModel(
                 {}, dict(shard.header.metadata), checkpoint.source, "safetensors", 0
             )
             specs = {name: (e.dtype, e.shape) for name, e in shard.header.entries.items()}
-            header = st.encode_layout(specs, model_metadata(model, extra))
+            metadata = model_metadata(model, {**extra, "sparsity.achieved": ""})
+            header = st.encode_layout(specs, metadata)
+            header = _with_room(header, _ACHIEVED_ROOM)
+            self._headers[shard.path] = (specs, metadata, len(header))
             file = staging / shard.path.name
             fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
             self._handles[shard.path] = fd
@@ -100,7 +112,15 @@ class FolderWriter:
         if tuple(stored.shape) != tuple(entry.shape):
             raise ValueError(f"{name} is {tuple(stored.shape)}, its file says {entry.shape}")
         _pwrite(fd, st.tensor_bytes(stored), base + entry.begin)
+        if name in self._prunable and name not in self.written:
+            self._zeros += int((stored == 0).sum())
+            self._counted += stored.numel()
         self.written.add(name)
+
+    @property
+    def achieved(self) -> float:
+        """The fraction of zeros in the pruned tensors written so far."""
+        return self._zeros / self._counted if self._counted else 0.0
 
     def finish(self) -> int:
         """Copies the tensors not written (embeddings, head) as they are; returns the bytes of
@@ -121,6 +141,10 @@ class FolderWriter:
 
                     for _ in copy_tensor(reader, shard, entry, sink):
                         pass
+                specs, metadata, length = self._headers[shard.path]
+                metadata = {**metadata, "prunecli.sparsity.achieved": repr(self.achieved)}
+                header = _with_room(st.encode_layout(specs, metadata), 0, length)
+                _pwrite(fd, memoryview(header), 0)
         self.close()
         done = [
             (
@@ -135,6 +159,18 @@ class FolderWriter:
         for fd in self._handles.values():
             os.close(fd)
         self._handles.clear()
+
+
+_ACHIEVED_ROOM = 32  # bytes kept for repr(float) in a header, a multiple of 8
+
+
+def _with_room(header: bytes, room: int, length: int | None = None) -> bytes:
+    """``header`` (8-byte size + JSON) padded with spaces by ``room`` bytes, or to ``length``."""
+    body = header[8:]
+    size = len(body) + room if length is None else length - 8
+    if size < len(body):
+        raise ValueError("the header outgrew the room kept for it")
+    return struct.pack("<Q", size) + body + b" " * (size - len(body))
 
 
 def _data_bytes(shard: Shard) -> int:

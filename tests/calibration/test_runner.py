@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from prunecli.calibration import runner as runner_module
@@ -99,9 +100,11 @@ def test_equals_the_whole_model_pruned_in_memory(llama3: Path, tmp_path: Path) -
     ids, out = calibration(), tmp_path / "out"
     streamed, memory = RowMagnitude(), RowMagnitude()
     done: list[tuple] = []
+    prunable = ["model.layers.0.input_layernorm.weight", "model.layers.1.mlp.up_proj.weight"]
     prune_blocks(
-        str(llama3), ids, streamed, str(out), batch_size=4, progress=lambda *a: done.append(a)
-    )
+        str(llama3), ids, streamed, str(out), batch_size=4,
+        progress=lambda *a: done.append(a), extra={"prunable": prunable},
+    )  # fmt: skip
     expected = in_memory(llama3, ids, memory, batch=4)
     got = read_folder(out)
     assert got.keys() == read_folder(llama3).keys()
@@ -116,6 +119,12 @@ def test_equals_the_whole_model_pruned_in_memory(llama3: Path, tmp_path: Path) -
     )
     assert {p.name for p in out.iterdir()} == {p.name for p in llama3.iterdir()}
     assert done == [(1, 3, "model.layers.0"), (2, 3, "model.layers.1"), (3, 3, "model.layers.2")]
+    zeros = sum(int((got[name] == 0).sum()) for name in prunable)
+    achieved = zeros / sum(got[name].numel() for name in prunable)
+    assert 0 < achieved < 0.5
+    for shard in set(index["weight_map"].values()):  # every header, filled in at the end
+        with safe_open(str(out / shard), framework="pt") as handle:
+            assert handle.metadata()["prunecli.sparsity.achieved"] == repr(achieved)
 
 
 def test_one_block_materialised_at_a_time(llama3: Path, tmp_path, monkeypatch) -> None:
