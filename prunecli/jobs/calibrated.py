@@ -13,7 +13,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,18 +97,10 @@ def plan_calibrated(
         raise Unsupported(f"{source}: its blocks hold no linear layers to prune")
     if settings.pattern is not None:
         check_shapes(shapes, settings.pattern)
-    return CalibratedPlan(
-        source,
-        opened,
-        method,
-        settings,
-        list(shapes),
-        len(blocks),
-        samples,
-        seq_len,
-        dampening,
-        owl,
+    plan = CalibratedPlan(
+        source, opened, method, settings, list(shapes), len(blocks), samples, seq_len, dampening
     )
+    return replace(plan, owl=owl)
 
 
 def owl_options(scope: str, options: Mapping[str, Any]) -> tuple[float, float] | None:
@@ -198,11 +190,7 @@ def calibrated_prune_to_file(
             trust_remote_code=trust_remote_code,
         )
     except NonFiniteInput as error:
-        raise BadInput(
-            f"block {_block_of(error.layer)} gives NaN or infinite activations on the "
-            f"calibration data (the inputs of {error.layer})",
-            "check the model's weights and the calibration text",
-        ) from None
+        raise _non_finite(error) from None
     report = stream_inspect(open_checkpoint(output), plan.names)
     report.command = "prune"
     report.model = model_summary(lazy_model(plan.opened.checkpoint))
@@ -229,20 +217,17 @@ def _owl_pass(
     assert plan.owl is not None
     lam, m = plan.owl
     names = [plan.opened.blocks.name(i) for i in range(plan.blocks)]
-    first = None
-    if progress is not None:
-        total = 2 * plan.blocks
-        first = lambda done, _, name: progress(done, total, f"owl outliers (dense) {name}")  # noqa: E731
+
+    def first(done: int, _: int, name: str) -> None:
+        if progress is not None:
+            progress(done, 2 * plan.blocks, f"owl outliers (dense) {name}")
+
     try:
         ratios, sparsities = owl_plan(
             plan.opened, input_ids, plan.settings.sparsity, lam, m, device=device, progress=first
         )
     except NonFiniteInput as error:
-        raise BadInput(
-            f"block {_block_of(error.layer)} gives NaN or infinite activations on the "
-            f"calibration data (the inputs of {error.layer})",
-            "check the model's weights and the calibration text",
-        ) from None
+        raise _non_finite(error) from None
     return sparsities, {
         "owl_lambda": lam,
         "owl_m": m,
@@ -258,6 +243,15 @@ def _second_pass(
     if progress is None:
         return None
     return lambda done, _, name: progress(blocks + done, 2 * blocks, f"pruning {name}")
+
+
+def _non_finite(error: NonFiniteInput) -> BadInput:
+    """A layer's non-finite inputs, said of its block."""
+    return BadInput(
+        f"block {_block_of(error.layer)} gives NaN or infinite activations on the "
+        f"calibration data (the inputs of {error.layer})",
+        "check the model's weights and the calibration text",
+    )
 
 
 def _block_of(layer: str | None) -> str:

@@ -201,3 +201,20 @@ def test_refused(cli, llama, tmp_path) -> None:
     for args, fragment in cases:
         assert_refused(cli(*args), 2, fragment)
     assert files_in(tmp_path) == set()
+
+
+def test_nan_in_the_first_pass_names_the_block(cli, llama, tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    poisoned = tmp_path / "poisoned"
+    poisoned.mkdir()
+    for file in llama.iterdir():
+        (poisoned / file.name).write_bytes(file.read_bytes())
+    tensors = read_folder(llama)
+    tensors["model.layers.1.mlp.up_proj.weight"][0, 0] = float("nan")
+    save_file(tensors, str(poisoned / "model.safetensors"), metadata={"format": "pt"})
+    out = tmp_path / "out"
+    args = ("--method", "wanda", "--sparsity", "0.7", "--scope", "owl", "--data", corpus(llama))
+    result = cli("prune", poisoned, *args, *WINDOWS, "-o", out)
+    assert_refused(result, 2, "block model.layers.1 gives NaN")
+    assert not out.exists()
