@@ -7,7 +7,8 @@ with Python (``pydoc_data.topics``; the last 10% held out), with a BPE tokenizer
 locally with ``tokenizers``, and saved with ``save_pretrained``. The real CLI then prunes it, as
 a user would (``python -m prunecli prune FOLDER --method M ... -o OUT -q``, one child process
 each), with ``--data`` the training text: magnitude (``--scope layer``), wanda and sparsegpt at
-50%, 2:4 and 70%. Each output folder is loaded with ``AutoModelForCausalLM.from_pretrained``
+50%, 2:4 and 70%, and at 70% both again with ``--scope owl`` (OWL's per-block sparsity, default
+λ 0.08 and M 5). Each output folder is loaded with ``AutoModelForCausalLM.from_pretrained``
 and its held-out perplexity is exp(mean token NLL) over non-overlapping 128-token windows.
 
 Memory: a random-initialised Llama-shaped fp32 checkpoint of 16 blocks (``--memory-gb``, and
@@ -213,11 +214,15 @@ def quality(workdir: Path, args: argparse.Namespace) -> list[dict]:
         "70%": ["--sparsity", "0.7"],
     }
     for mode, sel in modes.items():
-        for method in ("magnitude", "wanda", "sparsegpt"):
-            out = workdir / f"{method}-{mode.replace(':', 'of').replace('%', '')}"
+        owl = ("owl (wanda)", "owl (sparsegpt)") if mode == "70%" else ()
+        for method in ("magnitude", "wanda", "sparsegpt", *owl):
+            out = workdir / f"{method.replace(' ', '')}-{mode.replace(':', 'of').replace('%', '')}"
             if method == "magnitude":
                 scope = [] if mode == "2:4" else ["--scope", "layer"]
                 wall = prune(dense, out, "--method", method, *sel, *scope)
+            elif method.startswith("owl"):
+                base = method[5:-1]  # "owl (wanda)" → wanda
+                wall = prune(dense, out, "--method", base, *sel, "--scope", "owl", *data)
             else:
                 wall = prune(dense, out, "--method", method, *sel, *data)
             ppl = perplexity(out, held_out, dense)

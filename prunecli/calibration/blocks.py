@@ -74,8 +74,14 @@ class OnlyLayers:
             self.pruner.observe(name, module, inputs)
 
     def prune_block(self, block: Block) -> None:
-        chosen = {n: m for n, m in block.linears.items() if n in self.layers}
-        self.pruner.prune_block(replace(block, linears=chosen))
+        self.pruner.prune_block(self._chosen(block))
+
+    def survey(self, block: Block) -> None:
+        """OWL's first pass (calibration/owl.py): the outliers of the chosen layers only."""
+        self.pruner.survey(self._chosen(block))  # type: ignore[attr-defined]
+
+    def _chosen(self, block: Block) -> Block:
+        return replace(block, linears={n: m for n, m in block.linears.items() if n in self.layers})
 
 
 #: called once a block is written: (blocks done, blocks in all, the block's name)

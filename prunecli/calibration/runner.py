@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -101,6 +101,38 @@ def prune_blocks(
     return {"written": written, "blocks": len(blocks)}
 
 
+class BlockSurvey(Protocol):
+    """What a first pass over the dense model gives the runner (OWL's outlier ratios, for one):
+    ``observe`` as :class:`BlockPruner`'s, then ``survey`` reads the block, leaving it as it is."""
+
+    def observe(self, name: str, module: torch.nn.Module, inputs: torch.Tensor) -> None: ...
+
+    def survey(self, block: Block) -> None: ...
+
+
+def survey_blocks(
+    source: BlockModel,
+    input_ids: torch.Tensor,
+    survey: BlockSurvey,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = DEFAULT_BATCH,
+    progress: Progress | None = None,
+) -> None:
+    """A pass over the DENSE model that writes nothing: block by block (one in memory, as
+    :func:`prune_blocks`), hooks hand each linear layer's input to ``survey.observe``, then
+    ``survey.survey`` reads the block, whose dense outputs feed the next block. One forward per
+    block (prune_blocks runs two)."""
+    runner = _Runner(source.blocks, source.tensors, torch.device(device), source.checkpoint.source)
+    bound_heap()
+    states = runner.capture(input_ids, batch_size)
+    for index, layer in enumerate(source.blocks.layers):
+        states = runner.survey_block(index, layer, states, survey)
+        release_freed()
+        if progress is not None:
+            progress(index + 1, len(source.blocks), source.blocks.name(index))
+
+
 class _Runner:
     def __init__(
         self, blocks: Blocks, tensors: ShardTensors, device: torch.device, source: str
@@ -156,17 +188,7 @@ class _Runner:
         own = [n for n, _ in layer.named_parameters()]
         with _materialised(layer, name, own, self.tensors, self.device):
             found = linears(layer, name)
-            hooks = [
-                module.register_forward_hook(
-                    lambda m, args, _, n=n: pruner.observe(n, m, args[0].detach())
-                )
-                for n, module in found.items()
-            ]
-            try:
-                self._forward(layer, name, states)
-            finally:
-                for hook in hooks:
-                    hook.remove()
+            self._observed(layer, name, found, pruner, states)
             with torch.no_grad():
                 pruner.prune_block(Block(index, name, layer, found))
             outputs = self._forward(layer, name, states)
@@ -174,6 +196,40 @@ class _Runner:
                 if f"{name}.{sub}" in self.tensors:
                     writer.write(f"{name}.{sub}", tensor)
         return outputs
+
+    def survey_block(
+        self, index: int, layer: torch.nn.Module, states: list[tuple[torch.Tensor, Any]], survey
+    ) -> list[tuple[torch.Tensor, Any]]:
+        """Observe and survey the dense block; its outputs."""
+        name = self.blocks.name(index)
+        own = [n for n, _ in layer.named_parameters()]
+        with _materialised(layer, name, own, self.tensors, self.device):
+            found = linears(layer, name)
+            outputs = self._observed(layer, name, found, survey, states)
+            with torch.no_grad():
+                survey.survey(Block(index, name, layer, found))
+        return outputs
+
+    def _observed(
+        self,
+        layer: torch.nn.Module,
+        name: str,
+        found: dict[str, torch.nn.Module],
+        observer: BlockPruner | BlockSurvey,
+        states: list[tuple[torch.Tensor, Any]],
+    ) -> list[tuple[torch.Tensor, Any]]:
+        """The block's outputs, each linear layer's inputs handed to ``observer.observe``."""
+        hooks = [
+            module.register_forward_hook(
+                lambda m, args, _, n=n: observer.observe(n, m, args[0].detach())
+            )
+            for n, module in found.items()
+        ]
+        try:
+            return self._forward(layer, name, states)
+        finally:
+            for hook in hooks:
+                hook.remove()
 
     def _forward(
         self, layer: torch.nn.Module, name: str, states: list[tuple[torch.Tensor, Any]]

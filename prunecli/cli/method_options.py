@@ -19,6 +19,7 @@ NPB = "NPB (node-path balancing)"
 IMP = "Lottery tickets (imp)"
 TRAINED = "IHT / BiNGO / k-starts / dissipating"
 SPARSEGPT = "SparseGPT"
+OWL = "OWL (--scope owl: wanda, sparsegpt)"
 
 # --- snip, grasp ---------------------------------------------------------------------------
 Batches = Annotated[
@@ -49,6 +50,26 @@ Dampening = Annotated[
         help="sparsegpt: added to the Hessian's diagonal, times its mean (default 0.01).",
         show_default=False,
         rich_help_panel=SPARSEGPT,
+    ),
+]
+
+# --- wanda, sparsegpt with --scope owl ------------------------------------------------------
+OwlLambda = Annotated[
+    float | None,
+    typer.Option(
+        "--owl-lambda",
+        help="Each block's sparsity within 2λ of the target (default 0.08).",
+        show_default=False,
+        rich_help_panel=OWL,
+    ),
+]
+OwlM = Annotated[
+    float | None,
+    typer.Option(
+        "--owl-m",
+        help="A score is an outlier above M × the block's mean score (default 5).",
+        show_default=False,
+        rich_help_panel=OWL,
     ),
 ]
 

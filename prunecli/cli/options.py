@@ -92,7 +92,9 @@ PruningSeed = Annotated[int, typer.Option("--seed", help=SEED_HELP, rich_help_pa
 Scope = Annotated[
     str,
     typer.Option(
-        "--scope", help="Allocation: global, layer, erk or row.", rich_help_panel=ALLOCATION
+        "--scope",
+        help="Allocation: global, layer, erk, row, or owl (wanda/sparsegpt: per-block sparsity).",
+        rich_help_panel=ALLOCATION,
     ),
 ]
 Iterations = Annotated[

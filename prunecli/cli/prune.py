@@ -69,6 +69,8 @@ def prune_command(
     dissipate_epochs: mo.DissipateEpochs = None,
     start_sparsity: mo.StartSparsity = None,
     dampening: mo.Dampening = None,
+    owl_lambda: mo.OwlLambda = None,
+    owl_m: mo.OwlM = None,
 ) -> None:
     """Prune MODEL to --sparsity with --method (or --scores) and write the sparse model.
 
@@ -99,5 +101,7 @@ def prune_command(
       prunecli prune ./llama-like/ --method wanda --sparsity 0.5 --data corpus.txt -o ./llama-50/
 
       prunecli prune ./llama-like/ --method sparsegpt --pattern 2:4 --data corpus.txt -o ./llama-24/
+
+      prunecli prune ./llama-like/ --method wanda --sparsity 0.7 --scope owl --data corpus.txt -o ./llama-owl/
     """
     run_prune(PruneRequest.gather(locals()))  # the parameters by name, as the request's fields

@@ -4,7 +4,7 @@ Hugging Face folder (jobs/calibrated.py); :class:`SparseGPTPruner` is what the r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -12,7 +12,12 @@ from prunecli.calibration.blocks import Block
 from prunecli.calibration.sparsegpt import sparsegpt_prune
 from prunecli.calibration.stats import Hessian
 from prunecli.criteria.registry import register
-from prunecli.criteria.wanda import CALIBRATION_OPTIONS, LayerInputs, block_by_block
+from prunecli.criteria.wanda import (
+    CALIBRATION_OPTIONS,
+    LayerInputs,
+    block_by_block,
+    block_sparsity,
+)
 from prunecli.pruning.criterion import Criterion, ScoreContext
 from prunecli.structure.nm import Pattern
 
@@ -37,10 +42,14 @@ class SparseGPT(Criterion):
 
 class SparseGPTPruner(LayerInputs):
     """A Hessian per linear layer; then each layer pruned to ``sparsity`` (exact count per
-    layer) or ``pattern`` with the remaining weights updated, copied back in place."""
+    layer; one for every block or one per block) or ``pattern`` with the remaining weights
+    updated, copied back in place."""
 
     def __init__(
-        self, sparsity: float, pattern: Pattern | None = None, dampening: float = DEFAULT_DAMPENING
+        self,
+        sparsity: float | Sequence[float],
+        pattern: Pattern | None = None,
+        dampening: float = DEFAULT_DAMPENING,
     ) -> None:
         super().__init__(Hessian)
         self.sparsity, self.pattern, self.dampening = sparsity, pattern, dampening
@@ -51,7 +60,7 @@ class SparseGPTPruner(LayerInputs):
             pruned, _ = sparsegpt_prune(
                 weight,
                 hessian,
-                sparsity=None if self.pattern else self.sparsity,
+                sparsity=None if self.pattern else block_sparsity(self.sparsity, block.index),
                 pattern=(self.pattern.n, self.pattern.m) if self.pattern else None,
                 blocksize=BLOCKSIZE,
                 dampening=self.dampening,

@@ -4,11 +4,12 @@ Face folder (jobs/calibrated.py); :class:`WandaPruner` is what the block runner 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 
 from prunecli.calibration.blocks import Block, weight_matrix
+from prunecli.calibration.owl import DEFAULT_LAMBDA, DEFAULT_M
 from prunecli.calibration.stats import ColumnNorms
 from prunecli.calibration.wanda import wanda_mask, wanda_scores
 from prunecli.criteria.registry import register
@@ -16,8 +17,14 @@ from prunecli.errors import Unsupported
 from prunecli.pruning.criterion import Criterion, ScoreContext
 from prunecli.structure.nm import Pattern, nm_keep
 
-#: the options of every calibrated method: windows drawn from --data (calibration/data.py)
-CALIBRATION_OPTIONS = {"samples": 128, "seq_len": None}
+#: the options of every calibrated method: windows drawn from --data (calibration/data.py),
+#: and OWL's λ and M, taken with --scope owl (calibration/owl.py)
+CALIBRATION_OPTIONS = {
+    "samples": 128,
+    "seq_len": None,
+    "owl_lambda": DEFAULT_LAMBDA,
+    "owl_m": DEFAULT_M,
+}
 
 
 def block_by_block(name: str) -> Unsupported:
@@ -62,12 +69,17 @@ class LayerInputs:
         return self.stats.pop(name)
 
 
+def block_sparsity(sparsity: float | Sequence[float], index: int) -> float:
+    """The sparsity of block ``index``: one for every block, or one per block (OWL)."""
+    return float(sparsity) if isinstance(sparsity, (int, float)) else float(sparsity[index])
+
+
 class WandaPruner(LayerInputs):
     """Column norms per linear layer; then each layer keeps, per output row, its highest
-    |W|·‖X‖ (``sparsity``), or the N highest of every M (``pattern``). Pruned weights become
-    +0.0 in place."""
+    |W|·‖X‖ (``sparsity``: one for every block or one per block), or the N highest of every M
+    (``pattern``). Pruned weights become +0.0 in place."""
 
-    def __init__(self, sparsity: float, pattern: Pattern | None = None) -> None:
+    def __init__(self, sparsity: float | Sequence[float], pattern: Pattern | None = None) -> None:
         super().__init__(ColumnNorms)
         self.sparsity, self.pattern = sparsity, pattern
 
@@ -77,5 +89,5 @@ class WandaPruner(LayerInputs):
             if self.pattern is not None:
                 keep = nm_keep(wanda_scores(weight, squares), weight != 0, self.pattern)
             else:
-                keep = wanda_mask(weight, squares, self.sparsity)
+                keep = wanda_mask(weight, squares, block_sparsity(self.sparsity, block.index))
             weight.masked_fill_(~keep, 0.0)

@@ -13,12 +13,13 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from prunecli.calibration.blocks import OnlyLayers, linears, weight_matrix
 from prunecli.calibration.data import check_data, check_sizes, load_calibration, max_positions
+from prunecli.calibration.owl import DEFAULT_LAMBDA, DEFAULT_M, owl_plan
 from prunecli.calibration.runner import BlockModel, open_blocks, prune_blocks
 from prunecli.calibration.stats import NonFiniteInput
 from prunecli.criteria.sparsegpt import DEFAULT_DAMPENING, SparseGPTPruner
@@ -32,8 +33,12 @@ from prunecli.jobs.settings import PruneSettings
 from prunecli.jobs.stream import lazy_model, stream_inspect
 from prunecli.structure.nm import check_shapes
 
-#: the scope each method reports, and the --scope values that ask for it (global: the default)
-SCOPES = {"wanda": ("row", ("global", "row")), "sparsegpt": ("layer", ("global", "layer"))}
+#: the scope each method reports, and the --scope values that ask for it (global: the default;
+#: owl: a sparsity per block from a first pass, calibration/owl.py)
+SCOPES = {
+    "wanda": ("row", ("global", "row", "owl")),
+    "sparsegpt": ("layer", ("global", "layer", "owl")),
+}
 
 
 @dataclass(frozen=True)
@@ -51,10 +56,11 @@ class CalibratedPlan:
     samples: int
     seq_len: int
     dampening: float | None  # sparsegpt only
+    owl: tuple[float, float] | None = None  # (λ, M) with --scope owl
 
     @property
     def scope(self) -> str:
-        return SCOPES[self.method][0]
+        return "owl" if self.owl is not None else SCOPES[self.method][0]
 
 
 def plan_calibrated(
@@ -88,6 +94,7 @@ def plan_calibrated(
         dampening = DEFAULT_DAMPENING if dampening is None else float(dampening)
         if not math.isfinite(dampening) or dampening < 0:
             raise BadInput(f"--dampening must be a finite number >= 0, got {dampening}")
+    owl = owl_options(settings.scope, options)
     shapes: dict[str, tuple[int, ...]] = {}
     for index, layer in enumerate(blocks.layers):
         for name, module in linears(layer, blocks.name(index)).items():
@@ -101,9 +108,28 @@ def plan_calibrated(
         shapes = {name: shapes[name] for name in chosen}
     if settings.pattern is not None:
         check_shapes(shapes, settings.pattern)
-    return CalibratedPlan(
+    plan = CalibratedPlan(
         source, opened, method, settings, list(shapes), len(blocks), samples, seq_len, dampening
     )
+    return replace(plan, owl=owl)
+
+
+def owl_options(scope: str, options: Mapping[str, Any]) -> tuple[float, float] | None:
+    """OWL's (λ, M) with --scope owl, checked; None otherwise (--owl-lambda/--owl-m refused)."""
+    given = {name: options.get(name) for name in ("owl_lambda", "owl_m")}
+    if scope != "owl":
+        for name, value in given.items():
+            if value is not None:
+                flag = "--" + name.replace("_", "-")
+                raise BadInput(f"{flag} applies to --scope owl", f"pass --scope owl or drop {flag}")
+        return None
+    lam = DEFAULT_LAMBDA if given["owl_lambda"] is None else float(given["owl_lambda"])
+    m = DEFAULT_M if given["owl_m"] is None else float(given["owl_m"])
+    if not math.isfinite(lam) or lam < 0:
+        raise BadInput(f"--owl-lambda must be a finite number >= 0, got {lam:g}")
+    if not math.isfinite(m) or m <= 0:
+        raise BadInput(f"--owl-m must be a finite number > 0, got {m:g}")
+    return lam, m
 
 
 def calibrated_prune_to_file(
@@ -127,10 +153,15 @@ def calibrated_prune_to_file(
         settings.seed,
         trust_remote_code,
     )
+    sparsity: float | list[float] = settings.sparsity
+    owl: dict[str, Any] = {}
+    if plan.owl is not None:
+        sparsity, owl = _owl_pass(plan, calibration.input_ids, device, progress)
+        progress = _second_pass(progress, plan.blocks)
     if plan.method == "wanda":
-        pruner: Any = WandaPruner(settings.sparsity, settings.pattern)
+        pruner: Any = WandaPruner(sparsity, settings.pattern)
     else:
-        pruner = SparseGPTPruner(settings.sparsity, settings.pattern, plan.dampening or 0.0)
+        pruner = SparseGPTPruner(sparsity, settings.pattern, plan.dampening or 0.0)
     pruning: dict[str, Any] = {
         "method": plan.method,
         "target_sparsity": settings.sparsity,
@@ -156,6 +187,8 @@ def calibrated_prune_to_file(
     if plan.dampening is not None:
         pruning["dampening"] = plan.dampening
         extra["dampening"] = repr(plan.dampening)
+    pruning.update(owl)
+    extra.update({k: repr(v) if isinstance(v, float) else v for k, v in owl.items()})
     try:
         result = prune_blocks(
             plan.opened,
@@ -168,11 +201,7 @@ def calibrated_prune_to_file(
             trust_remote_code=trust_remote_code,
         )
     except NonFiniteInput as error:
-        raise BadInput(
-            f"block {_block_of(error.layer)} gives NaN or infinite activations on the "
-            f"calibration data (the inputs of {error.layer})",
-            "check the model's weights and the calibration text",
-        ) from None
+        raise _non_finite(error) from None
     report = stream_inspect(open_checkpoint(output), plan.names)
     report.command = "prune"
     report.model = model_summary(lazy_model(plan.opened.checkpoint))
@@ -186,6 +215,55 @@ def calibrated_prune_to_file(
         "layout": "dense",
     }
     return report
+
+
+def _owl_pass(
+    plan: CalibratedPlan,
+    input_ids: Any,
+    device: str,
+    progress: Callable[[int, int, str], None] | None,
+) -> tuple[list[float], dict[str, Any]]:
+    """OWL's first pass over the dense folder: the per-block sparsities and what the report and
+    the metadata say of them (λ, M, each block's outlier ratio and sparsity)."""
+    assert plan.owl is not None
+    lam, m = plan.owl
+    names = [plan.opened.blocks.name(i) for i in range(plan.blocks)]
+
+    def first(done: int, _: int, name: str) -> None:
+        if progress is not None:
+            progress(done, 2 * plan.blocks, f"owl outliers (dense) {name}")
+
+    try:
+        ratios, sparsities = owl_plan(
+            plan.opened, input_ids, plan.settings.sparsity, lam, m,
+            device=device, progress=first, weights=plan.names,
+        )  # fmt: skip
+    except NonFiniteInput as error:
+        raise _non_finite(error) from None
+    return sparsities, {
+        "owl_lambda": lam,
+        "owl_m": m,
+        "outlier_ratio": dict(zip(names, ratios, strict=True)),
+        "block_sparsity": dict(zip(names, sparsities, strict=True)),
+    }
+
+
+def _second_pass(
+    progress: Callable[[int, int, str], None] | None, blocks: int
+) -> Callable[[int, int, str], None] | None:
+    """The pruning pass's progress after OWL's first pass, on the same bar of 2 × blocks."""
+    if progress is None:
+        return None
+    return lambda done, _, name: progress(blocks + done, 2 * blocks, f"pruning {name}")
+
+
+def _non_finite(error: NonFiniteInput) -> BadInput:
+    """A layer's non-finite inputs, said of its block."""
+    return BadInput(
+        f"block {_block_of(error.layer)} gives NaN or infinite activations on the "
+        f"calibration data (the inputs of {error.layer})",
+        "check the model's weights and the calibration text",
+    )
 
 
 def _block_of(layer: str | None) -> str:

@@ -47,8 +47,10 @@ def prune_settings(
     if sparsity is None and nm is None:
         raise BadInput("--sparsity is required", "e.g. sparsity=0.9 or '90%', or --pattern 2:4")
     target = parse_sparsity(sparsity) if sparsity is not None else 0.0
-    if scope not in SCOPES:
-        raise BadInput(f"unknown scope {scope!r}", f"choose one of: {', '.join(SCOPES)}")
+    if scope not in (*SCOPES, "owl"):  # owl: the calibrated methods' per-block sparsity
+        raise BadInput(f"unknown scope {scope!r}", f"choose one of: {', '.join(SCOPES)}, owl")
+    if fixed and scope == "owl":
+        raise BadInput(*_owl_refusal("--scores"))
     if nm is not None:
         if sparsity is not None and abs(target - nm.sparsity) > 5e-4:
             raise BadInput(
@@ -75,7 +77,10 @@ def prune_settings(
 
 def check_grouped(criterion: type[Criterion], settings: PruneSettings) -> None:
     """``--pattern`` and ``--scope row`` choose from a criterion's scores within groups: a
-    training method or npb (which chooses a whole mask itself) has none to give."""
+    training method or npb (which chooses a whole mask itself) has none to give. ``--scope owl``
+    needs a calibrated method (wanda, sparsegpt)."""
+    if settings.scope == "owl" and "calibration" not in criterion.needs:
+        raise BadInput(*_owl_refusal(f"--method {criterion.name}"))
     grouped = f"--pattern {settings.pattern}" if settings.pattern else "--scope row"
     if settings.pattern is None and settings.scope != "row":
         return
@@ -89,6 +94,13 @@ def check_grouped(criterion: type[Criterion], settings: PruneSettings) -> None:
             f"{grouped} needs per-weight scores; --method {criterion.name} chooses its own mask",
             _grouped_hint(),
         )
+
+
+def _owl_refusal(chosen: str) -> tuple[str, str]:
+    return (
+        f"--scope owl sets each block's sparsity from calibration data; {chosen} has none",
+        "use --method wanda or sparsegpt with --data, or another --scope",
+    )
 
 
 def _grouped_hint() -> str:

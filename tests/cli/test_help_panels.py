@@ -25,6 +25,7 @@ PANELS = (
     "Lottery tickets (imp)",
     "IHT / BiNGO / k-starts / dissipating",
     "SparseGPT",
+    "OWL (--scope owl: wanda, sparsegpt)",
 )
 
 
