@@ -281,10 +281,9 @@ def memory_model(folder: Path, gigabytes: float, vocab: int = 1024, blocks: int 
     return {"width": width, "params": params, "bytes": size}
 
 
-MALLOC = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
 
 
-def memory(workdir: Path, gigabytes: float, samples: int, tune_malloc: bool = False) -> dict:
+def memory(workdir: Path, gigabytes: float, samples: int) -> dict:
     import numpy as np
 
     folder = workdir / f"random-{gigabytes}gb"
@@ -296,7 +295,7 @@ def memory(workdir: Path, gigabytes: float, samples: int, tune_malloc: bool = Fa
     args = [sys.executable, "-m", "prunecli", "prune", str(folder), "--method", "wanda"]
     args += ["--sparsity", "0.5", "--data", str(tokens), "--samples", str(samples)]
     args += ["--seq-len", str(SEQ), "-o", str(out), "-q", "--force"]
-    p_wall, p_rss, code, err, p_anon = run_child(args, env=MALLOC if tune_malloc else None)
+    p_wall, p_rss, code, err, p_anon = run_child(args)
     if code != 0:
         raise SystemExit(f"prunecli failed ({code}):\n{err[-2000:]}")
     b_wall, b_rss, code, err, b_anon = run_child(
@@ -381,11 +380,6 @@ def main() -> None:
         "--memory-gb", type=float, default=0.0, help="largest checkpoint (default 1.0; 0.5 quick)"
     )
     parser.add_argument("--memory-samples", type=int, default=8)
-    parser.add_argument(
-        "--tune-malloc",
-        action="store_true",
-        help="run the prunecli child with glibc's MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=0",
-    )
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--workdir", type=Path, help="work folder (default: a temporary one)")
@@ -404,7 +398,7 @@ def main() -> None:
         if not args.skip_memory:
             big = args.memory_gb or (0.5 if args.quick else 1.0)
             sizes = (big, big / 2)
-            mems = [memory(workdir, s, args.memory_samples, args.tune_malloc) for s in sizes]
+            mems = [memory(workdir, s, args.memory_samples) for s in sizes]
         report(rows, mems, args)
     finally:
         if not args.keep:

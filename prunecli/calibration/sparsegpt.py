@@ -26,12 +26,14 @@ later columns j as W_j −= err·U_ij. Three things differ:
 
 N:M (``pattern=(n, m)``, n counting the KEPT weights): at every column i with i % m == 0 each row
 prunes the m − n lowest w²/U_jj² among columns i … i+m−1, from the weights as updated so far
-(one ``kthvalue`` per group on integer keys, no per-row Python work).
+(for m ≤ 8 one comparison per pair of columns, counted by a matrix product; beyond, one
+``kthvalue`` per group on integer keys; no per-row Python work either way).
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 
 import torch
 
@@ -109,18 +111,20 @@ def _inverse_factor(
     hessian: torch.Tensor, dampening: float, where: str, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(U = upper Cholesky factor of (H + damping)⁻¹ as float32, dead-input mask)."""
-    # J·H·J (J reverses the order), a new float64 tensor: the flip is the copy
-    h = hessian.detach().to(device=device, dtype=torch.float64).flip(0, 1)
-    diagonal = h.diagonal()
+    hessian = hessian.detach().to(device)
+    diagonal = hessian.diagonal().to(torch.float64, copy=True)  # H itself is never changed
     dead = diagonal == 0
     diagonal[dead] = 1.0
     diagonal += dampening * diagonal.mean()
     # float32 as the reference (float64 costs 2-3x the whole solve on wide layers); float64 only
-    # when float32 cannot factorise what float64 can
+    # when float32 cannot factorise what float64 can. J·H·J (J reverses the order) is a new
+    # tensor, cast before the flip (flipping float64 costs 6x more), its diagonal from float64
     for dtype in (torch.float32, torch.float64):
-        upper = _upper_inverse_factor(h.to(dtype))
+        h = hessian.to(dtype).flip(0, 1)
+        h.diagonal().copy_(diagonal.flip(0))
+        upper = _upper_inverse_factor(h)
         if upper is not None:
-            return upper.to(torch.float32), dead.flip(0)
+            return upper.to(torch.float32), dead
     raise BadInput(
         f"the Hessian{where} is not positive definite",
         "raise --dampening or give more calibration samples",
@@ -221,12 +225,39 @@ def _choose_group(block, per_column, block_keep, scale, i: int, pattern) -> None
     n, m = pattern
     squares, inverse, zero = per_column
     group = block[i : i + m].square().div_(squares[i : i + m])
-    # one k-th smallest along the short group dimension on distinct integer keys: a saliency is
-    # >= +0.0, so its float32 bits order as integers; key = bits·m + column breaks ties by column
-    key = torch.add(_columns(m, group.device), group.view(torch.int32).to(torch.int64), alpha=m)
-    threshold = torch.kthvalue(key, m - n, dim=0, keepdim=True).values
-    torch.gt(key, threshold, out=block_keep[i : i + m])
+    if m <= _PAIRWISE_UP_TO:
+        # a weight is kept when fewer than n of its group beat it: one comparison per pair of
+        # columns (a beats b when larger, the later one at a tie), counted by one product
+        first, second, signs, offsets = _pairs(m, group.device)
+        beats = torch.gt(group.index_select(0, first), group.index_select(0, second))
+        beaten = torch.addmm(offsets, signs, beats.to(group.dtype))
+        torch.lt(beaten, n, out=block_keep[i : i + m])
+    else:
+        # one k-th smallest along the group on distinct integer keys: a saliency is >= +0.0,
+        # so its float32 bits order as integers; key = bits·m + column breaks ties by column
+        key = torch.add(_columns(m, group.device), group.view(torch.int32).to(torch.int64), alpha=m)
+        threshold = torch.kthvalue(key, m - n, dim=0, keepdim=True).values
+        torch.gt(key, threshold, out=block_keep[i : i + m])
     torch.where(block_keep[i : i + m], zero, inverse[i : i + m], out=scale[i : i + m])
+
+
+_PAIRWISE_UP_TO = 8  # m(m−1)/2 comparisons per row beat a k-th value along m up to here
+
+
+@functools.cache
+def _pairs(m: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """For the pairs a < b of a group of m: (a's, b's, signs, offsets) such that
+    offsets + signs @ [w_a > w_b] counts, for each column, the columns that beat it."""
+    pairs = list(itertools.combinations(range(m), 2))
+    signs = torch.zeros(m, len(pairs), device=device)
+    offsets = torch.zeros(m, 1, device=device)
+    for k, (a, b) in enumerate(pairs):
+        signs[b, k] += 1.0  # a beats b where w_a > w_b
+        signs[a, k] -= 1.0  # b beats a elsewhere: 1 − [w_a > w_b]
+        offsets[a] += 1.0
+    first = torch.tensor([a for a, _ in pairs], device=device)
+    second = torch.tensor([b for _, b in pairs], device=device)
+    return first, second, signs, offsets
 
 
 @functools.cache

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from benchmarks.bench_sparsegpt import correlated_inputs, reference_fasterprune
+from prunecli.calibration import sparsegpt as sparsegpt_module
 from prunecli.calibration.sparsegpt import sparsegpt_prune
 from prunecli.calibration.stats import ColumnNorms, Hessian, NonFiniteInput
 from prunecli.calibration.wanda import wanda_mask, wanda_scores
@@ -138,6 +139,22 @@ def test_sparsegpt_n_m_keeps_at_most_n_per_group(pattern: tuple[int, int]) -> No
     assert not torch.signbit(pruned[pruned == 0]).any()
 
 
+@pytest.mark.parametrize("pattern", [(2, 4), (1, 4), (3, 8)])
+def test_sparsegpt_n_m_pairwise_choice_equals_kthvalue_at_ties(pattern, monkeypatch) -> None:
+    """With H = I every saliency is w², and integer weights tie everywhere: the pairwise count
+    (m <= 8) and the k-th value route keep the same weights (ties: the earlier one pruned)."""
+    weight = torch.randint(-2, 3, (16, 32), generator=torch.Generator().manual_seed(8)).float()
+    eye = torch.eye(32, dtype=torch.float64)
+    pairwise = sparsegpt_prune(weight, eye, pattern=pattern, dampening=0.0)[1]
+    monkeypatch.setattr(sparsegpt_module, "_PAIRWISE_UP_TO", 0)
+    assert torch.equal(pairwise, sparsegpt_prune(weight, eye, pattern=pattern, dampening=0.0)[1])
+    # the first group by hand: row 0 keeps the n largest |w|, the later one at a tie
+    n, m = pattern
+    group = weight[0, :m].abs().tolist()
+    ranked = sorted(range(m), key=lambda j: (group[j], j))[m - n :]
+    assert pairwise[0, :m].nonzero().reshape(-1).tolist() == sorted(ranked)
+
+
 def _llama_mlp_inputs() -> torch.Tensor:
     """Inputs of the first MLP of a tiny random Llama on token ids (its norm weights log-normal,
     as trained models' outlier features make them)."""
@@ -221,9 +238,12 @@ def test_sparsegpt_dead_inputs_get_zero_columns() -> None:
     inputs = correlated_inputs(256, 32, seed=11)
     inputs[:, [3, 17]] = 0
     weight = torch.randn(8, 32, generator=torch.Generator().manual_seed(12))
-    pruned, _ = sparsegpt_prune(weight, _hessian(inputs), 0.25)
+    hessian = _hessian(inputs)
+    given = (weight.clone(), hessian.clone())
+    pruned, _ = sparsegpt_prune(weight, hessian, 0.25)
     assert (pruned[:, [3, 17]] == 0).all()
     assert not torch.signbit(pruned[pruned == 0]).any()
+    assert torch.equal(weight, given[0]) and torch.equal(hessian, given[1])  # inputs untouched
 
 
 @pytest.mark.parametrize(
