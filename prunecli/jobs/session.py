@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -166,8 +167,15 @@ def resolve_inputs(
 
 
 def check_device(device: str) -> str:
-    if device != "cpu" and not device.startswith("cuda"):
+    """``cpu``, ``cuda`` or ``cuda:N`` where that device is there; else BadInput."""
+    found = re.fullmatch(r"cpu|cuda(?::([0-9]+))?", device)
+    if found is None:
         raise BadInput(f"--device {device!r} is not known", "use cpu or cuda (cuda:N)")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BadInput(f"--device {device} was asked for, but no CUDA device is available")
+    if found.group(1) is not None and int(found.group(1)) >= torch.cuda.device_count():
+        raise BadInput(
+            f"--device {device} was asked for, but there are {torch.cuda.device_count()} "
+            "CUDA devices (cuda:0 …)"
+        )
     return device

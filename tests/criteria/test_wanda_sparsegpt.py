@@ -174,7 +174,11 @@ def test_refused_before_anything_is_written(cli, llama, tmp_path) -> None:
         ((*base[:4], "--pattern", "2:3", "--data", text, "-o", out), 2, "multiple of 3"),
         ((*base[:4], "--pattern", "2:4", "--sparsity", "0.7", "--data", text), 2, "says 0.7"),
         ((*base, "--data", text, "--input-shape", "1,16"), 2, "--input-shape does not apply"),
+        ((*base, "--data", text, "--device", "gpu"), 2, "--device 'gpu' is not known"),
+        ((*base, "--data", text, "--device", "cuda:x"), 2, "--device 'cuda:x' is not known"),
     ]
+    if not torch.cuda.is_available():
+        cases.append(((*base, "--data", text, "--device", "cuda"), 2, "no CUDA device"))
     for args, code, fragment in cases:
         assert_refused(cli(*args), code, fragment)
     magnitude = ("prune", llama, "--method", "magnitude", "--sparsity", "0.5", "--samples", 4)
