@@ -10,7 +10,7 @@ folder's own tokenizer, read offline from its files. The windows start at offset
 
 from __future__ import annotations
 
-import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import torch
 
 from prunecli.errors import BadInput, Unsupported
 from prunecli.io.inputs import check_input, open_input
+from prunecli.io.jsonfile import parse_json
 from prunecli.io.load import load_file
 from prunecli.io.npz import read_npz
 from prunecli.io.pt2 import quiet_torch
@@ -99,6 +100,13 @@ def load_calibration(
             f"needs at least {seq_len:,}",
             "give more text, or a smaller --seq-len",
         )
+    if samples > stream.numel() - seq_len + 1:
+        raise BadInput(
+            f"--data {data} holds {stream.numel():,} tokens: room for "
+            f"{stream.numel() - seq_len + 1:,} different windows of --seq-len {seq_len}, "
+            f"fewer than --samples {samples:,}",
+            "give more text, or fewer --samples",
+        )
     return Calibration(windows(stream, samples, seq_len, seed), int(stream.numel()), data)
 
 
@@ -116,6 +124,23 @@ def check_sizes(samples: int, seq_len: int | None, positions: int | None) -> int
             f"pass --seq-len {positions} or less",
         )
     return seq_len
+
+
+def check_activations(samples: int, seq_len: int, width: int | None) -> None:
+    """Refuse windows whose activations (a block's inputs and outputs, float32, ``width``
+    values per token, held for the whole run) could not fit in this machine's memory."""
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    needed = samples * seq_len * (8 + 2 * 4 * (width or 1))
+    if needed > memory:
+        raise BadInput(
+            f"--samples {samples:,} windows of --seq-len {seq_len:,} tokens need "
+            f"{needed / 2**30:,.1f} GiB of activations, more than this machine's memory "
+            f"({memory / 2**30:.1f} GiB)",
+            "pass fewer --samples or a smaller --seq-len",
+        )
 
 
 def windows(stream: torch.Tensor, samples: int, seq_len: int, seed: int) -> torch.Tensor:
@@ -136,6 +161,11 @@ def check_data(data: str, folder: Path) -> None:
 
 
 def _kind(data: str) -> str:
+    if data == "-":
+        raise BadInput(
+            "--data - : calibration data is read from a file, not from stdin",
+            "save it as .txt, .jsonl, .npz or .safetensors and pass that file",
+        )
     suffix = Path(data).suffix.lower()
     if suffix not in ID_SUFFIXES + TEXT_SUFFIXES:
         raise BadInput(
@@ -215,16 +245,21 @@ def _jsonl_texts(data: str) -> list[str]:
     for number, line in enumerate(_read_text(data).splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BadInput(f"--data {data} line {number} is not JSON ({exc.msg})") from None
+        # prunecli's one JSON reader: bounded nesting and digits, no NaN, no duplicate keys
+        record = parse_json(line, f"--data {data} line {number}")
         text = record.get("text") if isinstance(record, dict) else None
         if not isinstance(text, str):
             raise BadInput(
                 f'--data {data} line {number} has no "text" field holding a string',
                 'write one JSON object per line, e.g. {"text": "..."}',
             )
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # "\ud800": an escape JSON allows, no character
+            raise BadInput(
+                f"--data {data} line {number}: its text holds an unpaired surrogate "
+                f"(\\u{ord(text[exc.start]):04x}), which is not a character"
+            ) from None
         texts.append(text)
     return texts
 
@@ -232,19 +267,24 @@ def _jsonl_texts(data: str) -> list[str]:
 def _ids_stream(data: str) -> torch.Tensor:
     path = Path(data)
     check_input(path, f"--data {data}")
+    arrays: dict[str, torch.Tensor]
     if path.suffix.lower() == ".npz":
-        arrays = {k: torch.from_numpy(v) for k, v in read_npz(path, data).items()}
+        arrays = {
+            key: _tensor(value, key, data)
+            for key, value in read_npz(path, data).items()
+            if key in ("input_ids", "attention_mask")
+        }
     else:
         arrays, _ = load_file(path)
     ids = arrays.get("input_ids")
     if ids is None:
         raise BadInput(f"--data {data} has no input_ids", "store the token ids as input_ids")
-    if ids.dim() != 2 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
+    if ids.dim() != 2 or ids.dtype not in _INTEGERS:
         raise BadInput(
             f"--data {data}: input_ids must be a 2-D array of integers "
             f"(got {ids.dim()}-D {str(ids.dtype).removeprefix('torch.')})"
         )
-    ids = ids.to(torch.int64)
+    ids = _as_int64(ids, data)
     mask = arrays.get("attention_mask")
     if mask is None:
         return ids.reshape(-1)
@@ -252,4 +292,41 @@ def _ids_stream(data: str) -> torch.Tensor:
         raise BadInput(
             f"--data {data}: attention_mask is {list(mask.shape)}, input_ids {list(ids.shape)}"
         )
+    if mask.dtype.is_complex or not bool(((mask == 0) | (mask == 1)).all()):
+        raise BadInput(
+            f"--data {data}: attention_mask must hold only 0 (padding) and 1 (a token)",
+            "store the tokenizer's attention_mask as it is, or leave it out",
+        )
     return ids[mask != 0]
+
+
+#: the dtypes token ids may be stored in
+_INTEGERS = (
+    torch.int8, torch.int16, torch.int32, torch.int64,
+    torch.uint8, torch.uint16, torch.uint32, torch.uint64,
+)  # fmt: skip
+
+
+def _tensor(array: Any, name: str, data: str) -> torch.Tensor:
+    """An .npz array as a tensor; one torch cannot hold (text, dates) refused by name."""
+    if array.dtype.kind not in "biufc":
+        raise BadInput(
+            f"--data {data}: {name} holds {array.dtype} values, not numbers",
+            "store input_ids (and attention_mask) as integer arrays",
+        )
+    return torch.from_numpy(array)
+
+
+def _as_int64(ids: torch.Tensor, data: str) -> torch.Tensor:
+    """``ids`` as int64; an unsigned 64-bit id past int64's range refused as it is (a plain
+    cast would wrap it to a negative id)."""
+    if ids.dtype != torch.uint64:
+        return ids.to(torch.int64)
+    signed = ids.view(torch.int64)
+    wrapped = signed[signed < 0]
+    if wrapped.numel():
+        raise BadInput(
+            f"--data {data} holds token id {int(wrapped[0]) + 2**64}, outside any vocabulary",
+            "the token ids must come from this model's tokenizer",
+        )
+    return signed

@@ -119,8 +119,17 @@ def _inverse_factor(
     # when float32 cannot factorise what float64 can
     for dtype in (torch.float32, torch.float64):
         upper = _upper_inverse_factor(h.to(dtype))
-        if upper is not None:
-            return upper.to(torch.float32), dead.flip(0)
+        if upper is None:
+            continue
+        upper = upper.to(torch.float32)
+        if bool((upper.diagonal() > 0).all()):
+            return upper, dead.flip(0)
+        # a dampening so large that (H + damping)⁻¹ underflows float32: w²/[H⁻¹]²_jj divides by 0
+        raise BadInput(
+            f"--dampening {dampening:g} makes the inverse Hessian{where} underflow float32 "
+            f"(its mean diagonal is {diagonal.mean().item():g} after dampening)",
+            "lower --dampening",
+        )
     raise BadInput(
         f"the Hessian{where} is not positive definite",
         "raise --dampening or give more calibration samples",

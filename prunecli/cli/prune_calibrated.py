@@ -39,6 +39,9 @@ def check_calibrated(r: Any, settings: PruneSettings) -> CalibratedPlan:
     """Refuse what a calibrated run does not take, before anything is read; the plan."""
     from prunecli.errors import BadInput
     from prunecli.jobs.calibrated import plan_calibrated
+    from prunecli.jobs.session import check_device
+
+    check_device(r.device)
 
     refused = {"--arch": r.arch, "--arch-kwargs": r.arch_kwargs, "--input-shape": r.input_shape}
     for flag, value in refused.items():
