@@ -19,7 +19,7 @@ import torch
 
 from prunecli.errors import BadInput, Unsupported
 from prunecli.io.inputs import check_input, open_input
-from prunecli.io.jsonfile import parse_json
+from prunecli.io.jsonfile import MAX_BYTES, parse_json
 from prunecli.io.load import load_file
 from prunecli.io.npz import read_npz
 from prunecli.io.pt2 import quiet_torch
@@ -39,6 +39,17 @@ _TOKENIZER_FILES = (
     "vocab.json",
     "vocab.txt",
 )
+# the other files transformers may read to build a tokenizer
+_TOKENIZER_EXTRAS = (
+    "merges.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+# memory a fast tokenizer holds per byte of text it encodes in one call: 119 measured on
+# 18.6 MB of English (pydoc_data x 40, word-level, 3.6 M tokens: 2.1 GB); a lower round figure
+_TOKENIZER_BYTES = 100
 _STREAM = 0xCA11B  # the random stream of the window offsets, beside --seed
 
 
@@ -129,9 +140,8 @@ def check_sizes(samples: int, seq_len: int | None, positions: int | None) -> int
 def check_activations(samples: int, seq_len: int, width: int | None) -> None:
     """Refuse windows whose activations (a block's inputs and outputs, float32, ``width``
     values per token, held for the whole run) could not fit in this machine's memory."""
-    try:
-        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
+    memory = _memory_bytes()
+    if memory is None:
         return
     needed = samples * seq_len * (8 + 2 * 4 * (width or 1))
     if needed > memory:
@@ -180,6 +190,7 @@ def token_stream(data: str, folder: Path, trust_remote_code: bool = False) -> to
     suffix = _kind(data)
     if suffix in ID_SUFFIXES:
         return _ids_stream(data)
+    _check_text_size(data)
     text = _read_text(data) if suffix == ".txt" else "\n\n".join(_jsonl_texts(data))
     tokenizer = load_tokenizer(folder, data, trust_remote_code)
     with quiet_torch():  # "sequence longer than the model's maximum": windows are cut after
@@ -187,10 +198,33 @@ def token_stream(data: str, folder: Path, trust_remote_code: bool = False) -> to
     return torch.tensor(ids, dtype=torch.int64)
 
 
+def _check_text_size(data: str) -> None:
+    """Refuse text too large to tokenize whole here: the tokenizer holds about
+    ``_TOKENIZER_BYTES`` bytes per byte of text (its encodings: ids, offsets, token strings)
+    until it returns, so a large corpus would be killed for memory rather than refused."""
+    memory = _memory_bytes()
+    size = check_input(Path(data), f"--data {data}").st_size
+    if memory is not None and size * _TOKENIZER_BYTES > memory:
+        raise BadInput(
+            f"--data {data} is {size / 2**20:,.0f} MiB of text: tokenizing it whole takes about "
+            f"{size * _TOKENIZER_BYTES / 2**30:,.0f} GiB, more than this machine's memory "
+            f"({memory / 2**30:.1f} GiB)",
+            "pass a part of it: the windows use at most --samples × --seq-len tokens",
+        )
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def load_tokenizer(folder: Path, data: str, trust_remote_code: bool = False) -> Any:
     """The folder's own tokenizer, from its files only (no network, no code of its own unless
     trusted)."""
     _check_tokenizer_files(folder, data)
+    _check_tokenizer_sizes(folder)
     config_file = folder / "tokenizer_config.json"
     if config_file.is_file():
         from prunecli.io.jsonfile import read_json_file
@@ -227,6 +261,23 @@ def _check_tokenizer_files(folder: Path, data: str) -> None:
         )
 
 
+def _check_tokenizer_sizes(folder: Path) -> None:
+    """transformers reads a tokenizer's files whole, holding twice their size or more (a 2 GB
+    sparse tokenizer.json took 4.6 GB and 46 s to fail): each is bounded as prunecli bounds
+    any JSON it reads. Real ones are far smaller (the largest known, about 35 MB)."""
+    for name in (*_TOKENIZER_FILES, *_TOKENIZER_EXTRAS):
+        try:
+            size = os.stat(folder / name).st_size
+        except OSError:
+            continue  # absent, or unreadable: transformers says so
+        if size > MAX_BYTES:
+            raise BadInput(
+                f"{folder / name} is {size:,} bytes, more than the {MAX_BYTES:,} a tokenizer "
+                "file may hold",
+                "check the folder's tokenizer files",
+            )
+
+
 def _as_dict(value: object) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
@@ -242,7 +293,9 @@ def _read_text(data: str) -> str:
 
 def _jsonl_texts(data: str) -> list[str]:
     texts = []
-    for number, line in enumerate(_read_text(data).splitlines(), start=1):
+    # lines end at "\n" only: a JSON string may hold U+2028, U+0085 or "\r" that
+    # str.splitlines() would also split at
+    for number, line in enumerate(_read_text(data).split("\n"), start=1):
         if not line.strip():
             continue
         # prunecli's one JSON reader: bounded nesting and digits, no NaN, no duplicate keys

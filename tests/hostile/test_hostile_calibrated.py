@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_refused, files_in, run_refused, write_llama, write_tokenizer
+from conftest import (
+    assert_refused,
+    files_in,
+    report_of,
+    run_refused,
+    write_llama,
+    write_tokenizer,
+)
 from safetensors.torch import load_file, save_file
 
 VOCAB = 32
@@ -318,3 +325,35 @@ def test_outputs_that_would_clobber(cli, workdir: Path, model: Path, ids: Path) 
         assert_refused(cli(*args, *WINDOWS, "-o", output, "--force"), 2, says)
     assert files_in(workdir) == before
     assert (workdir / "afile").read_text() == "kept"
+
+
+def test_json_lines_end_at_newlines_only(cli, workdir: Path, model: Path) -> None:
+    """U+2028, U+0085 and a lone "\\r" are allowed raw inside a JSON string (str.splitlines()
+    would cut the line there); "\\r\\n" line ends are read too."""
+    from tokenizers import Tokenizer
+
+    texts = ["the of and\u2028to a in is the", "of\x85and to\ra in is the of and"]
+    lines = [json.dumps({"text": t}, ensure_ascii=False) for t in texts]
+    (workdir / "raw.jsonl").write_text("\r\n".join(lines) + "\r\n", newline="")
+    result = cli(*half(model, "raw.jsonl"), "--json")
+    assert result.exit_code == 0, result.stderr
+    tokens = Tokenizer.from_file(str(model / "tokenizer.json")).encode("\n\n".join(texts)).ids
+    assert report_of(result)["pruning"]["calibration_tokens"] == len(tokens)
+
+
+def test_oversized_text_and_tokenizer_files_are_refused_unread(
+    cli, workdir: Path, model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prunecli.calibration import data
+    from prunecli.io.jsonfile import MAX_BYTES
+
+    folder = copy_of(model, workdir, lambda f: os.truncate(f / "tokenizer.json", MAX_BYTES + 1))
+    (workdir / "corpus.txt").write_text("the of and to a in is " * 20)
+    says = f"tokenizer.json is {MAX_BYTES + 1:,} bytes, more than the {MAX_BYTES:,}"
+    run_refused(cli, workdir, half(folder, "corpus.txt"), 2, says)
+    # 20 MiB of text, 2 GiB to tokenize, on a machine of 1 GiB (sparse: nothing is written)
+    monkeypatch.setattr(data, "_memory_bytes", lambda: 2**30)
+    with open(workdir / "big.txt", "wb") as handle:
+        handle.truncate(20 * 2**20)
+    says = "big.txt is 20 MiB of text: tokenizing it whole takes about 2 GiB"
+    run_refused(cli, workdir, half(model, "big.txt"), 2, says)
