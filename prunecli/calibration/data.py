@@ -165,8 +165,9 @@ def windows(stream: torch.Tensor, samples: int, seq_len: int, seed: int) -> torc
 def check_data(data: str, folder: Path) -> None:
     """Refuse, without reading its content, a ``data`` that cannot calibrate ``folder``'s
     model: no such file, neither text nor token ids, text for a folder without a tokenizer."""
+    kind = _kind(data)
     check_input(Path(data), f"--data {data}")
-    if _kind(data) in TEXT_SUFFIXES:
+    if kind in TEXT_SUFFIXES:
         _check_tokenizer_files(folder, data)
 
 
@@ -367,6 +368,8 @@ def _tensor(array: Any, name: str, data: str) -> torch.Tensor:
             f"--data {data}: {name} holds {array.dtype} values, not numbers",
             "store input_ids (and attention_mask) as integer arrays",
         )
+    if not array.dtype.isnative:  # saved big-endian: torch takes the machine's byte order only
+        array = array.astype(array.dtype.newbyteorder("="))
     return torch.from_numpy(array)
 
 

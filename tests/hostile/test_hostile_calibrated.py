@@ -102,6 +102,7 @@ DATA_CASES = [
     ("digits.jsonl", text('{"text": "a", "x": ' + "9" * 5000 + "}\n"), 2, "more than 1000 digits"),
     ("nan.jsonl", text('{"text": "the of and to a in is the of"}\n{"text": "a", "x": NaN}\n'), 2, "line 2 is not acceptable JSON: NaN"),
     ("twice.jsonl", text('{"text": "a", "text": "the of and to a in is the of"}\n'), 2, "key 'text' appears twice"),
+    ("dates.npz", npz(input_ids=np.zeros((2, 20), "datetime64[s]")), 2, "input_ids holds datetime64[s] values"),
     ("lone.jsonl", text('{"text": "the \\ud800 of and to a in is"}\n'), 2, "unpaired surrogate (\\ud800)"),
     # already refused well
     ("empty.txt", text(""), 2, "holds 0 tokens; a window of --seq-len 8 needs at least 8"),
@@ -143,16 +144,19 @@ def test_special_data_paths(cli, workdir: Path, model: Path) -> None:
     (workdir / "folder.txt").mkdir()
     os.symlink("loop.txt", workdir / "loop.txt")
     os.mkfifo(workdir / "pipe.txt")  # opened, it would block until a writer came
+    os.symlink("/dev/zero", workdir / "zero.txt")  # read, it would never end
     cases = [
         ("folder.txt", "--data folder.txt is a folder"),
         ("loop.txt", "it is a loop of symbolic links"),
         ("pipe.txt", "it is a named pipe (FIFO)"),
         ("/dev/zero", "is calibrated on text"),
+        ("zero.txt", "it is a character device"),
         ("-", "calibration data is read from a file, not from stdin"),
         ("missing.npz", "--data missing.npz does not exist"),
     ]
     for data, says in cases:
         run_refused(cli, workdir, half(model, data), 2, says)
+        run_refused(cli, workdir, (*half(model, data), "--dry-run"), 2, says)
     assert_refused(cli(*half(model, "-")[:4], "-o", "out", "--sparsity", 0.5), 2, "pass --data")
 
 
@@ -357,3 +361,20 @@ def test_oversized_text_and_tokenizer_files_are_refused_unread(
         handle.truncate(20 * 2**20)
     says = "big.txt is 20 MiB of text: tokenizing it whole takes about 2 GiB"
     run_refused(cli, workdir, half(model, "big.txt"), 2, says)
+
+
+def test_big_endian_ids_are_read(cli, workdir: Path, model: Path) -> None:
+    """An .npz saved big-endian (another machine, or an explicit dtype) holds the same ids:
+    the run prunes as from the native file, byte for byte (it exited 70)."""
+    ids = np.random.default_rng(0).integers(0, VOCAB, (4, 32))
+    np.savez(workdir / "native.npz", input_ids=ids, attention_mask=np.ones_like(ids))
+    np.savez(
+        workdir / "big.npz", input_ids=ids.astype(">i8"), attention_mask=np.ones(ids.shape, ">f4")
+    )
+    for name in ("native", "big"):
+        args = ("prune", model, "--method", "wanda", "--sparsity", 0.5, "--data", f"{name}.npz")
+        result = cli(*args, *WINDOWS, "-o", name, "-q")
+        assert result.exit_code == 0, result.stderr
+    assert (workdir / "big" / "model.safetensors").read_bytes() == (
+        workdir / "native" / "model.safetensors"
+    ).read_bytes()
