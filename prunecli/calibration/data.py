@@ -17,12 +17,12 @@ from typing import Any
 
 import torch
 
-from prunecli.errors import BadInput, Unsupported
+from prunecli.calibration.tokenizer import check_tokenizer_files, load_tokenizer, tokenize
+from prunecli.errors import BadInput
 from prunecli.io.inputs import check_input, open_input
-from prunecli.io.jsonfile import MAX_BYTES, parse_json
+from prunecli.io.jsonfile import parse_json
 from prunecli.io.load import load_file
 from prunecli.io.npz import read_npz
-from prunecli.io.pt2 import quiet_torch
 from prunecli.pruning.seeding import stream_seed
 
 DEFAULT_SAMPLES = 128
@@ -31,22 +31,6 @@ TEXT_SUFFIXES = (".txt", ".jsonl")
 ID_SUFFIXES = (".npz", ".safetensors")
 # config.json keys that give the longest sequence a model takes, most common first
 _POSITION_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length")
-# the files a saved tokenizer leaves in its folder (any one of them)
-_TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "tokenizer.model",
-    "vocab.json",
-    "vocab.txt",
-)
-# the other files transformers may read to build a tokenizer
-_TOKENIZER_EXTRAS = (
-    "merges.txt",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "chat_template.jinja",
-    "chat_template.json",
-)
 # memory a fast tokenizer holds per byte of text it encodes in one call: 119 measured on
 # 18.6 MB of English (pydoc_data x 40, word-level, 3.6 M tokens: 2.1 GB); a lower round figure
 _TOKENIZER_BYTES = 100
@@ -168,7 +152,7 @@ def check_data(data: str, folder: Path) -> None:
     kind = _kind(data)
     check_input(Path(data), f"--data {data}")
     if kind in TEXT_SUFFIXES:
-        _check_tokenizer_files(folder, data)
+        check_tokenizer_files(folder, data)
 
 
 def _kind(data: str) -> str:
@@ -193,9 +177,7 @@ def token_stream(data: str, folder: Path, trust_remote_code: bool = False) -> to
         return _ids_stream(data)
     _check_text_size(data)
     text = _read_text(data) if suffix == ".txt" else "\n\n".join(_jsonl_texts(data))
-    tokenizer = load_tokenizer(folder, data, trust_remote_code)
-    with quiet_torch():  # "sequence longer than the model's maximum": windows are cut after
-        ids = tokenizer(text)["input_ids"]
+    ids = tokenize(load_tokenizer(folder, data, trust_remote_code), text, folder, data)
     return torch.tensor(ids, dtype=torch.int64)
 
 
@@ -219,68 +201,6 @@ def _memory_bytes() -> int | None:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
-
-
-def load_tokenizer(folder: Path, data: str, trust_remote_code: bool = False) -> Any:
-    """The folder's own tokenizer, from its files only (no network, no code of its own unless
-    trusted)."""
-    _check_tokenizer_files(folder, data)
-    _check_tokenizer_sizes(folder)
-    config_file = folder / "tokenizer_config.json"
-    if config_file.is_file():
-        from prunecli.io.jsonfile import read_json_file
-        from prunecli.models.hf import REMOTE_CODE_HINT, remote_code
-
-        named = remote_code(_as_dict(read_json_file(config_file)))
-        if named and not trust_remote_code:
-            raise Unsupported(
-                f"{config_file} names the folder's own Python code (auto_map: {named[0]}), "
-                "which prunecli does not run on its own",
-                REMOTE_CODE_HINT,
-            )
-    try:
-        import transformers
-    except ImportError:
-        from prunecli.models.hf import INSTALL_HINT
-
-        raise Unsupported(f"tokenizing --data {data} needs transformers", INSTALL_HINT) from None
-    try:
-        with quiet_torch():
-            return transformers.AutoTokenizer.from_pretrained(
-                str(folder), local_files_only=True, trust_remote_code=trust_remote_code
-            )
-    except Exception as exc:  # noqa: BLE001 - tokenizers fail in many ways on bad files
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise BadInput(f"cannot load the tokenizer of {folder}: {detail}") from None
-
-
-def _check_tokenizer_files(folder: Path, data: str) -> None:
-    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
-        raise BadInput(
-            f"--data {data} is text, but {folder} has no tokenizer to turn it into tokens",
-            "pass token ids instead: a .npz or .safetensors file with a 2-D input_ids",
-        )
-
-
-def _check_tokenizer_sizes(folder: Path) -> None:
-    """transformers reads a tokenizer's files whole, holding twice their size or more (a 2 GB
-    sparse tokenizer.json took 4.6 GB and 46 s to fail): each is bounded as prunecli bounds
-    any JSON it reads. Real ones are far smaller (the largest known, about 35 MB)."""
-    for name in (*_TOKENIZER_FILES, *_TOKENIZER_EXTRAS):
-        try:
-            size = os.stat(folder / name).st_size
-        except OSError:
-            continue  # absent, or unreadable: transformers says so
-        if size > MAX_BYTES:
-            raise BadInput(
-                f"{folder / name} is {size:,} bytes, more than the {MAX_BYTES:,} a tokenizer "
-                "file may hold",
-                "check the folder's tokenizer files",
-            )
-
-
-def _as_dict(value: object) -> dict[str, Any] | None:
-    return value if isinstance(value, dict) else None
 
 
 def _read_text(data: str) -> str:

@@ -378,3 +378,26 @@ def test_big_endian_ids_are_read(cli, workdir: Path, model: Path) -> None:
     assert (workdir / "big" / "model.safetensors").read_bytes() == (
         workdir / "native" / "model.safetensors"
     ).read_bytes()
+
+
+def test_tokenizer_that_panics_says_one_line(
+    cli, workdir: Path, model: Path, capfd: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder's tokenizer.json with a regular expression that backtracks without end: the
+    Rust library stops at its retry limit with a panic (a BaseException), printing it and,
+    under RUST_BACKTRACE=1, a backtrace on file descriptor 2 itself: one line, exit 2, nothing
+    written, nothing on the descriptor."""
+
+    def backtracking(folder: Path) -> None:
+        settings = json.loads((folder / "tokenizer.json").read_text())
+        split = {"type": "Split", "pattern": {"Regex": "(a|aa)+$"}, "behavior": "Isolated"}
+        settings["pre_tokenizer"] = {**split, "invert": False}
+        (folder / "tokenizer.json").write_text(json.dumps(settings))
+
+    folder = copy_of(model, workdir, backtracking)
+    (workdir / "a.txt").write_text("a" * 60 + "b the of and to a in is the of and to")
+    monkeypatch.setenv("RUST_BACKTRACE", "1")
+    capfd.readouterr()
+    result = run_refused(cli, workdir, half(folder, "a.txt"), 2, "the tokenizer of ")
+    assert "retry-limit-in-match" in result.stderr
+    assert capfd.readouterr().err == ""  # the panic's own lines went nowhere
