@@ -300,6 +300,7 @@ def test_shard_outside_the_folder(cli, workdir: Path, ids: Path) -> None:
         (lambda c: c.update(num_hidden_layers=10**9), 2, "claims more layers than the folder"),
         (lambda c: c.update(num_hidden_layers=3), 2, "lacks tensor 'model.layers.2."),
         (lambda c: c.update(hidden_size=-16), 2, "transformers cannot build this model"),
+        (lambda c: c.update(hidden_size=0), 2, "says hidden_size 0 but model.embed_tokens"),
         (lambda c: c.update(model_type="no_such_model"), 2, "transformers cannot build"),
         (lambda c: c.update(vocab_size=64), 2, "says vocab_size 64 but model.embed_tokens"),
         (lambda c: [c], 2, "config.json must hold a JSON object"),
