@@ -206,10 +206,11 @@ def _memory_bytes() -> int | None:
 def _read_text(data: str) -> str:
     with open_input(Path(data), f"--data {data}") as handle:
         raw = handle.read()
+    bom = 3 if raw.startswith(b"\xef\xbb\xbf") else 0  # as editors on Windows save UTF-8
     try:
-        return raw.decode("utf-8")
+        return raw[bom:].decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BadInput(f"--data {data} is not UTF-8 text (byte {exc.start})") from None
+        raise BadInput(f"--data {data} is not UTF-8 text (byte {bom + exc.start})") from None
 
 
 def _jsonl_texts(data: str) -> list[str]:

@@ -108,6 +108,7 @@ DATA_CASES = [
     ("empty.txt", text(""), 2, "holds 0 tokens; a window of --seq-len 8 needs at least 8"),
     ("blank.txt", text(" \n\n\t "), 2, "holds 0 tokens"),
     ("latin1.txt", text(b"caf\xe9 the of"), 2, "is not UTF-8 text (byte 3)"),
+    ("bom.txt", text(b"\xef\xbb\xbfcaf\xe9 the of"), 2, "is not UTF-8 text (byte 6)"),
     ("zero.npz", text(b""), 2, "is not a readable .npz file"),
     ("pickle.npz", text(pickle.dumps({"input_ids": [[1, 2]]})), 2, "is not a readable .npz file"),
     ("one.npz", npz(input_ids=np.arange(40) % VOCAB), 2, "must be a 2-D array of integers (got 1-D int64)"),
@@ -334,12 +335,13 @@ def test_outputs_that_would_clobber(cli, workdir: Path, model: Path, ids: Path) 
 
 def test_json_lines_end_at_newlines_only(cli, workdir: Path, model: Path) -> None:
     """U+2028, U+0085 and a lone "\\r" are allowed raw inside a JSON string (str.splitlines()
-    would cut the line there); "\\r\\n" line ends are read too."""
+    would cut the line there); "\\r\\n" line ends and a leading byte-order mark are read too."""
     from tokenizers import Tokenizer
 
     texts = ["the of and\u2028to a in is the", "of\x85and to\ra in is the of and"]
     lines = [json.dumps({"text": t}, ensure_ascii=False) for t in texts]
-    (workdir / "raw.jsonl").write_text("\r\n".join(lines) + "\r\n", newline="")
+    # as Notepad saves it: a byte-order mark first, "\r\n" line ends
+    (workdir / "raw.jsonl").write_text("\ufeff" + "\r\n".join(lines) + "\r\n", newline="")
     result = cli(*half(model, "raw.jsonl"), "--json")
     assert result.exit_code == 0, result.stderr
     tokens = Tokenizer.from_file(str(model / "tokenizer.json")).encode("\n\n".join(texts)).ids
