@@ -10,18 +10,19 @@ folder's own tokenizer, read offline from its files. The windows start at offset
 
 from __future__ import annotations
 
-import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from prunecli.errors import BadInput, Unsupported
+from prunecli.calibration.tokenizer import check_tokenizer_files, load_tokenizer, tokenize
+from prunecli.errors import BadInput
 from prunecli.io.inputs import check_input, open_input
+from prunecli.io.jsonfile import parse_json
 from prunecli.io.load import load_file
 from prunecli.io.npz import read_npz
-from prunecli.io.pt2 import quiet_torch
 from prunecli.pruning.seeding import stream_seed
 
 DEFAULT_SAMPLES = 128
@@ -30,14 +31,9 @@ TEXT_SUFFIXES = (".txt", ".jsonl")
 ID_SUFFIXES = (".npz", ".safetensors")
 # config.json keys that give the longest sequence a model takes, most common first
 _POSITION_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length")
-# the files a saved tokenizer leaves in its folder (any one of them)
-_TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "tokenizer.model",
-    "vocab.json",
-    "vocab.txt",
-)
+# memory a fast tokenizer holds per byte of text it encodes in one call: 119 measured on
+# 18.6 MB of English (pydoc_data x 40, word-level, 3.6 M tokens: 2.1 GB); a lower round figure
+_TOKENIZER_BYTES = 100
 _STREAM = 0xCA11B  # the random stream of the window offsets, beside --seed
 
 
@@ -99,6 +95,13 @@ def load_calibration(
             f"needs at least {seq_len:,}",
             "give more text, or a smaller --seq-len",
         )
+    if samples > stream.numel() - seq_len + 1:
+        raise BadInput(
+            f"--data {data} holds {stream.numel():,} tokens: room for "
+            f"{stream.numel() - seq_len + 1:,} different windows of --seq-len {seq_len}, "
+            f"fewer than --samples {samples:,}",
+            "give more text, or fewer --samples",
+        )
     return Calibration(windows(stream, samples, seq_len, seed), int(stream.numel()), data)
 
 
@@ -118,6 +121,22 @@ def check_sizes(samples: int, seq_len: int | None, positions: int | None) -> int
     return seq_len
 
 
+def check_activations(samples: int, seq_len: int, width: int | None) -> None:
+    """Refuse windows whose activations (a block's inputs and outputs, float32, ``width``
+    values per token, held for the whole run) could not fit in this machine's memory."""
+    memory = _memory_bytes()
+    if memory is None:
+        return
+    needed = samples * seq_len * (8 + 2 * 4 * (width or 1))
+    if needed > memory:
+        raise BadInput(
+            f"--samples {samples:,} windows of --seq-len {seq_len:,} tokens need "
+            f"{needed / 2**30:,.1f} GiB of activations, more than this machine's memory "
+            f"({memory / 2**30:.1f} GiB)",
+            "pass fewer --samples or a smaller --seq-len",
+        )
+
+
 def windows(stream: torch.Tensor, samples: int, seq_len: int, seed: int) -> torch.Tensor:
     """``samples`` windows of ``seq_len`` consecutive tokens of ``stream``, at start offsets
     drawn uniformly (with replacement) from every offset where a whole window fits."""
@@ -130,12 +149,18 @@ def windows(stream: torch.Tensor, samples: int, seq_len: int, seed: int) -> torc
 def check_data(data: str, folder: Path) -> None:
     """Refuse, without reading its content, a ``data`` that cannot calibrate ``folder``'s
     model: no such file, neither text nor token ids, text for a folder without a tokenizer."""
+    kind = _kind(data)
     check_input(Path(data), f"--data {data}")
-    if _kind(data) in TEXT_SUFFIXES:
-        _check_tokenizer_files(folder, data)
+    if kind in TEXT_SUFFIXES:
+        check_tokenizer_files(folder, data)
 
 
 def _kind(data: str) -> str:
+    if data == "-":
+        raise BadInput(
+            "--data - : calibration data is read from a file, not from stdin",
+            "save it as .txt, .jsonl, .npz or .safetensors and pass that file",
+        )
     suffix = Path(data).suffix.lower()
     if suffix not in ID_SUFFIXES + TEXT_SUFFIXES:
         raise BadInput(
@@ -150,81 +175,66 @@ def token_stream(data: str, folder: Path, trust_remote_code: bool = False) -> to
     suffix = _kind(data)
     if suffix in ID_SUFFIXES:
         return _ids_stream(data)
+    _check_text_size(data)
     text = _read_text(data) if suffix == ".txt" else "\n\n".join(_jsonl_texts(data))
-    tokenizer = load_tokenizer(folder, data, trust_remote_code)
-    with quiet_torch():  # "sequence longer than the model's maximum": windows are cut after
-        ids = tokenizer(text)["input_ids"]
+    ids = tokenize(load_tokenizer(folder, data, trust_remote_code), text, folder, data)
     return torch.tensor(ids, dtype=torch.int64)
 
 
-def load_tokenizer(folder: Path, data: str, trust_remote_code: bool = False) -> Any:
-    """The folder's own tokenizer, from its files only (no network, no code of its own unless
-    trusted)."""
-    _check_tokenizer_files(folder, data)
-    config_file = folder / "tokenizer_config.json"
-    if config_file.is_file():
-        from prunecli.io.jsonfile import read_json_file
-        from prunecli.models.hf import REMOTE_CODE_HINT, remote_code
-
-        named = remote_code(_as_dict(read_json_file(config_file)))
-        if named and not trust_remote_code:
-            raise Unsupported(
-                f"{config_file} names the folder's own Python code (auto_map: {named[0]}), "
-                "which prunecli does not run on its own",
-                REMOTE_CODE_HINT,
-            )
-    try:
-        import transformers
-    except ImportError:
-        from prunecli.models.hf import INSTALL_HINT
-
-        raise Unsupported(f"tokenizing --data {data} needs transformers", INSTALL_HINT) from None
-    try:
-        with quiet_torch():
-            return transformers.AutoTokenizer.from_pretrained(
-                str(folder), local_files_only=True, trust_remote_code=trust_remote_code
-            )
-    except Exception as exc:  # noqa: BLE001 - tokenizers fail in many ways on bad files
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise BadInput(f"cannot load the tokenizer of {folder}: {detail}") from None
-
-
-def _check_tokenizer_files(folder: Path, data: str) -> None:
-    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+def _check_text_size(data: str) -> None:
+    """Refuse text too large to tokenize whole here: the tokenizer holds about
+    ``_TOKENIZER_BYTES`` bytes per byte of text (its encodings: ids, offsets, token strings)
+    until it returns, so a large corpus would be killed for memory rather than refused."""
+    memory = _memory_bytes()
+    size = check_input(Path(data), f"--data {data}").st_size
+    if memory is not None and size * _TOKENIZER_BYTES > memory:
         raise BadInput(
-            f"--data {data} is text, but {folder} has no tokenizer to turn it into tokens",
-            "pass token ids instead: a .npz or .safetensors file with a 2-D input_ids",
+            f"--data {data} is {size / 2**20:,.0f} MiB of text: tokenizing it whole takes about "
+            f"{size * _TOKENIZER_BYTES / 2**30:,.0f} GiB, more than this machine's memory "
+            f"({memory / 2**30:.1f} GiB)",
+            "pass a part of it: the windows use at most --samples × --seq-len tokens",
         )
 
 
-def _as_dict(value: object) -> dict[str, Any] | None:
-    return value if isinstance(value, dict) else None
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _read_text(data: str) -> str:
     with open_input(Path(data), f"--data {data}") as handle:
         raw = handle.read()
+    bom = 3 if raw.startswith(b"\xef\xbb\xbf") else 0  # as editors on Windows save UTF-8
     try:
-        return raw.decode("utf-8")
+        return raw[bom:].decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BadInput(f"--data {data} is not UTF-8 text (byte {exc.start})") from None
+        raise BadInput(f"--data {data} is not UTF-8 text (byte {bom + exc.start})") from None
 
 
 def _jsonl_texts(data: str) -> list[str]:
     texts = []
-    for number, line in enumerate(_read_text(data).splitlines(), start=1):
+    # lines end at "\n" only: a JSON string may hold U+2028, U+0085 or "\r" that
+    # str.splitlines() would also split at
+    for number, line in enumerate(_read_text(data).split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BadInput(f"--data {data} line {number} is not JSON ({exc.msg})") from None
+        # prunecli's one JSON reader: bounded nesting and digits, no NaN, no duplicate keys
+        record = parse_json(line, f"--data {data} line {number}")
         text = record.get("text") if isinstance(record, dict) else None
         if not isinstance(text, str):
             raise BadInput(
                 f'--data {data} line {number} has no "text" field holding a string',
                 'write one JSON object per line, e.g. {"text": "..."}',
             )
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # "\ud800": an escape JSON allows, no character
+            raise BadInput(
+                f"--data {data} line {number}: its text holds an unpaired surrogate "
+                f"(\\u{ord(text[exc.start]):04x}), which is not a character"
+            ) from None
         texts.append(text)
     return texts
 
@@ -232,19 +242,24 @@ def _jsonl_texts(data: str) -> list[str]:
 def _ids_stream(data: str) -> torch.Tensor:
     path = Path(data)
     check_input(path, f"--data {data}")
+    arrays: dict[str, torch.Tensor]
     if path.suffix.lower() == ".npz":
-        arrays = {k: torch.from_numpy(v) for k, v in read_npz(path, data).items()}
+        arrays = {
+            key: _tensor(value, key, data)
+            for key, value in read_npz(path, data).items()
+            if key in ("input_ids", "attention_mask")
+        }
     else:
         arrays, _ = load_file(path)
     ids = arrays.get("input_ids")
     if ids is None:
         raise BadInput(f"--data {data} has no input_ids", "store the token ids as input_ids")
-    if ids.dim() != 2 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
+    if ids.dim() != 2 or ids.dtype not in _INTEGERS:
         raise BadInput(
             f"--data {data}: input_ids must be a 2-D array of integers "
             f"(got {ids.dim()}-D {str(ids.dtype).removeprefix('torch.')})"
         )
-    ids = ids.to(torch.int64)
+    ids = _as_int64(ids, data)
     mask = arrays.get("attention_mask")
     if mask is None:
         return ids.reshape(-1)
@@ -252,4 +267,43 @@ def _ids_stream(data: str) -> torch.Tensor:
         raise BadInput(
             f"--data {data}: attention_mask is {list(mask.shape)}, input_ids {list(ids.shape)}"
         )
+    if mask.dtype.is_complex or not bool(((mask == 0) | (mask == 1)).all()):
+        raise BadInput(
+            f"--data {data}: attention_mask must hold only 0 (padding) and 1 (a token)",
+            "store the tokenizer's attention_mask as it is, or leave it out",
+        )
     return ids[mask != 0]
+
+
+#: the dtypes token ids may be stored in
+_INTEGERS = (
+    torch.int8, torch.int16, torch.int32, torch.int64,
+    torch.uint8, torch.uint16, torch.uint32, torch.uint64,
+)  # fmt: skip
+
+
+def _tensor(array: Any, name: str, data: str) -> torch.Tensor:
+    """An .npz array as a tensor; one torch cannot hold (text, dates) refused by name."""
+    if array.dtype.kind not in "biufc":
+        raise BadInput(
+            f"--data {data}: {name} holds {array.dtype} values, not numbers",
+            "store input_ids (and attention_mask) as integer arrays",
+        )
+    if not array.dtype.isnative:  # saved big-endian: torch takes the machine's byte order only
+        array = array.astype(array.dtype.newbyteorder("="))
+    return torch.from_numpy(array)
+
+
+def _as_int64(ids: torch.Tensor, data: str) -> torch.Tensor:
+    """``ids`` as int64; an unsigned 64-bit id past int64's range refused as it is (a plain
+    cast would wrap it to a negative id)."""
+    if ids.dtype != torch.uint64:
+        return ids.to(torch.int64)
+    signed = ids.view(torch.int64)
+    wrapped = signed[signed < 0]
+    if wrapped.numel():
+        raise BadInput(
+            f"--data {data} holds token id {int(wrapped[0]) + 2**64}, outside any vocabulary",
+            "the token ids must come from this model's tokenizer",
+        )
+    return signed

@@ -32,6 +32,7 @@ from prunecli.models.hf import build_skeleton, is_head
 
 DEFAULT_BATCH = 4  # calibration windows per forward: bounds the attention's activations
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+_COMPUTED = (*_LOW_PRECISION, torch.float32, torch.float64)  # the weights a block runs with
 
 
 class _Stop(Exception):
@@ -62,6 +63,14 @@ def open_blocks(source: str, trust_remote_code: bool = False, needs: str = "") -
     check_dense(checkpoint)
     tensors = ShardTensors(checkpoint)
     model = build_skeleton(Path(source), tensors.shapes(), trust_remote_code)
+    for name, _ in model.named_parameters():
+        if name in tensors and tensors.dtype(name) not in _COMPUTED:
+            raise Unsupported(
+                f"{source}: {name} is stored as {str(tensors.dtype(name)).removeprefix('torch.')} "
+                "(a quantized model?); the block runner computes with float16, bfloat16, "
+                "float32 or float64 weights",
+                "prune the model before quantizing it",
+            )
     return BlockModel(checkpoint, tensors, find_blocks(model, source))
 
 
@@ -154,6 +163,12 @@ class _Runner:
             hidden = args[0] if args else kwargs.pop("hidden_states")
             kwargs.update(zip(_positional_names(first)[1:], args[1:], strict=False))
             kwargs = _to(kwargs, torch.device("cpu"))
+            if not bool(torch.isfinite(hidden).all()):
+                raise BadInput(
+                    f"{self.source}: the embeddings give NaN or infinite values on the "
+                    f"calibration data (the inputs of block {self.blocks.name(0)})",
+                    "check the embedding weights",
+                )
             if states and _same(states[-1][1], kwargs):
                 kwargs = states[-1][1]  # one copy of a mask shared by every batch
             states.append((hidden.detach().to("cpu"), kwargs))

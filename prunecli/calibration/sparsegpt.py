@@ -123,8 +123,17 @@ def _inverse_factor(
         h = hessian.to(dtype).flip(0, 1)
         h.diagonal().copy_(diagonal.flip(0))
         upper = _upper_inverse_factor(h)
-        if upper is not None:
-            return upper.to(torch.float32), dead
+        if upper is None:
+            continue
+        upper = upper.to(torch.float32)
+        if bool((upper.diagonal() > 0).all()):
+            return upper, dead
+        # a dampening so large that (H + damping)⁻¹ underflows float32: w²/[H⁻¹]²_jj divides by 0
+        raise BadInput(
+            f"--dampening {dampening:g} makes the inverse Hessian{where} underflow float32 "
+            f"(its mean diagonal is {diagonal.mean().item():g} after dampening)",
+            "lower --dampening",
+        )
     raise BadInput(
         f"the Hessian{where} is not positive definite",
         "raise --dampening or give more calibration samples",

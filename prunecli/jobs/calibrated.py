@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from prunecli.calibration.blocks import OnlyLayers, linears, weight_matrix
-from prunecli.calibration.data import check_data, check_sizes, load_calibration, max_positions
+from prunecli.calibration.data import (
+    check_activations,
+    check_data,
+    check_sizes,
+    load_calibration,
+    max_positions,
+)
 from prunecli.calibration.owl import DEFAULT_LAMBDA, DEFAULT_M, owl_plan
 from prunecli.calibration.runner import BlockModel, open_blocks, prune_blocks
 from prunecli.calibration.stats import NonFiniteInput
@@ -88,6 +94,8 @@ def plan_calibrated(
     samples = options.get("samples")
     samples = CALIBRATION_OPTIONS["samples"] if samples is None else samples
     seq_len = check_sizes(samples, options.get("seq_len"), max_positions(checkpoint.config))
+    width = getattr(getattr(blocks.model, "config", None), "hidden_size", None)
+    check_activations(samples, seq_len, width if type(width) is int else None)
     dampening = None
     if method == "sparsegpt":
         dampening = options.get("dampening")

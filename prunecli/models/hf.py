@@ -187,6 +187,10 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "×".join(str(d) for d in shape) if shape else "a scalar"
 
 
+# config keys that set a dimension, said first when several hold the differing value
+_SIZE_KEY = re.compile(r"(_size|_dim|^n_embd|^d_model|^dim)$")
+
+
 def _sizes(config: dict[str, Any], wanted: tuple[int, ...], stored: tuple[int, ...]) -> str:
     """``vocab_size 32000, hidden_size 4096``: the config entries behind the dimensions that
     differ from the stored ones (the shape itself when no entry has that value)."""
@@ -195,6 +199,7 @@ def _sizes(config: dict[str, Any], wanted: tuple[int, ...], stored: tuple[int, .
         if index < len(stored) and stored[index] == dim:
             continue
         keys = [k for k, v in config.items() if type(v) is int and v == dim]
+        keys.sort(key=lambda k: not _SIZE_KEY.search(k))  # hidden_size before chunk_size_…
         said.append(f"{keys[0]} {dim}" if keys else f"dimension {index} is {dim}")
     return ", ".join(dict.fromkeys(said)) or f"the shape is {_shape(wanted)}"
 
