@@ -167,12 +167,20 @@ def main() -> None:
     header = f"{'layer':>10} {'mode':>6} {'reference s':>12} {'prunecli s':>11} {'ratio':>6}"
     print(header + f" {'ref error':>10} {'prunecli error':>15} {'error ratio':>12}")
     for mode, pattern in ((f"{args.sparsity:g}", None), ("2:4", (2, 4))):
-        for row in run(shapes, args.tokens, args.sparsity, pattern, args.repeat):
+        rows = run(shapes, args.tokens, args.sparsity, pattern, args.repeat)
+        for row in rows:
             print(
                 f"{row['shape']:>10} {mode:>6} {row['reference_s']:12.3f} {row['prunecli_s']:11.3f}"
                 f" {row['ratio']:6.2f} {row['reference_error']:10.5f} {row['prunecli_error']:15.5f}"
                 f" {row['prunecli_error'] / row['reference_error']:12.4f}"
             )
+        # one Llama-shaped block of width 512, MLP 1376: q, k, v, o; gate, up; down
+        times = {row["shape"]: (row["reference_s"], row["prunecli_s"]) for row in rows}
+        count = {"512x512": 4, "1376x512": 2, "512x1376": 1}
+        ref = sum(times[shape][0] * n for shape, n in count.items())
+        new = sum(times[shape][1] * n for shape, n in count.items())
+        print(f"{'block':>10} {mode:>6} {ref:12.3f} {new:11.3f} {new / ref:6.2f}")
+    print("block: one Llama block of width 512 (4 x 512x512, 2 x 1376x512, 1 x 512x1376)")
 
 
 if __name__ == "__main__":
