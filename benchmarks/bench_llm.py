@@ -281,8 +281,6 @@ def memory_model(folder: Path, gigabytes: float, vocab: int = 1024, blocks: int 
     return {"width": width, "params": params, "bytes": size}
 
 
-
-
 def memory(workdir: Path, gigabytes: float, samples: int) -> dict:
     import numpy as np
 
