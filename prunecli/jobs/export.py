@@ -64,6 +64,13 @@ def export_to_file(
             "export needs a PyTorch model; an ONNX model is pruned and written back as ONNX",
             "prunecli prune model.onnx --method magnitude --sparsity 0.9",
         )
+    if model.hf_config is not None and settings.to != "safetensors":
+        # the module prunecli runs has hooks (ids from floats, last-position logits): exporting
+        # it would deploy those, not the model; Hugging Face graphs are for a later change
+        raise Unsupported(
+            f"export --to {settings.to} of a Hugging Face folder is not supported yet",
+            "export it with --to safetensors, or use the model's own exporter (optimum)",
+        )
     started = time.perf_counter()
     shape = settings.input_shape or (model.arch.input_shape if model.arch else None)
     # no topology: an export changes no weight, and `inspect` shows it
@@ -74,7 +81,7 @@ def export_to_file(
         report.checks += [*artifact.checks, zeros_check(zeros)]
         parity = None
         if settings.verify and artifact.run is not None:
-            parity = measure_parity(model, artifact.run, shape, settings)
+            parity = measure_parity(model, artifact, settings)
             report.checks.append(parity_check(parity))
         written = all(check.passed for check in report.checks)
         if written:
@@ -86,6 +93,8 @@ def export_to_file(
             }
         report.export = export_section(settings, shape, model, artifact, parity, zeros)
         report.export.update(path=output, written=written)
+        if artifact.fallback:
+            report.warnings.append(artifact.fallback)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -124,7 +133,9 @@ def export_section(
         "storage": settings.format if settings.to == "safetensors" else storage,
         "opset": artifact.opset,
         "input_shape": list(shape) if shape else None,
-        "dynamic_batch": settings.dynamic_batch,
+        "dynamic_batch": "batch" in artifact.axes.values(),
+        "dynamic_axes": artifact.dynamic_axes,
+        "token_ids": bool(artifact.spec and artifact.spec.tokens),
         "source_bytes": model.file_bytes,
         "dense_bytes": artifact.dense_bytes,
         "file_bytes": size,

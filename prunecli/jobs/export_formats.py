@@ -16,6 +16,17 @@ import torch
 from prunecli.errors import Unsupported
 from prunecli.io import onnx as onnx_io
 from prunecli.io import safetensors as st
+from prunecli.jobs.export_shapes import (
+    Axes,
+    InputSpec,
+    dynamic_shapes,
+    example_input,
+    input_spec,
+    onnx_axes,
+    program_axes,
+    trace_dynamic,
+    wanted_axes,
+)
 from prunecli.jobs.report import Check
 from prunecli.jobs.writing import write_model
 from prunecli.models.loaded import LoadedModel, load_model, model_metadata
@@ -32,13 +43,15 @@ class ExportSettings:
     to: str
     input_shape: tuple[int, ...] | None = None
     opset: int | None = None
-    dynamic_batch: bool = False
+    # None: the batch is free unless the model fixes it (then fixed, with a warning);
+    # True: free or refused (exit 3); False: fixed. A token model's sequence is free when it can be.
+    dynamic_batch: bool | None = None
     sparse_initializers: bool = False
     format: str = "dense"  # safetensors layout: dense or bitmask
     atol: float = 1e-4
     verify: bool = True
     seed: int = 0
-    samples: int = 4  # parity batches: batch 1 each, or sizes 1..samples with a dynamic batch
+    samples: int = 4  # parity batches: batch 1 each, or sizes 1..samples with a free batch
 
 
 @dataclass
@@ -53,6 +66,10 @@ class Artifact:
     opset: int | None = None
     notes: list[str] = field(default_factory=list)
     sparse: dict[str, int] | None = None
+    spec: InputSpec | None = None  # the input it was traced with (None: nothing to run)
+    axes: Axes = field(default_factory=dict)  # the input's free axes, as traced
+    dynamic_axes: dict[str, dict[str, str]] = field(default_factory=dict)  # read back
+    fallback: str | None = None  # why a wanted axis is fixed
 
 
 # --- the three writers ------------------------------------------------------------------------
@@ -67,8 +84,14 @@ def write_onnx(
     onnx_io.require("onnx", "onnxscript", "onnxruntime")
     module = model.require_graph("export --to onnx")
     dense = folder / "dense.onnx"
-    example = example_input(module, need_shape(shape), settings)
-    opset = export_onnx(module, example, dense, settings.opset, settings.dynamic_batch)
+    spec = input_spec(module, need_shape(shape))
+    traced = trace_dynamic(
+        lambda axes: export_onnx(
+            module, example_input(spec, axes, settings.seed), dense, settings.opset, axes
+        ),
+        wanted_axes(spec, settings.dynamic_batch),
+        settings.dynamic_batch,
+    )
     proto = onnx_io.load_proto(dense)
     onnx_io.set_metadata(
         proto, {k: v for k, v in model_metadata(model, {}).items() if k != "format"}
@@ -93,9 +116,13 @@ def write_onnx(
         dense_bytes=dense.stat().st_size,
         tensors=onnx_io.initializer_arrays(proto, list(model.tensors)),
         run=lambda xs: onnx_io.run_onnx(path, [x.numpy() for x in xs]),  # one session
-        opset=opset,
+        opset=traced.result,
         notes=notes,
         sparse=sparse,
+        spec=spec,
+        axes=traced.axes,
+        dynamic_axes=onnx_axes(proto),
+        fallback=traced.fallback,
     )
 
 
@@ -105,11 +132,15 @@ def write_pt2(
     from prunecli.io.pt2 import load_program, save_program
 
     module = model.require_graph("export --to pt2")
-    example = example_input(module, need_shape(shape), settings)
-    program = export_program(module, example, settings.dynamic_batch)
+    spec = input_spec(module, need_shape(shape))
+    traced = trace_dynamic(
+        lambda axes: export_program(module, example_input(spec, axes, settings.seed), axes),
+        wanted_axes(spec, settings.dynamic_batch),
+        settings.dynamic_batch,
+    )
     path = folder / "model.pt2"
     with path.open("wb") as stream:
-        save_program(program, stream)
+        save_program(traced.result, stream)
     reloaded = load_program(path)  # the way every reader loads it, pickles refused
     runnable = reloaded.module()
     return Artifact(
@@ -117,6 +148,10 @@ def write_pt2(
         dense_bytes=path.stat().st_size,
         tensors=reloaded.state_dict,
         run=lambda xs: [run_module(runnable, x) for x in xs],
+        spec=spec,
+        axes=traced.axes,
+        dynamic_axes=program_axes(reloaded, traced.axes),
+        fallback=traced.fallback,
     )
 
 
@@ -166,23 +201,16 @@ def dense_safetensors_bytes(model: LoadedModel) -> int:
 
 
 def export_program(
-    module: torch.nn.Module, example: torch.Tensor, dynamic_batch: bool
+    module: torch.nn.Module, example: torch.Tensor, axes: Axes
 ) -> torch.export.ExportedProgram:
-    """``torch.export.export`` on ``example``, its failures as one line."""
-    from prunecli.io.onnx_export import dynamic_shapes, quiet_exporter
+    """``torch.export.export`` on ``example`` with ``axes`` free, its failures as one line."""
+    from prunecli.io.onnx_export import quiet_exporter
 
     with quiet_exporter():
         try:
-            return torch.export.export(
-                module, (example,), dynamic_shapes=dynamic_shapes(dynamic_batch)
-            )
+            return torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes(axes))
         except Exception as exc:
             detail = f"{type(exc).__name__}: {onnx_io.first_line(exc)}"
-            if dynamic_batch:
-                raise Unsupported(
-                    f"torch.export cannot trace the model with a dynamic batch: {detail}",
-                    "drop --dynamic-batch",
-                ) from exc
             raise Unsupported(
                 f"torch.export cannot trace the model: {detail}",
                 "the forward must be traceable (no data-dependent Python control flow)",
@@ -198,20 +226,6 @@ def need_shape(shape: tuple[int, ...] | None) -> tuple[int, ...]:
             "export needs the model's input shape", "pass --input-shape, e.g. --input-shape 3,32,32"
         )
     return shape
-
-
-def input_dtype(module: torch.nn.Module) -> torch.dtype:
-    floating = (p.dtype for p in module.parameters() if p.is_floating_point())
-    return next(floating, torch.float32)
-
-
-def example_input(
-    module: torch.nn.Module, shape: tuple[int, ...], settings: ExportSettings
-) -> torch.Tensor:
-    # a dynamic batch is traced at 2: torch.export specialises sizes 0 and 1
-    batch = 2 if settings.dynamic_batch else 1
-    generator = torch.Generator().manual_seed(settings.seed + 1)
-    return torch.randn((batch, *shape), generator=generator).to(input_dtype(module))
 
 
 def run_module(module: Callable[[torch.Tensor], Any], x: torch.Tensor) -> list[Any]:
