@@ -72,7 +72,10 @@ def export_onnx(
                 verbose=False,
             )
         except Exception as exc:
-            raise export_error(exc, bool(axes)) from exc  # the cause shows with PRUNECLI_DEBUG=1
+            error = export_error(exc, bool(axes))
+            if data_dependent(exc):
+                error.shape_independent = True  # type: ignore[attr-defined]
+            raise error from exc  # the cause shows with PRUNECLI_DEBUG=1
         fixed = [name for i, name in axes.items() if not axis_is_free(program.model_proto, i)]
         if fixed:
             raise Unsupported(f"the exporter fixed the {fixed[0]} dimension")
@@ -102,10 +105,12 @@ def export_error(exc: Exception, dynamic: bool) -> Exception:
         found = pattern.search(text)
         if found:
             op = f"{found.group(1)}.{found.group(2)}"
-            return Unsupported(
-                f"cannot export to ONNX: operator {op} has no ONNX translation",
-                "export with --to pt2 (torch.export keeps every operator), "
-                "or replace the operator in the module",
+            return shape_independent(
+                Unsupported(
+                    f"cannot export to ONNX: operator {op} has no ONNX translation",
+                    "export with --to pt2 (torch.export keeps every operator), "
+                    "or replace the operator in the module",
+                )
             )
     if dynamic and re.search(r"Constraints violated|specializ|Dim\(", text):
         return Unsupported(f"torch.export fixed a dynamic dimension: {first_line(exc)}")
@@ -121,6 +126,26 @@ def export_error(exc: Exception, dynamic: bool) -> Exception:
         f"cannot export to ONNX: {type(cause).__name__}: {first_line(cause)}",
         "export with --to pt2, or run with PRUNECLI_DEBUG=1 for the exporter's full message",
     )
+
+
+def shape_independent(error: Unsupported) -> Unsupported:
+    """Mark ``error`` as one no choice of dynamic axes avoids: export does not retry it with
+    fixed axes (jobs/export_shapes.py)."""
+    error.shape_independent = True  # type: ignore[attr-defined]
+    return error
+
+
+def data_dependent(exc: BaseException) -> bool:
+    """Whether the trace failed on data-dependent control flow (torch's
+    GuardOnDataDependentSymNode anywhere in the chain of causes): fixed sizes fail the same."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a chain of causes, never a cycle
+        if seen is None:
+            return False
+        if type(seen).__name__ == "GuardOnDataDependentSymNode":
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def axis_is_free(proto: Any, axis: int) -> bool:

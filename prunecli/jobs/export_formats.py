@@ -25,7 +25,6 @@ from prunecli.jobs.export_shapes import (
     onnx_axes,
     program_axes,
     trace_dynamic,
-    wanted_axes,
 )
 from prunecli.jobs.report import Check
 from prunecli.jobs.writing import write_model
@@ -89,7 +88,7 @@ def write_onnx(
         lambda axes: export_onnx(
             module, example_input(spec, axes, settings.seed), dense, settings.opset, axes
         ),
-        wanted_axes(spec, settings.dynamic_batch),
+        spec,
         settings.dynamic_batch,
     )
     proto = onnx_io.load_proto(dense)
@@ -135,7 +134,7 @@ def write_pt2(
     spec = input_spec(module, need_shape(shape))
     traced = trace_dynamic(
         lambda axes: export_program(module, example_input(spec, axes, settings.seed), axes),
-        wanted_axes(spec, settings.dynamic_batch),
+        spec,
         settings.dynamic_batch,
     )
     path = folder / "model.pt2"
@@ -204,17 +203,18 @@ def export_program(
     module: torch.nn.Module, example: torch.Tensor, axes: Axes
 ) -> torch.export.ExportedProgram:
     """``torch.export.export`` on ``example`` with ``axes`` free, its failures as one line."""
-    from prunecli.io.onnx_export import quiet_exporter
+    from prunecli.io.onnx_export import data_dependent, quiet_exporter, shape_independent
 
     with quiet_exporter():
         try:
             return torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes(axes))
         except Exception as exc:
             detail = f"{type(exc).__name__}: {onnx_io.first_line(exc)}"
-            raise Unsupported(
+            error = Unsupported(
                 f"torch.export cannot trace the model: {detail}",
                 "the forward must be traceable (no data-dependent Python control flow)",
-            ) from exc
+            )
+            raise (shape_independent(error) if data_dependent(exc) else error) from exc
 
 
 # --- inputs and running ----------------------------------------------------------------------

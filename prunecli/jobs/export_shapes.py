@@ -125,18 +125,21 @@ class Traced:
 
 
 def trace_dynamic(
-    trace: Callable[[Axes], T], candidates: Sequence[Axes], dynamic_batch: bool | None
+    trace: Callable[[Axes], T], spec: InputSpec, dynamic_batch: bool | None
 ) -> Traced:
-    """``trace(axes)`` for each candidate until one succeeds. The last candidate's error is the
-    one raised when none does (the model does not export at all); a fixed batch after an
-    explicit ``--dynamic-batch`` is refused, naming the first failure."""
+    """``trace(axes)`` for each of :func:`wanted_axes` until one succeeds. The last one's error
+    is raised when none does (the model does not export at all), and at once an error that
+    fixed sizes cannot avoid (an operator without ONNX translation, data-dependent control
+    flow); a fixed batch after an explicit ``--dynamic-batch`` is refused, naming the first
+    failure."""
+    candidates = wanted_axes(spec, dynamic_batch)
     first: Exception | None = None
     for axes in candidates:
         try:
             result = trace(axes)
         except Unsupported as exc:
-            if axes is candidates[-1]:
-                raise
+            if axes is candidates[-1] or getattr(exc, "shape_independent", False):
+                raise  # fixed sizes would fail the same way
             first = first or exc
             continue
         if first is None:
@@ -148,12 +151,10 @@ def trace_dynamic(
                 f"the batch dimension cannot be dynamic for this model: {detail}",
                 "export with --static-batch",
             )
-        return Traced(
-            result,
-            axes,
-            f"the {' and '.join(lost)} dimension{'s' if len(lost) > 1 else ''} could not be "
-            f"made dynamic, so the export fixes {'them' if len(lost) > 1 else 'it'}: {detail}",
-        )
+        sizes = {BATCH: 1, SEQ: spec.shape[0] if spec.shape else 1}
+        fixed = " and ".join(f"the {name} dimension at {sizes[name]}" for name in lost)
+        hint = " (--static-batch skips the attempt)" if BATCH in lost else ""
+        return Traced(result, axes, f"the export fixes {fixed}{hint}: {detail}")
     raise AssertionError("no candidate axes")  # pragma: no cover - candidates end with a rung
 
 
