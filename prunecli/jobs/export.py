@@ -64,13 +64,6 @@ def export_to_file(
             "export needs a PyTorch model; an ONNX model is pruned and written back as ONNX",
             "prunecli prune model.onnx --method magnitude --sparsity 0.9",
         )
-    if model.hf_config is not None and settings.to != "safetensors":
-        # the module prunecli runs has hooks (ids from floats, last-position logits): exporting
-        # it would deploy those, not the model; Hugging Face graphs are for a later change
-        raise Unsupported(
-            f"export --to {settings.to} of a Hugging Face folder is not supported yet",
-            "export it with --to safetensors, or use the model's own exporter (optimum)",
-        )
     started = time.perf_counter()
     shape = settings.input_shape or (model.arch.input_shape if model.arch else None)
     # no topology: an export changes no weight, and `inspect` shows it

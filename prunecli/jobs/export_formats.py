@@ -81,7 +81,7 @@ def write_onnx(
     from prunecli.io.onnx_sparse import sparsify_initializers
 
     onnx_io.require("onnx", "onnxscript", "onnxruntime")
-    module = model.require_graph("export --to onnx")
+    module = export_graph(model, "onnx")
     dense = folder / "dense.onnx"
     spec = input_spec(module, need_shape(shape))
     traced = trace_dynamic(
@@ -130,7 +130,7 @@ def write_pt2(
 ) -> Artifact:
     from prunecli.io.pt2 import load_program, save_program
 
-    module = model.require_graph("export --to pt2")
+    module = export_graph(model, "pt2")
     spec = input_spec(module, need_shape(shape))
     traced = trace_dynamic(
         lambda axes: export_program(module, example_input(spec, axes, settings.seed), axes),
@@ -191,6 +191,19 @@ WRITERS: dict[str, Callable[..., Artifact]] = {
     "pt2": write_pt2,
     "safetensors": write_safetensors,
 }
+
+
+def export_graph(model: LoadedModel, to: str) -> torch.nn.Module:
+    """The module to trace; a Hugging Face folder's is refused (after its own checks, such as
+    remote code): prunecli runs it with hooks (ids from floats, last-position logits) that an
+    exported graph would carry, so Hugging Face graphs wait for an export of their own."""
+    module = model.require_graph(f"export --to {to}")
+    if model.hf_config is not None:
+        raise Unsupported(
+            f"export --to {to} of a Hugging Face folder is not supported yet",
+            "export it with --to safetensors, or use the model's own exporter (optimum)",
+        )
+    return module
 
 
 def dense_safetensors_bytes(model: LoadedModel) -> int:
