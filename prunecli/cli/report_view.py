@@ -63,8 +63,9 @@ def export_lines(report: Report) -> list[str]:
     about = [export["storage"].replace("-", " ")]
     if export["opset"]:
         about.append(f"opset {export['opset']}")
-    if export["dynamic_batch"]:
-        about.append("dynamic batch")
+    if export["format"] != "safetensors":
+        free = {name for axes in export["dynamic_axes"].values() for name in axes.values()}
+        about.append(f"dynamic {', '.join(sorted(free))}" if free else "fixed shape")
     sizes = f"{human_size(export['file_bytes'])}"
     if export["dense_bytes"] != export["file_bytes"]:
         sizes += (

@@ -151,10 +151,10 @@ def parity_check(parity: Parity) -> Check:
 def batches_text(shapes: list[tuple[int, ...]]) -> str:
     """`` of batch 1-4``, `` of batch 1-4 and length 4, 8``: what the parity inputs varied."""
     batches = sorted({shape[0] for shape in shapes})
-    text = (
-        f" of batch {batches[0]}" if len(batches) == 1 else f" of batch {batches[0]}-{batches[-1]}"
-    )
+    if not batches:
+        return ""
+    text = f" of batch {batches[0]}" + (f"-{batches[-1]}" if len(batches) > 1 else "")
     lengths = sorted({shape[1] for shape in shapes if len(shape) > 1})
     if len(lengths) > 1:
         text += f" and length {', '.join(map(str, lengths))}"
-    return text if shapes else ""
+    return text
