@@ -41,9 +41,15 @@ def export_command(
     ] = None,
     input_shape: opt.InputShape = None,
     dynamic_batch: Annotated[
-        bool,
-        typer.Option("--dynamic-batch", help="onnx, pt2: leave the batch dimension free."),
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--dynamic-batch/--static-batch",
+            help="onnx, pt2: the batch dimension is free by default, and fixed at 1 (with a "
+            "warning) for a model that fixes it; --dynamic-batch refuses that, --static-batch "
+            "fixes it.",
+            show_default=False,
+        ),
+    ] = None,
     atol: Annotated[
         float,
         typer.Option(
@@ -100,8 +106,9 @@ def export_command(
         raise BadInput("--opset applies to --to onnx only")
     if format != "dense" and target != "safetensors":
         raise BadInput(f"--format {format} applies to --to safetensors only")
-    if dynamic_batch and target == "safetensors":
-        raise BadInput("--dynamic-batch applies to --to onnx and pt2 only")
+    if dynamic_batch is not None and target == "safetensors":
+        flag = "--dynamic-batch" if dynamic_batch else "--static-batch"
+        raise BadInput(f"{flag} applies to --to onnx and pt2 only")
     settings = ExportSettings(
         to=target,
         input_shape=parse_input_shape(input_shape),
@@ -123,6 +130,9 @@ def export_command(
     check_input_shape(loaded, settings.input_shape, input_shape)
     report = export_to_file(loaded, names, settings, output)
     out.report(report, report_file)
+    if json_mode:  # the human report shows its warnings; a JSON one is for a program
+        for warning in report.warnings:
+            out.warn(warning)
     failed = [check for check in report.checks if not check.passed]
     if failed:
         raise CheckFailed(f"{failed[0].name} check failed: {failed[0].message}")

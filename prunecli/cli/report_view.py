@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.text import Text
@@ -63,8 +63,9 @@ def export_lines(report: Report) -> list[str]:
     about = [export["storage"].replace("-", " ")]
     if export["opset"]:
         about.append(f"opset {export['opset']}")
-    if export["dynamic_batch"]:
-        about.append("dynamic batch")
+    if export["format"] != "safetensors":
+        free = {name for axes in export["dynamic_axes"].values() for name in axes.values()}
+        about.append(f"dynamic {', '.join(sorted(free))}" if free else "fixed shape")
     sizes = f"{human_size(export['file_bytes'])}"
     if export["dense_bytes"] != export["file_bytes"]:
         sizes += (
@@ -91,6 +92,19 @@ def export_lines(report: Report) -> list[str]:
     return lines
 
 
+def graph_line(graph: dict[str, Any]) -> str:
+    """``input: input float32 [batch, 1, 28, 28] -> output: linear_2 float32 [batch, 10]``."""
+
+    def values(kind: str) -> str:
+        shown = [
+            f"{v['name']} {v['dtype']} [{', '.join('?' if d is None else str(d) for d in v['shape'])}]"
+            for v in graph[kind]
+        ]
+        return f"{kind[:-1]}{'s' if len(shown) > 1 else ''}: {'; '.join(shown) or 'none'}"
+
+    return f"{values('inputs')} -> {values('outputs')}"
+
+
 def render_report(console: Console, report: Report, group: str = "auto") -> None:
     """The report for a terminal; ``group`` (auto, block, tensor) picks the layer rows."""
     model = report.model
@@ -108,6 +122,8 @@ def render_report(console: Console, report: Report, group: str = "auto") -> None
     line = topology_line(report)
     if line is not None:
         console.print(line)
+    if model.get("graph"):
+        console.print(graph_line(model["graph"]))
     for shard in model.get("shards") or []:
         figures = f"{shard['tensors']} tensors, {human_size(shard['file_bytes'])}"
         if "nonzero" in shard:

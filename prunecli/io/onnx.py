@@ -57,8 +57,10 @@ def require(*modules: str) -> None:
 
 
 def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):  # "… were found:" says nothing on its own
+        return f"{lines[0]} {lines[1]}"
+    return lines[0] if lines else type(exc).__name__
 
 
 @dataclass
@@ -106,6 +108,35 @@ def read_onnx(path: Path) -> OnnxFile:
         weights=weight_initializers(proto.graph, tensors),
         sparse=sparse,
     )
+
+
+def graph_values(proto: onnx.ModelProto) -> dict[str, list[dict[str, Any]]]:
+    """The graph's inputs and outputs: name, element type and shape, a symbolic dimension by
+    its name (``["batch", 3, 32, 32]``), an unknown one as null."""
+    import onnx
+
+    initializers = {init.name for init in proto.graph.initializer}
+
+    def describe(value: onnx.ValueInfoProto) -> dict[str, Any]:
+        tensor = value.type.tensor_type
+        dims = [
+            d.dim_param
+            if d.HasField("dim_param")
+            else d.dim_value
+            if d.HasField("dim_value")
+            else None
+            for d in tensor.shape.dim
+        ]
+        try:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+        except Exception:  # noqa: BLE001 - no NumPy type (bfloat16, float8, strings)
+            dtype = onnx.TensorProto.DataType.Name(tensor.elem_type).lower()
+        return {"name": value.name, "dtype": dtype, "shape": dims}
+
+    return {
+        "inputs": [describe(v) for v in proto.graph.input if v.name not in initializers],
+        "outputs": [describe(v) for v in proto.graph.output],
+    }
 
 
 def all_tensor_protos(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:

@@ -51,18 +51,16 @@ def quiet_exporter() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def dynamic_shapes(dynamic_batch: bool) -> tuple[dict[int, object]] | None:
-    return ({0: torch.export.Dim("batch")},) if dynamic_batch else None
-
-
 def export_onnx(
     module: torch.nn.Module,
     example: torch.Tensor,
     path: Path,
     opset: int | None,
-    dynamic_batch: bool,
+    axes: dict[int, str],
 ) -> int:
-    """Write ``module`` traced on ``example`` to ``path``; returns the opset written."""
+    """Write ``module`` traced on ``example`` to ``path`` with the input's ``axes`` (index →
+    name) symbolic; returns the opset written."""
+    dynamic_shapes = ({i: torch.export.Dim(name) for i, name in axes.items()},) if axes else None
     with quiet_exporter():
         try:
             program = torch.onnx.export(
@@ -70,16 +68,17 @@ def export_onnx(
                 (example,),
                 dynamo=True,
                 opset_version=opset,
-                dynamic_shapes=dynamic_shapes(dynamic_batch),
+                dynamic_shapes=dynamic_shapes,
                 verbose=False,
             )
         except Exception as exc:
-            raise export_error(exc, dynamic_batch) from exc  # the cause shows with PRUNECLI_DEBUG=1
-        if dynamic_batch and not batch_is_free(program.model_proto):
-            raise Unsupported(
-                "the batch dimension cannot be dynamic for this model: the exporter fixed it",
-                "drop --dynamic-batch",
-            )
+            error = export_error(exc, bool(axes))
+            if data_dependent(exc):
+                error.shape_independent = True  # type: ignore[attr-defined]
+            raise error from exc  # the cause shows with PRUNECLI_DEBUG=1
+        fixed = [name for i, name in axes.items() if not axis_is_free(program.model_proto, i)]
+        if fixed:
+            raise Unsupported(f"the exporter fixed the {fixed[0]} dimension")
         written = next(
             (o.version for o in program.model_proto.opset_import if o.domain in ("", "ai.onnx")),
             None,
@@ -99,23 +98,22 @@ def export_onnx(
     return int(written or 0)
 
 
-def export_error(exc: Exception, dynamic_batch: bool) -> Exception:
+def export_error(exc: Exception, dynamic: bool) -> Exception:
     """The exporter's failure as one actionable line."""
     text = f"{exc}\n{exc.__cause__ or ''}"
     for pattern in _OP_PATTERNS:
         found = pattern.search(text)
         if found:
             op = f"{found.group(1)}.{found.group(2)}"
-            return Unsupported(
-                f"cannot export to ONNX: operator {op} has no ONNX translation",
-                "export with --to pt2 (torch.export keeps every operator), "
-                "or replace the operator in the module",
+            return shape_independent(
+                Unsupported(
+                    f"cannot export to ONNX: operator {op} has no ONNX translation",
+                    "export with --to pt2 (torch.export keeps every operator), "
+                    "or replace the operator in the module",
+                )
             )
-    if dynamic_batch and re.search(r"Constraints violated|specializ|Dim\(", text):
-        return Unsupported(
-            f"the batch dimension cannot be dynamic for this model: {first_line(exc)}",
-            "drop --dynamic-batch",
-        )
+    if dynamic and re.search(r"Constraints violated|specializ|Dim\(", text):
+        return Unsupported(f"torch.export fixed a dynamic dimension: {first_line(exc)}")
     cause = exc.__cause__ or exc
     if isinstance(exc, ValueError | TypeError) and "opset" in text.lower():
         return BadInput(f"cannot export with this --opset: {first_line(exc)}")
@@ -130,7 +128,27 @@ def export_error(exc: Exception, dynamic_batch: bool) -> Exception:
     )
 
 
-def batch_is_free(proto: Any) -> bool:
-    """Whether the first input's first dimension is symbolic in the exported graph."""
+def shape_independent(error: Unsupported) -> Unsupported:
+    """Mark ``error`` as one no choice of dynamic axes avoids: export does not retry it with
+    fixed axes (jobs/export_shapes.py)."""
+    error.shape_independent = True  # type: ignore[attr-defined]
+    return error
+
+
+def data_dependent(exc: BaseException) -> bool:
+    """Whether the trace failed on data-dependent control flow (torch's
+    GuardOnDataDependentSymNode anywhere in the chain of causes): fixed sizes fail the same."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a chain of causes, never a cycle
+        if seen is None:
+            return False
+        if type(seen).__name__ == "GuardOnDataDependentSymNode":
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def axis_is_free(proto: Any, axis: int) -> bool:
+    """Whether the first input's dimension ``axis`` is symbolic in the exported graph."""
     dims = proto.graph.input[0].type.tensor_type.shape.dim if proto.graph.input else []
-    return bool(dims) and dims[0].HasField("dim_param")
+    return len(dims) > axis and dims[axis].HasField("dim_param")

@@ -74,7 +74,7 @@ def export_to_file(
         report.checks += [*artifact.checks, zeros_check(zeros)]
         parity = None
         if settings.verify and artifact.run is not None:
-            parity = measure_parity(model, artifact.run, shape, settings)
+            parity = measure_parity(model, artifact, settings)
             report.checks.append(parity_check(parity))
         written = all(check.passed for check in report.checks)
         if written:
@@ -86,6 +86,8 @@ def export_to_file(
             }
         report.export = export_section(settings, shape, model, artifact, parity, zeros)
         report.export.update(path=output, written=written)
+        if artifact.fallback:
+            report.warnings.append(artifact.fallback)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -124,7 +126,9 @@ def export_section(
         "storage": settings.format if settings.to == "safetensors" else storage,
         "opset": artifact.opset,
         "input_shape": list(shape) if shape else None,
-        "dynamic_batch": settings.dynamic_batch,
+        "dynamic_batch": "batch" in artifact.axes.values(),
+        "dynamic_axes": artifact.dynamic_axes,
+        "token_ids": bool(artifact.spec and artifact.spec.tokens),
         "source_bytes": model.file_bytes,
         "dense_bytes": artifact.dense_bytes,
         "file_bytes": size,

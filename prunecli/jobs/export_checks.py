@@ -11,19 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from prunecli.jobs.export_formats import (
-    ExportSettings,
-    Runner,
-    input_dtype,
-    need_shape,
-    run_module,
-)
+from prunecli.jobs.export_formats import Artifact, ExportSettings, run_module
+from prunecli.jobs.export_shapes import parity_inputs
 from prunecli.jobs.report import Check
 from prunecli.models.loaded import LoadedModel
 
@@ -35,6 +30,7 @@ class Parity:
     atol: float
     samples: int
     seed: int
+    shapes: list[tuple[int, ...]] = field(default_factory=list)  # the input shapes run
 
     @property
     def output_scale(self) -> float:
@@ -59,27 +55,18 @@ class Parity:
             "passed": self.passed,
             "samples": self.samples,
             "seed": self.seed,
+            "input_shapes": [list(shape) for shape in self.shapes],
         }
 
 
-def parity_inputs(
-    module: torch.nn.Module, shape: tuple[int, ...], settings: ExportSettings
-) -> list[torch.Tensor]:
-    """Seeded standard-normal batches: batch 1 each, or 1..samples with a dynamic batch."""
-    generator = torch.Generator().manual_seed(settings.seed)
-    sizes = range(1, settings.samples + 1) if settings.dynamic_batch else [1] * settings.samples
-    dtype = input_dtype(module)
-    return [torch.randn((n, *shape), generator=generator).to(dtype) for n in sizes]
-
-
-def measure_parity(
-    model: LoadedModel, run: Runner, shape: tuple[int, ...] | None, settings: ExportSettings
-) -> Parity:
-    """max |artifact − module| and the output scale over seeded random inputs."""
+def measure_parity(model: LoadedModel, artifact: Artifact, settings: ExportSettings) -> Parity:
+    """max |artifact − module| and the output scale over seeded random inputs, at several
+    batch sizes (and sequence lengths) where the artifact leaves them free."""
     module = model.require_graph("export verification")
-    inputs = parity_inputs(module, need_shape(shape), settings)
+    assert artifact.run is not None and artifact.spec is not None
+    inputs = parity_inputs(artifact.spec, artifact.axes, settings.samples, settings.seed)
     worst, largest = 0.0, 0.0
-    for x, outputs in zip(inputs, run(inputs), strict=True):
+    for x, outputs in zip(inputs, artifact.run(inputs), strict=True):
         expected = [torch.as_tensor(y).double() for y in run_module(module, x)]
         got = [torch.as_tensor(np.asarray(y)).double() for y in outputs]
         if len(got) != len(expected) or any(
@@ -92,7 +79,8 @@ def measure_parity(
                 diff = float((a - b).abs().max())
                 worst = max(worst, diff if math.isfinite(diff) else math.inf)
                 largest = max(largest, float(b.abs().max()))
-    return Parity(worst, largest, settings.atol, len(inputs), settings.seed)
+    shapes = sorted({tuple(x.shape) for x in inputs})
+    return Parity(worst, largest, settings.atol, len(inputs), settings.seed, shapes)
 
 
 def zero_mask(value: Any) -> np.ndarray:
@@ -152,9 +140,21 @@ def parity_check(parity: Parity) -> Check:
     message = (
         f"max |diff| {parity.max_abs_diff:.3g} / output scale {parity.output_scale:.3g} = "
         f"{figure} {'<=' if parity.passed else '>'} atol {parity.atol:g} "
-        f"({parity.samples} random inputs, seed {parity.seed})"
+        f"({parity.samples} random inputs{batches_text(parity.shapes)}, seed {parity.seed})"
     )
     if not parity.passed:
         message += "; nothing was written"
     value = parity.relative if math.isfinite(parity.relative) else None  # JSON has no inf
     return Check("parity", parity.atol, value, parity.passed, message)
+
+
+def batches_text(shapes: list[tuple[int, ...]]) -> str:
+    """`` of batch 1-4``, `` of batch 1-4 and length 4, 8``: what the parity inputs varied."""
+    batches = sorted({shape[0] for shape in shapes})
+    if not batches:
+        return ""
+    text = f" of batch {batches[0]}" + (f"-{batches[-1]}" if len(batches) > 1 else "")
+    lengths = sorted({shape[1] for shape in shapes if len(shape) > 1})
+    if len(lengths) > 1:
+        text += f" and length {', '.join(map(str, lengths))}"
+    return text

@@ -16,6 +16,16 @@ import torch
 from prunecli.errors import Unsupported
 from prunecli.io import onnx as onnx_io
 from prunecli.io import safetensors as st
+from prunecli.jobs.export_shapes import (
+    Axes,
+    InputSpec,
+    dynamic_shapes,
+    example_input,
+    input_spec,
+    onnx_axes,
+    program_axes,
+    trace_dynamic,
+)
 from prunecli.jobs.report import Check
 from prunecli.jobs.writing import write_model
 from prunecli.models.loaded import LoadedModel, load_model, model_metadata
@@ -32,13 +42,15 @@ class ExportSettings:
     to: str
     input_shape: tuple[int, ...] | None = None
     opset: int | None = None
-    dynamic_batch: bool = False
+    # None: the batch is free unless the model fixes it (then fixed, with a warning);
+    # True: free or refused (exit 3); False: fixed. A token model's sequence is free when it can be.
+    dynamic_batch: bool | None = None
     sparse_initializers: bool = False
     format: str = "dense"  # safetensors layout: dense or bitmask
     atol: float = 1e-4
     verify: bool = True
     seed: int = 0
-    samples: int = 4  # parity batches: batch 1 each, or sizes 1..samples with a dynamic batch
+    samples: int = 4  # parity batches: batch 1 each, or sizes 1..samples with a free batch
 
 
 @dataclass
@@ -53,6 +65,10 @@ class Artifact:
     opset: int | None = None
     notes: list[str] = field(default_factory=list)
     sparse: dict[str, int] | None = None
+    spec: InputSpec | None = None  # the input it was traced with (None: nothing to run)
+    axes: Axes = field(default_factory=dict)  # the input's free axes, as traced
+    dynamic_axes: dict[str, dict[str, str]] = field(default_factory=dict)  # read back
+    fallback: str | None = None  # why a wanted axis is fixed
 
 
 # --- the three writers ------------------------------------------------------------------------
@@ -65,10 +81,16 @@ def write_onnx(
     from prunecli.io.onnx_sparse import sparsify_initializers
 
     onnx_io.require("onnx", "onnxscript", "onnxruntime")
-    module = model.require_graph("export --to onnx")
+    module = export_graph(model, "onnx")
     dense = folder / "dense.onnx"
-    example = example_input(module, need_shape(shape), settings)
-    opset = export_onnx(module, example, dense, settings.opset, settings.dynamic_batch)
+    spec = input_spec(module, need_shape(shape))
+    traced = trace_dynamic(
+        lambda axes: export_onnx(
+            module, example_input(spec, axes, settings.seed), dense, settings.opset, axes
+        ),
+        spec,
+        settings.dynamic_batch,
+    )
     proto = onnx_io.load_proto(dense)
     onnx_io.set_metadata(
         proto, {k: v for k, v in model_metadata(model, {}).items() if k != "format"}
@@ -93,9 +115,13 @@ def write_onnx(
         dense_bytes=dense.stat().st_size,
         tensors=onnx_io.initializer_arrays(proto, list(model.tensors)),
         run=lambda xs: onnx_io.run_onnx(path, [x.numpy() for x in xs]),  # one session
-        opset=opset,
+        opset=traced.result,
         notes=notes,
         sparse=sparse,
+        spec=spec,
+        axes=traced.axes,
+        dynamic_axes=onnx_axes(proto),
+        fallback=traced.fallback,
     )
 
 
@@ -104,12 +130,16 @@ def write_pt2(
 ) -> Artifact:
     from prunecli.io.pt2 import load_program, save_program
 
-    module = model.require_graph("export --to pt2")
-    example = example_input(module, need_shape(shape), settings)
-    program = export_program(module, example, settings.dynamic_batch)
+    module = export_graph(model, "pt2")
+    spec = input_spec(module, need_shape(shape))
+    traced = trace_dynamic(
+        lambda axes: export_program(module, example_input(spec, axes, settings.seed), axes),
+        spec,
+        settings.dynamic_batch,
+    )
     path = folder / "model.pt2"
     with path.open("wb") as stream:
-        save_program(program, stream)
+        save_program(traced.result, stream)
     reloaded = load_program(path)  # the way every reader loads it, pickles refused
     runnable = reloaded.module()
     return Artifact(
@@ -117,6 +147,10 @@ def write_pt2(
         dense_bytes=path.stat().st_size,
         tensors=reloaded.state_dict,
         run=lambda xs: [run_module(runnable, x) for x in xs],
+        spec=spec,
+        axes=traced.axes,
+        dynamic_axes=program_axes(reloaded, traced.axes),
+        fallback=traced.fallback,
     )
 
 
@@ -159,6 +193,19 @@ WRITERS: dict[str, Callable[..., Artifact]] = {
 }
 
 
+def export_graph(model: LoadedModel, to: str) -> torch.nn.Module:
+    """The module to trace; a Hugging Face folder's is refused (after its own checks, such as
+    remote code): prunecli runs it with hooks (ids from floats, last-position logits) that an
+    exported graph would carry, so Hugging Face graphs wait for an export of their own."""
+    module = model.require_graph(f"export --to {to}")
+    if model.hf_config is not None:
+        raise Unsupported(
+            f"export --to {to} of a Hugging Face folder is not supported yet",
+            "export it with --to safetensors, or use the model's own exporter (optimum)",
+        )
+    return module
+
+
 def dense_safetensors_bytes(model: LoadedModel) -> int:
     """The size of ``model`` as a dense safetensors file, without writing it."""
     header = st.encode_header(model.tensors, model_metadata(model, {}))
@@ -166,27 +213,21 @@ def dense_safetensors_bytes(model: LoadedModel) -> int:
 
 
 def export_program(
-    module: torch.nn.Module, example: torch.Tensor, dynamic_batch: bool
+    module: torch.nn.Module, example: torch.Tensor, axes: Axes
 ) -> torch.export.ExportedProgram:
-    """``torch.export.export`` on ``example``, its failures as one line."""
-    from prunecli.io.onnx_export import dynamic_shapes, quiet_exporter
+    """``torch.export.export`` on ``example`` with ``axes`` free, its failures as one line."""
+    from prunecli.io.onnx_export import data_dependent, quiet_exporter, shape_independent
 
     with quiet_exporter():
         try:
-            return torch.export.export(
-                module, (example,), dynamic_shapes=dynamic_shapes(dynamic_batch)
-            )
+            return torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes(axes))
         except Exception as exc:
             detail = f"{type(exc).__name__}: {onnx_io.first_line(exc)}"
-            if dynamic_batch:
-                raise Unsupported(
-                    f"torch.export cannot trace the model with a dynamic batch: {detail}",
-                    "drop --dynamic-batch",
-                ) from exc
-            raise Unsupported(
+            error = Unsupported(
                 f"torch.export cannot trace the model: {detail}",
                 "the forward must be traceable (no data-dependent Python control flow)",
-            ) from exc
+            )
+            raise (shape_independent(error) if data_dependent(exc) else error) from exc
 
 
 # --- inputs and running ----------------------------------------------------------------------
@@ -198,20 +239,6 @@ def need_shape(shape: tuple[int, ...] | None) -> tuple[int, ...]:
             "export needs the model's input shape", "pass --input-shape, e.g. --input-shape 3,32,32"
         )
     return shape
-
-
-def input_dtype(module: torch.nn.Module) -> torch.dtype:
-    floating = (p.dtype for p in module.parameters() if p.is_floating_point())
-    return next(floating, torch.float32)
-
-
-def example_input(
-    module: torch.nn.Module, shape: tuple[int, ...], settings: ExportSettings
-) -> torch.Tensor:
-    # a dynamic batch is traced at 2: torch.export specialises sizes 0 and 1
-    batch = 2 if settings.dynamic_batch else 1
-    generator = torch.Generator().manual_seed(settings.seed + 1)
-    return torch.randn((batch, *shape), generator=generator).to(input_dtype(module))
 
 
 def run_module(module: Callable[[torch.Tensor], Any], x: torch.Tensor) -> list[Any]:

@@ -173,6 +173,10 @@ def model_summary(model: LoadedModel) -> dict[str, Any]:
             }
             for shard in checkpoint.shards
         ]
+    if model.onnx is not None:  # an .onnx input: its graph's inputs and outputs, as stored
+        from prunecli.io.onnx import graph_values
+
+        summary["graph"] = graph_values(model.onnx)
     if model.hf_config is not None:
         summary["hf_architecture"] = (model.hf_config.get("architectures") or [None])[0]
     return summary

@@ -145,19 +145,6 @@ def test_sparse_initializers(cli, workdir: Path) -> None:
     assert max_scaled_diff(workdir / "s.onnx", module, (1, 28, 28)) <= 1e-4
 
 
-def test_dynamic_batch(cli, workdir: Path) -> None:
-    source = pruned_zoo(workdir / "m.safetensors", "mlp", SMALL_MLP)
-    result = cli("export", source, "-o", "m.onnx", "--dynamic-batch", "--json")
-    assert result.exit_code == 0, result.stderr
-    session = ort.InferenceSession(str(workdir / "m.onnx"), providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).standard_normal((5, 12)).astype(np.float32)
-    got = session.run(None, {session.get_inputs()[0].name: x})[0]
-    with torch.no_grad():
-        expected = reference_module(source, "mlp", SMALL_MLP)(torch.from_numpy(x)).numpy()
-    assert got.shape == (5, 4)
-    assert np.abs(got - expected).max() <= 1e-5
-
-
 # --- pt2 and safetensors ---------------------------------------------------------------------
 
 
@@ -330,6 +317,7 @@ def test_existing_output_and_output_is_input(cli, workdir: Path) -> None:
         (("--to", "pt2", "-o", "m.pt2", "--sparse-initializers"), "--to onnx only"),
         (("--to", "onnx", "-o", "m.onnx", "--format", "bitmask"), "--to safetensors only"),
         (("--to", "safetensors", "-o", "x.safetensors", "--dynamic-batch"), "onnx and pt2"),
+        (("--to", "safetensors", "-o", "x.safetensors", "--static-batch"), "onnx and pt2"),
         (("--to", "onnx", "-o", "m.onnx", "--atol", "-1"), "--atol"),
         (("--to", "onnx", "-o", "m.onnx", "--input-shape", "0,3"), "--input-shape"),
     ],
@@ -375,7 +363,7 @@ class Branchy(torch.nn.Module):
 
 class FixedBatch(Branchy):
     def forward(self, x):
-        return self.fc(x).view(2, 3)  # only batch 2 fits
+        return self.fc(x).view(1, 3)  # only batch 1 fits
 """
 
 
@@ -388,7 +376,24 @@ def test_untraceable_and_fixed_batch(cli, workdir: Path, fresh_module_name) -> N
         assert result.exit_code == 3
         assert "cannot trace" in result.stderr and "control flow" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 2  # the tracer's dumps are held back
-        args = ("--arch", f"{name}:FixedBatch", "-o", f"f.{target}", "--dynamic-batch")
-        result = cli("export", path, *args)
-        assert result.exit_code == 3 and "drop --dynamic-batch" in result.stderr
+        assert not (workdir / f"b.{target}").exists()
+    fixed = ("--arch", f"{name}:FixedBatch")
+    # asked for explicitly, a batch the model fixes is refused, naming the opt-out
+    result = cli("export", path, *fixed, "-o", "f.onnx", "--dynamic-batch")
+    assert result.exit_code == 3 and "batch dimension cannot be dynamic" in result.stderr
+    assert "--static-batch" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 2
     assert not [p for p in files_in(workdir) if p.endswith((".onnx", ".pt2")) or p[0] == "."]
+    # by default the export falls back to a fixed batch, and says so on stderr and in JSON
+    result = cli("export", path, *fixed, "-o", "f.pt2", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = report_of(result)
+    assert report["export"]["dynamic_batch"] is False
+    assert report["export"]["dynamic_axes"] == {}
+    assert report["export"]["parity"]["input_shapes"] == [[1, 4]]
+    assert "fixes the batch dimension at 1" in report["warnings"][0]
+    assert "warning: the export fixes the batch dimension at 1" in result.stderr
+    with torch.no_grad():  # the artifact runs at batch 1, as the model does
+        program = torch.export.load(str(workdir / "f.pt2"))
+        x = torch.randn(1, 4)
+        assert torch.allclose(program.module()(x), x @ weights["fc.weight"].T, atol=1e-6)
