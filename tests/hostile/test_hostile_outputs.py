@@ -375,7 +375,12 @@ main()
 def run_prunecli(*args: object, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
     env.pop("PRUNECLI_DEBUG", None)
-    return subprocess.Popen([sys.executable, *map(str, args)], env=env, **kwargs)
+    # a shell without job control starts background jobs with SIGINT ignored, and a child
+    # inherits that: give the child Python's own Ctrl-C whatever ran the tests
+    restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    return subprocess.Popen(
+        [sys.executable, *map(str, args)], env=env, preexec_fn=restore, **kwargs
+    )
 
 
 @pytest.mark.parametrize(
