@@ -55,6 +55,33 @@ def topology_line(report: Report) -> Text | None:
     return line
 
 
+def cost_line(report: Report) -> str | None:
+    """Parameters and MACs; ``before → after`` for `prune`, the ratio to a recorded original
+    for `inspect`; MACs "—" with the reason when the graph is unknown."""
+    from prunecli.jobs.gates import short_count
+
+    cost = report.cost
+    if not cost:
+        return None
+    original = cost["original"] or {}
+    shape = "×".join(map(str, cost["macs_input"] or []))
+    macs = short_count(cost["macs"]) if cost["macs"] is not None else "—"
+    if original.get("source") == "input":
+        was = original["macs"]
+        params = f"parameters {original['params']:,} → {cost['params']:,}"
+        macs = f"MACs {short_count(was) if was is not None else '—'} → {macs}"
+    else:
+        params, macs = f"{cost['params']:,} parameters", f"{macs} MACs"
+        if cost["params_ratio"] is not None:
+            params += f" ({cost['params_ratio']:.2f}× the original's {original['params']:,})"
+    if cost["params_ratio"] is not None and original.get("source") == "input":
+        params += f" ({cost['params_ratio']:.2f}×)"
+    if cost["macs_ratio"] is not None:
+        macs += f" ({cost['macs_ratio']:.2f}×{'' if original['source'] == 'input' else ' the original'})"
+    where = f" per {shape} input" if shape else f" ({cost['macs_note']})"
+    return f"cost: {params}, {macs}{where}"
+
+
 def export_lines(report: Report) -> list[str]:
     """The `export` section in a few plain lines: artifact, sizes, zeros, notes."""
     export = report.export
@@ -105,6 +132,9 @@ def render_report(console: Console, report: Report, group: str = "auto") -> None
         f"all tensors: {report.all_params:,} parameters, {report.all_nonzero:,} non-zero "
         f"({percent(1 - report.all_nonzero / max(report.all_params, 1))} sparse)"
     )
+    cost = cost_line(report)
+    if cost is not None:
+        console.print(cost)
     line = topology_line(report)
     if line is not None:
         console.print(line)

@@ -1,0 +1,136 @@
+"""What a model computes: multiply-accumulates (MACs) of one forward pass, counted from its graph.
+
+The convention (docs/structured.md, "Cost: parameters and MACs"): MACs of convolutions (any
+groups, stride, padding, dilation; 1d/2d/3d, transposed too), matrix products (Linear, ``@``,
+``bmm``, ``einsum``) and attention (``scaled_dot_product_attention``, ``MultiheadAttention``:
+Q·Kᵀ and A·V) — the operations that dominate every network's cost and that shrinking Conv/Linear
+layers and heads reduces. Element-wise operations, activations, normalisation, pooling, softmax
+and bias additions count zero. This is what ``torch.utils.flop_counter.FlopCounterMode`` counts
+(in FLOPs, two per MAC), and what papers quote as MACs; fvcore adds normalisation and
+upsampling, Torch-Pruning's counter (after ptflops) also activations and pooling — a few per cent
+on CNNs, nothing on the matrix products.
+
+The count runs one forward pass of batch 1 on the ``meta`` device (shapes only: no memory, no
+arithmetic), so it counts the layers the model runs with the shapes it has now: a physically
+shrunk model counts less, a model with unstructured zeros counts the same (dense CPU kernels
+multiply by zero all the same). A module whose forward cannot run on ``meta`` (it reads a value)
+is run once on a real zero input instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call
+from torch.utils.flop_counter import FlopCounterMode
+
+#: token models are counted on a sequence of this many tokens unless told otherwise
+DEFAULT_TOKENS = 128
+
+
+class CostUnknown(Exception):
+    """The MACs could not be counted; the message says why (one line)."""
+
+
+def count_macs(module: nn.Module, example: torch.Tensor) -> int:
+    """MACs of ``module(example)``: one forward pass on the meta device, else on ``example``
+    itself (a real tensor) when the forward cannot run on meta."""
+    try:
+        return _on_meta(module, example)
+    except CostUnknown:
+        raise
+    except Exception as meta_error:  # noqa: BLE001 - any op may lack a meta kernel
+        try:
+            return _on_real(module, example)
+        except Exception:  # noqa: BLE001 - the user's module: say why in one line
+            raise CostUnknown(_one_line(meta_error)) from None
+
+
+def example_input(
+    module: nn.Module, input_shape: Sequence[int], tokens: bool = False
+) -> torch.Tensor:
+    """A batch of one: zero token ids (``tokens``) or zeros of the module's float dtype."""
+    if tokens:
+        return torch.zeros((1, *input_shape), dtype=torch.long)
+    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+    return torch.zeros((1, *input_shape), dtype=dtype)
+
+
+def token_count(config: dict[str, Any] | None, asked: Sequence[int] | None = None) -> int:
+    """The sequence length a token model is counted at: ``asked`` (``--input-shape L``), else
+    ``DEFAULT_TOKENS`` or the model's ``max_position_embeddings`` when that is smaller."""
+    if asked:
+        if len(asked) != 1:
+            raise CostUnknown(
+                f"a token model takes a sequence length as its input shape, not {list(asked)}"
+            )
+        return int(asked[0])
+    limit = (config or {}).get("max_position_embeddings")
+    if type(limit) is int and 0 < limit < DEFAULT_TOKENS:
+        return limit
+    return DEFAULT_TOKENS
+
+
+def _on_meta(module: nn.Module, example: torch.Tensor) -> int:
+    state = {
+        **{name: _meta(p) for name, p in module.named_parameters(remove_duplicate=False)},
+        **{name: _meta(b) for name, b in module.named_buffers(remove_duplicate=False)},
+    }
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        functional_call(module, state, (example.to("meta"),), strict=False)
+    return int(counter.get_total_flops()) // 2
+
+
+def _on_real(module: nn.Module, example: torch.Tensor) -> int:
+    """On a real input, CPU kernels take fused paths FlopCounterMode does not know: formulas
+    for them are added (the meta pass decomposes them into products it does know)."""
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_FUSED) as counter:
+        module(example.to(device))
+    return int(counter.get_total_flops()) // 2
+
+
+def _meta(tensor: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(tensor, device="meta")
+
+
+def _sdpa_cpu_flops(query: Any, key: Any, value: Any, *args: Any, **kwargs: Any) -> int:
+    """``_scaled_dot_product_flash_attention_for_cpu``: Q·Kᵀ and A·V (shapes [B, H, L, E])."""
+    batch, heads, length, dim = query
+    keys, dim_v = key[-2], value[-1]
+    return 2 * batch * heads * length * keys * (dim + dim_v)
+
+
+def _native_mha_flops(query: Any, key: Any, value: Any, embed: int, heads: int, *args: Any, **kwargs: Any) -> int:  # fmt: skip
+    """``_native_multi_head_attention`` (MultiheadAttention's inference fast path): the three
+    input projections, Q·Kᵀ and A·V, and the output projection."""
+    batch, length = query[0], query[-2]
+    keys = key[-2]
+    projections = batch * (length * embed * embed + 2 * keys * embed * embed)
+    attention = 2 * batch * length * keys * embed
+    output = batch * length * embed * embed
+    return 2 * (projections + attention + output)
+
+
+def _fused() -> dict[Any, Any]:
+    aten = torch.ops.aten
+    table: dict[Any, Any] = {}
+    for name, formula in (
+        ("_scaled_dot_product_flash_attention_for_cpu", _sdpa_cpu_flops),
+        ("_native_multi_head_attention", _native_mha_flops),
+    ):
+        op = getattr(aten, name, None)
+        if op is not None:
+            table[op] = formula
+    return table
+
+
+_FUSED = _fused()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
