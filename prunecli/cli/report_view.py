@@ -78,7 +78,10 @@ def cost_line(report: Report) -> str | None:
         params += f" ({cost['params_ratio']:.2f}×)"
     if cost["macs_ratio"] is not None:
         macs += f" ({cost['macs_ratio']:.2f}×{'' if original['source'] == 'input' else ' the original'})"
+    tokens = "hf_architecture" in report.model and cost["macs_input"]
     where = f" per {shape} input" if shape else f" ({cost['macs_note']})"
+    if tokens:
+        where = f" per sequence of {cost['macs_input'][-1]} tokens"
     return f"cost: {params}, {macs}{where}"
 
 

@@ -57,6 +57,16 @@ def measure_macs(
         return Macs(None, None, f"the forward pass could not be counted ({exc})")
 
 
+def input_cost(
+    model: LoadedModel, input_shape: Sequence[int] | None = None, trust_remote_code: bool = False
+) -> dict[str, Any]:
+    """What ``prune`` records of its input before it changes anything: the values stored and
+    the MACs (``before`` of :func:`add_cost`, and :func:`original_metadata`)."""
+    macs = measure_macs(model, input_shape, trust_remote_code)
+    params = sum(tensor.numel() for tensor in model.tensors.values())
+    return {"params": params, "macs": macs.value, "macs_input": macs.input}
+
+
 def cost_of(report: Report, macs: Macs) -> dict[str, Any]:
     """The cost object of the report's model: stored values (``all_params``) and MACs."""
     return {
@@ -161,7 +171,7 @@ def _unknown_graph(model: LoadedModel) -> str:
     if model.format == "onnx":
         return "an ONNX graph is not counted; count the PyTorch model it was exported from"
     if model.remote_code:
-        return "config.json names the folder's own code; pass --trust-remote-code to count it"
+        return "config.json names the folder's own code, which runs only with --trust-remote-code"
     if model.arch_hint:
-        return f"the file names {model.arch_hint!r}, which is not imported on its own: pass --arch"
-    return "weights only: the architecture is unknown (pass --arch NAME)"
+        return f"the file names {model.arch_hint!r}, which is imported only with --arch"
+    return "the file holds weights only: its architecture is unknown"

@@ -126,7 +126,7 @@ def max_macs_check(report: Report, text: str) -> Check:
     if cost.get("macs") is None:
         reason = cost.get("macs_note") or "the model's MACs were not counted"
         raise Unsupported(
-            f"--max-macs needs the model's MACs, and {reason}",
+            f"--max-macs needs the model's MACs, which were not counted: {reason}",
             "pass --arch NAME (and --input-shape if it has none)",
         )
     return _at_most("max-macs", "MACs", cost["macs"], limit, text)
@@ -135,5 +135,7 @@ def max_macs_check(report: Report, text: str) -> Check:
 def _at_most(name: str, what: str, value: int, limit: int, text: str) -> Check:
     passed = value <= limit
     relation = "within" if passed else "exceeds"
-    message = f"{value:,} {what} ({short_count(value)}) {relation} --{name} {text} ({limit:,})"
+    short = f" ({short_count(value)})" if value >= 1000 else ""
+    given = f" ({limit:,})" if text.strip() != str(limit) else ""
+    message = f"{value:,} {what}{short} {relation} --{name} {text}{given}"
     return Check(name, limit, value, passed, message)
