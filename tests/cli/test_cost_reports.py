@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import torch
-
-from tests.conftest import (
+from conftest import (
     assert_refused,
     metadata_of,
     report_of,
