@@ -14,7 +14,7 @@ The count runs one forward pass of batch 1 on the ``meta`` device (shapes only: 
 arithmetic), so it counts the layers the model runs with the shapes it has now: a physically
 shrunk model counts less, a model with unstructured zeros counts the same (dense CPU kernels
 multiply by zero all the same). A module whose forward cannot run on ``meta`` (it reads a value)
-is run once on a real zero input instead.
+is run once on a real zero input instead, if it is small (``REAL_RUN_MAX_PARAMS``).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 #: token models are counted on a sequence of this many tokens unless told otherwise
 DEFAULT_TOKENS = 128
+#: the largest module run on a real input when the meta pass fails (a second of CPU at most)
+REAL_RUN_MAX_PARAMS = 50_000_000
 
 
 class CostUnknown(Exception):
@@ -43,6 +45,8 @@ def count_macs(module: nn.Module, example: torch.Tensor) -> int:
     except CostUnknown:
         raise
     except Exception as meta_error:  # noqa: BLE001 - any op may lack a meta kernel
+        if sum(p.numel() for p in module.parameters()) > REAL_RUN_MAX_PARAMS:
+            raise CostUnknown(_one_line(meta_error)) from None
         try:
             return _on_real(module, example)
         except Exception:  # noqa: BLE001 - the user's module: say why in one line
