@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from prunecli.calibration.data import max_positions
 from prunecli.errors import PrunecliError
 from prunecli.jobs.report import Report
 from prunecli.models.loaded import LoadedModel
@@ -46,7 +47,8 @@ def measure_macs(
         return Macs(None, None, _unknown_graph(model))
     try:
         if tokens:
-            shape: Sequence[int] | None = (token_count(model.hf_config, input_shape),)
+            limit = max_positions(model.hf_config or {})
+            shape: Sequence[int] | None = (token_count(limit, input_shape),)
         else:
             shape = input_shape or (model.arch.input_shape if model.arch else None)
         if shape is None:

@@ -63,25 +63,25 @@ def example_input(
     return torch.zeros((1, *input_shape), dtype=dtype)
 
 
-def token_count(config: dict[str, Any] | None, asked: Sequence[int] | None = None) -> int:
+def token_count(limit: int | None, asked: Sequence[int] | None = None) -> int:
     """The sequence length a token model is counted at: ``asked`` (``--input-shape L``), else
-    ``DEFAULT_TOKENS`` or the model's ``max_position_embeddings`` when that is smaller."""
+    ``DEFAULT_TOKENS``, or ``limit`` (the longest sequence the model takes) when smaller."""
     if asked:
         if len(asked) != 1:
             raise CostUnknown(
                 f"a token model takes a sequence length as its input shape, not {list(asked)}"
             )
+        if limit and asked[0] > limit:
+            raise CostUnknown(f"the model takes at most {limit} tokens, not {asked[0]}")
         return int(asked[0])
-    limit = (config or {}).get("max_position_embeddings")
-    if type(limit) is int and 0 < limit < DEFAULT_TOKENS:
-        return limit
-    return DEFAULT_TOKENS
+    return min(limit, DEFAULT_TOKENS) if limit else DEFAULT_TOKENS
 
 
 def _on_meta(module: nn.Module, example: torch.Tensor) -> int:
+    # tied weights (an LM head sharing the embedding) once: functional_call ties them again
     state = {
-        **{name: _meta(p) for name, p in module.named_parameters(remove_duplicate=False)},
-        **{name: _meta(b) for name, b in module.named_buffers(remove_duplicate=False)},
+        **{name: _meta(p) for name, p in module.named_parameters()},
+        **{name: _meta(b) for name, b in module.named_buffers()},
     }
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         functional_call(module, state, (example.to("meta"),), strict=False)

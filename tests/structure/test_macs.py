@@ -123,11 +123,13 @@ def test_a_forward_that_fails_everywhere_says_why() -> None:
 
 
 def test_token_count() -> None:
-    assert token_count({"max_position_embeddings": 512}) == DEFAULT_TOKENS == 128
-    assert token_count({"max_position_embeddings": 32}) == 32
-    assert token_count({}, (40,)) == 40
+    assert token_count(512) == token_count(None) == DEFAULT_TOKENS == 128
+    assert token_count(32) == 32
+    assert token_count(32, (20,)) == token_count(None, (20,)) == 20
+    with pytest.raises(CostUnknown, match="at most 32 tokens"):
+        token_count(32, (40,))  # the meta pass would not notice: positions are not checked
     with pytest.raises(CostUnknown):
-        token_count({}, (3, 4))
+        token_count(None, (3, 4))
 
 
 def _transformer_macs(length: int, hidden: int, inter: int, heads: int, kv: int, layers: int, gated: bool) -> int:  # fmt: skip
@@ -165,4 +167,14 @@ def test_tiny_bert_encoder() -> None:
     expected = (
         _transformer_macs(length, 16, 32, 4, 4, 2, gated=False) + 16 * 16
     )  # the pooler: one token
+    assert count_macs(model, example_input(model, (length,), tokens=True)) == expected
+
+
+def test_tiny_gpt2_with_a_tied_head() -> None:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(n_layer=2, n_embd=16, n_head=4, n_positions=32, vocab_size=40)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    assert model.lm_head.weight is model.transformer.wte.weight
+    length, h = 8, 16  # per layer: c_attn 3h², c_proj h², the MLP 4h² twice; Q·Kᵀ and A·V
+    expected = 2 * (length * 12 * h * h + 2 * length * length * h) + length * h * 40
     assert count_macs(model, example_input(model, (length,), tokens=True)) == expected
