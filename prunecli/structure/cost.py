@@ -92,8 +92,14 @@ def _on_real(module: nn.Module, example: torch.Tensor) -> int:
     """On a real input, CPU kernels take fused paths FlopCounterMode does not know: formulas
     for them are added (the meta pass decomposes them into products it does know)."""
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
-    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_FUSED) as counter:
-        module(example.to(device))
+    modes = {layer: layer.training for layer in module.modules()}
+    module.eval()  # BatchNorm's running statistics must not move
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_FUSED) as counter:
+            module(example.to(device))
+    finally:
+        for layer, training in modes.items():
+            layer.training = training
     return int(counter.get_total_flops()) // 2
 
 

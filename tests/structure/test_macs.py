@@ -113,6 +113,21 @@ def test_attention_counts_projections_and_both_products(check: bool) -> None:
     assert count_macs(module, torch.zeros(1, n, d)) == 2 * one
 
 
+def test_the_real_run_leaves_the_module_as_it_was() -> None:
+    class Reads(nn.Module):  # reads a value: counted on a real input, in eval mode
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(2, 3, 1), nn.BatchNorm2d(3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.bn(self.conv(x)) * float(x.abs().max() >= 0)
+
+    module = Reads().train()
+    assert count_macs(module, torch.ones(1, 2, 4, 4)) == 3 * 16 * 2
+    assert module.training and module.bn.training
+    assert int(module.bn.num_batches_tracked) == 0 and module.bn.running_mean.abs().sum() == 0
+
+
 def test_a_forward_that_fails_everywhere_says_why() -> None:
     class Broken(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
