@@ -209,7 +209,7 @@ def calibrated_prune_to_file(
     report = stream_inspect(open_checkpoint(output), plan.names)
     report.command = "prune"
     report.model = model_summary(lazy)
-    add_cost(report, lazy_model(open_checkpoint(output)), None, before, trust_remote_code)
+    add_cost(report, lazy, None, before, shapes_kept=True)  # the blocks keep their shapes
     pruning["achieved_sparsity"] = report.sparsity
     report.pruning = pruning
     report.seconds = time.perf_counter() - started

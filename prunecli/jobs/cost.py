@@ -66,7 +66,7 @@ def input_cost(
     the MACs (``before`` of :func:`add_cost`, and :func:`original_metadata`)."""
     macs = measure_macs(model, input_shape, trust_remote_code)
     params = sum(tensor.numel() for tensor in model.tensors.values())
-    return {"params": params, "macs": macs.value, "macs_input": macs.input}
+    return {"params": params, "macs": macs.value, "macs_input": macs.input, "macs_note": macs.note}
 
 
 def cost_of(report: Report, macs: Macs) -> dict[str, Any]:
@@ -86,10 +86,17 @@ def add_cost(
     input_shape: Sequence[int] | None = None,
     before: dict[str, Any] | None = None,
     trust_remote_code: bool = False,
+    shapes_kept: bool = False,
 ) -> None:
     """Set ``report.cost``: the model's params and MACs, and their ratios to ``before`` (the
-    input of ``prune``) or to the original recorded in the model's metadata."""
-    cost = cost_of(report, measure_macs(model, input_shape, trust_remote_code))
+    input of ``prune``) or to the original recorded in the model's metadata. ``shapes_kept``:
+    the model has exactly the shapes ``before`` was counted on (a streamed prune writes the
+    input's tensors back), so its MACs are taken from there instead of counted again."""
+    if shapes_kept and before is not None:
+        macs = Macs(before["macs"], before["macs_input"], before["macs_note"])
+    else:
+        macs = measure_macs(model, input_shape, trust_remote_code)
+    cost = cost_of(report, macs)
     if before is not None:
         original = {
             "params": before["params"],

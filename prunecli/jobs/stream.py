@@ -149,7 +149,7 @@ def stream_prune_to_file(
         pruning["pattern"] = str(settings.pattern)
     report = stream_report(plan, result, pruning, time.perf_counter() - started)
     report.warnings = zero_warnings(plan, settings, zeros, total)
-    add_cost(report, lazy, before=before)
+    add_cost(report, lazy, before=before, shapes_kept=True)
     report.output = {
         "path": output,
         "format": "safetensors" if checkpoint.folder is None else "safetensors-folder",

@@ -108,3 +108,9 @@ def test_hugging_face_folder_counts_tokens(cli, workdir: Path) -> None:
     short = report_of(cli("inspect", folder, "--input-shape", "8", "--json"))["cost"]
     assert short["macs"] == 8 * (4 * 16 * 16 + 3 * 16 * 32) + 2 * 8 * 8 * 16 + 8 * 16 * 32
     assert "per sequence of 8 tokens" in cli("inspect", folder, "--input-shape", "8").stdout
+    # a folder is pruned chunk by chunk: the same shapes, the same MACs, the original recorded
+    pruned = report_of(cli("prune", folder, "--method", "magnitude", "-s", "0.5", "-o", "p", "--json"))  # fmt: skip
+    assert pruned["cost"]["macs"] == cost["macs"] == pruned["cost"]["original"]["macs"]
+    assert pruned["cost"]["nonzero"] < pruned["cost"]["params"] == cost["params"]
+    meta = metadata_of(workdir / "p" / "model.safetensors")
+    assert meta["prunecli.macs.original"] == str(cost["macs"])
