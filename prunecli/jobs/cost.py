@@ -171,7 +171,7 @@ def _skeleton(model: LoadedModel, trust_remote_code: bool) -> tuple[Any, str | N
         return None, _unknown_graph(model)
     stored = {name: tuple(tensor.shape) for name, tensor in model.tensors.items()}
     try:
-        return hf.build_skeleton(Path(folder), stored, trust_remote_code), None
+        return hf.build_skeleton(Path(folder), stored, trust_remote_code, meta_only=True), None
     except PrunecliError as exc:
         return None, exc.message
 
