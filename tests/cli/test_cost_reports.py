@@ -27,6 +27,8 @@ def test_inspect_shows_params_and_macs(cli, mlp_file: Path) -> None:
     assert cost["original"] is None and cost["macs_ratio"] is None
     table = cli("inspect", mlp_file).stdout
     assert f"cost: {MLP_PARAMS:,} parameters, {MLP_MACS} MACs per 1×12 input" in table
+    assert cli("inspect", mlp_file, "-q", "--report", "r.md").exit_code == 0
+    assert f"{MLP_MACS} MACs per 1×12 input" in Path("r.md").read_text()
 
 
 def test_weights_only_macs_are_null_with_the_reason(cli, workdir: Path) -> None:
@@ -97,6 +99,12 @@ def test_inspect_ratio_to_a_recorded_original(cli, workdir: Path) -> None:
     meta["prunecli.macs.input"] = "[1, 13]"
     write_weights(path, load_file(path), meta)
     assert report_of(cli("inspect", path, "--json"))["cost"]["macs_ratio"] is None
+    # a record that does not parse: no ratio, a warning, the rest of the report stands
+    meta["prunecli.macs.original"] = "lots"
+    write_weights(path, load_file(path), meta)
+    doc = report_of(cli("inspect", path, "--json"))
+    assert doc["cost"]["original"] is None and doc["cost"]["macs"] == slim_macs
+    assert any("unreadable" in warning for warning in doc["warnings"])
 
 
 def test_hugging_face_folder_counts_tokens(cli, workdir: Path) -> None:
