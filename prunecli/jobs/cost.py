@@ -53,10 +53,24 @@ def measure_macs(
             shape = input_shape or (model.arch.input_shape if model.arch else None)
         if shape is None:
             return Macs(None, None, "the model's input shape is unknown: pass --input-shape")
-        counted = [1, *shape]
-        return Macs(count_macs(module, example_input(module, shape, tokens)), counted)
+        return Macs(_float_or_ids(module, shape, tokens), [1, *shape])
     except CostUnknown as exc:
         return Macs(None, None, f"the forward pass could not be counted ({exc})")
+
+
+def _float_or_ids(module: Any, shape: Sequence[int], tokens: bool) -> int:
+    """Float samples, else token ids: a module that takes indices (an embedding first) fits a
+    shape as well (as ``check_input_shape`` tries them)."""
+    try:
+        return count_macs(module, example_input(module, shape, tokens))
+    except CostUnknown:
+        if tokens:
+            raise
+        try:
+            return count_macs(module, example_input(module, shape, tokens=True))
+        except CostUnknown:
+            pass
+        raise
 
 
 def input_cost(
@@ -66,7 +80,12 @@ def input_cost(
     the MACs (``before`` of :func:`add_cost`, and :func:`original_metadata`)."""
     macs = measure_macs(model, input_shape, trust_remote_code)
     params = sum(tensor.numel() for tensor in model.tensors.values())
-    return {"params": params, "macs": macs.value, "macs_input": macs.input, "macs_note": macs.note}
+    return {
+        "params": params,
+        "macs": macs.value,
+        "macs_input": macs.input,
+        "macs_note": macs.note,
+    }
 
 
 def cost_of(report: Report, macs: Macs) -> dict[str, Any]:

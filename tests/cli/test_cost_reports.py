@@ -122,3 +122,14 @@ def test_hugging_face_folder_counts_tokens(cli, workdir: Path) -> None:
     assert pruned["cost"]["nonzero"] < pruned["cost"]["params"] == cost["params"]
     meta = metadata_of(workdir / "p" / "model.safetensors")
     assert meta["prunecli.macs.original"] == str(cost["macs"])
+
+
+def test_a_module_that_takes_indices_is_counted_on_token_ids() -> None:
+    from prunecli.jobs.cost import measure_macs
+    from prunecli.models.loaded import Architecture, LoadedModel
+
+    module = torch.nn.Sequential(torch.nn.Embedding(50, 8), torch.nn.Linear(8, 3)).eval()
+    tensors = dict(module.state_dict())
+    model = LoadedModel(tensors, {}, "m", "safetensors", None, module, Architecture("x:y"))
+    macs = measure_macs(model, (5,))  # float zeros fail in the embedding; ids fit
+    assert (macs.value, macs.input, macs.note) == (5 * 8 * 3, [1, 5], None)
