@@ -64,24 +64,29 @@ def cost_line(report: Report) -> str | None:
     if not cost:
         return None
     original = cost["original"] or {}
-    shape = "×".join(map(str, cost["macs_input"] or []))
-    macs = short_count(cost["macs"]) if cost["macs"] is not None else "—"
-    if original.get("source") == "input":
-        was = original["macs"]
+
+    def count(value: int | None) -> str:
+        return "—" if value is None else short_count(value)
+
+    def times(ratio: float | None, of: str = "") -> str:
+        return "" if ratio is None else f" ({ratio:.2f}×{of})"
+
+    if original.get("source") == "input":  # prune: its input → its output
         params = f"parameters {original['params']:,} → {cost['params']:,}"
-        macs = f"MACs {short_count(was) if was is not None else '—'} → {macs}"
+        params += times(cost["params_ratio"])
+        macs = f"MACs {count(original['macs'])} → {count(cost['macs'])}"
+        macs += times(cost["macs_ratio"])
     else:
-        params, macs = f"{cost['params']:,} parameters", f"{macs} MACs"
-        if cost["params_ratio"] is not None:
-            params += f" ({cost['params_ratio']:.2f}× the original's {original['params']:,})"
-    if cost["params_ratio"] is not None and original.get("source") == "input":
-        params += f" ({cost['params_ratio']:.2f}×)"
-    if cost["macs_ratio"] is not None:
-        macs += f" ({cost['macs_ratio']:.2f}×{'' if original['source'] == 'input' else ' the original'})"
-    tokens = "hf_architecture" in report.model and cost["macs_input"]
-    where = f" per {shape} input" if shape else f" ({cost['macs_note']})"
-    if tokens:
-        where = f" per sequence of {cost['macs_input'][-1]} tokens"
+        params = f"{cost['params']:,} parameters"
+        params += times(cost["params_ratio"], f" the original's {original.get('params', 0):,}")
+        macs = f"{count(cost['macs'])} MACs" + times(cost["macs_ratio"], " the original")
+    counted = cost["macs_input"]
+    if not counted:
+        where = f" ({cost['macs_note']})"
+    elif "hf_architecture" in report.model:  # token ids
+        where = f" per sequence of {counted[-1]} tokens"
+    else:
+        where = f" per {'×'.join(map(str, counted))} input"
     return f"cost: {params}, {macs}{where}"
 
 
