@@ -31,6 +31,8 @@ from torch.utils.flop_counter import FlopCounterMode
 DEFAULT_TOKENS = 128
 #: the largest module run on a real input when the meta pass fails (a second of CPU at most)
 REAL_RUN_MAX_PARAMS = 50_000_000
+#: and the largest input it is run on (values: 64 MB of float32)
+REAL_RUN_MAX_INPUT = 1 << 24
 
 
 class CostUnknown(Exception):
@@ -38,14 +40,15 @@ class CostUnknown(Exception):
 
 
 def count_macs(module: nn.Module, example: torch.Tensor) -> int:
-    """MACs of ``module(example)``: one forward pass on the meta device, else on ``example``
-    itself (a real tensor) when the forward cannot run on meta."""
+    """MACs of ``module(example)``: one forward pass on the meta device, else on zeros of
+    ``example``'s shape when the forward cannot run on meta (``example`` may be on meta)."""
     try:
         return _on_meta(module, example)
     except CostUnknown:
         raise
     except Exception as meta_error:  # noqa: BLE001 - any op may lack a meta kernel
-        if sum(p.numel() for p in module.parameters()) > REAL_RUN_MAX_PARAMS:
+        too_big = sum(p.numel() for p in module.parameters()) > REAL_RUN_MAX_PARAMS
+        if too_big or example.numel() > REAL_RUN_MAX_INPUT:
             raise CostUnknown(_one_line(meta_error)) from None
         try:
             return _on_real(module, example)
@@ -56,11 +59,12 @@ def count_macs(module: nn.Module, example: torch.Tensor) -> int:
 def example_input(
     module: nn.Module, input_shape: Sequence[int], tokens: bool = False
 ) -> torch.Tensor:
-    """A batch of one: zero token ids (``tokens``) or zeros of the module's float dtype."""
+    """A batch of one on the meta device (no memory, whatever the shape): token ids
+    (``tokens``) or values of the module's float dtype."""
     if tokens:
-        return torch.zeros((1, *input_shape), dtype=torch.long)
+        return torch.zeros((1, *input_shape), dtype=torch.long, device="meta")
     dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
-    return torch.zeros((1, *input_shape), dtype=dtype)
+    return torch.zeros((1, *input_shape), dtype=dtype, device="meta")
 
 
 def token_count(limit: int | None, asked: Sequence[int] | None = None) -> int:
@@ -96,7 +100,7 @@ def _on_real(module: nn.Module, example: torch.Tensor) -> int:
     module.eval()  # BatchNorm's running statistics must not move
     try:
         with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_FUSED) as counter:
-            module(example.to(device))
+            module(torch.zeros_like(example, device=device))
     finally:
         for layer, training in modes.items():
             layer.training = training

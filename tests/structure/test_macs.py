@@ -70,6 +70,13 @@ def test_zoo_models_match_the_per_layer_formula(arch: str, shape: tuple[int, ...
         assert counted == 6 * 28 * 28 * 25 + 16 * 10 * 10 * 150 + 400 * 120 + 120 * 84 + 84 * 10
 
 
+def test_a_large_input_allocates_nothing() -> None:
+    linear = nn.Linear(64, 8)
+    example = example_input(linear, (1 << 24, 64))  # 4 GiB of float32, were it real
+    assert example.device.type == "meta"
+    assert count_macs(linear, example) == (1 << 24) * 64 * 8
+
+
 def test_zeros_keep_the_count_and_narrower_layers_lower_it() -> None:
     wide = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 4))
     example = torch.zeros(1, 10)
