@@ -10,11 +10,17 @@ and bias additions count zero. This is what ``torch.utils.flop_counter.FlopCount
 upsampling, Torch-Pruning's counter (after ptflops) also activations and pooling — a few per cent
 on CNNs, nothing on the matrix products.
 
-The count runs one forward pass of batch 1 on the ``meta`` device (shapes only: no memory, no
-arithmetic), so it counts the layers the model runs with the shapes it has now: a physically
-shrunk model counts less, a model with unstructured zeros counts the same (dense CPU kernels
-multiply by zero all the same). A module whose forward cannot run on ``meta`` (it reads a value)
-is run once on a real zero input instead, if it is small (``REAL_RUN_MAX_PARAMS``).
+The count runs one forward pass of batch 1, so it counts the layers the model runs with the
+shapes it has now: a physically shrunk model counts less, a model with unstructured zeros counts
+the same (dense CPU kernels multiply by zero all the same). Three routes, the first that can:
+
+1. A small module (``REAL_RUN_MAX_PARAMS``, ``REAL_RUN_MAX_INPUT``) runs on a real zero input
+   under a ``TorchFunctionMode`` that counts each product by formula (structure/cost_formulas.py),
+   if every function it calls is one it knows: no ``torch._dynamo`` import, a tenth of a second.
+2. Otherwise ``FlopCounterMode`` counts on the ``meta`` device (shapes only: no memory, no
+   arithmetic; its first use imports ``torch._dynamo``, about two seconds).
+3. A small module whose forward cannot run on ``meta`` (it reads a value) runs on a real zero
+   input under ``FlopCounterMode``.
 """
 
 from __future__ import annotations
@@ -27,12 +33,16 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
+from prunecli.structure.cost_formulas import Unseen, count_by_formula
+
 #: token models are counted on a sequence of this many tokens unless told otherwise
 DEFAULT_TOKENS = 128
 #: the largest module run on a real input when the meta pass fails (a second of CPU at most)
 REAL_RUN_MAX_PARAMS = 50_000_000
 #: and the largest input it is run on (values: 64 MB of float32)
 REAL_RUN_MAX_INPUT = 1 << 24
+#: the fast route stops past this many MACs (half a second of one CPU core) for the meta route
+REAL_RUN_MAX_MACS = 10_000_000_000
 
 
 class CostUnknown(Exception):
@@ -40,15 +50,25 @@ class CostUnknown(Exception):
 
 
 def count_macs(module: nn.Module, example: torch.Tensor) -> int:
-    """MACs of ``module(example)``: one forward pass on the meta device, else on zeros of
-    ``example``'s shape when the forward cannot run on meta (``example`` may be on meta)."""
+    """MACs of ``module(example)`` (``example`` may be on meta): by formula during one real
+    forward pass on zeros when the module is small and every product it makes has a formula
+    (structure/cost_formulas.py), else on the meta device, else, when the forward cannot run on
+    meta, on zeros under ``FlopCounterMode``."""
+    small = (
+        sum(p.numel() for p in module.parameters()) <= REAL_RUN_MAX_PARAMS
+        and example.numel() <= REAL_RUN_MAX_INPUT
+    )
+    if small:
+        try:
+            return count_by_formula(module, example, REAL_RUN_MAX_MACS)
+        except Unseen:
+            pass  # the meta route sees every aten operation
     try:
-        return _on_meta(module, example)
+        return count_on_meta(module, example)
     except CostUnknown:
         raise
     except Exception as meta_error:  # noqa: BLE001 - any op may lack a meta kernel
-        too_big = sum(p.numel() for p in module.parameters()) > REAL_RUN_MAX_PARAMS
-        if too_big or example.numel() > REAL_RUN_MAX_INPUT:
+        if not small:
             raise CostUnknown(_one_line(meta_error)) from None
         try:
             return _on_real(module, example)
@@ -81,7 +101,9 @@ def token_count(limit: int | None, asked: Sequence[int] | None = None) -> int:
     return min(limit, DEFAULT_TOKENS) if limit else DEFAULT_TOKENS
 
 
-def _on_meta(module: nn.Module, example: torch.Tensor) -> int:
+def count_on_meta(module: nn.Module, example: torch.Tensor) -> int:
+    """The meta route: ``FlopCounterMode`` over a forward pass on meta copies of the tensors
+    (the reference the fast route is tested against; imports ``torch._dynamo``)."""
     # tied weights (an LM head sharing the embedding) once: functional_call ties them again
     state = {
         **{name: _meta(p) for name, p in module.named_parameters()},
