@@ -201,9 +201,9 @@ def _formulas() -> dict[Any, Formula]:
     for func in (torch.bmm, tensor.bmm):
         table[func] = _matmul
     table[tensor.__rmatmul__] = _rmatmul
-    for name in ("addmm", "baddbmm"):
-        for func in (getattr(torch, name), getattr(tensor, name), getattr(tensor, name + "_")):
-            table[func] = _added
+    # not the in-place addmm_/baddbmm_: FlopCounterMode counts none of their products
+    for func in (torch.addmm, tensor.addmm, torch.baddbmm, tensor.baddbmm):
+        table[func] = _added
     table[F.scaled_dot_product_attention] = _attention
     return table
 

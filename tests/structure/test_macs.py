@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunecli.models.zoo import build_arch
+from prunecli.structure import cost
 from prunecli.structure.cost import (
     DEFAULT_TOKENS,
     CostUnknown,
@@ -120,7 +121,13 @@ def test_attention_counts_projections_and_both_products(check: bool) -> None:
     assert count_macs(module, torch.zeros(1, n, d)) == 2 * one
 
 
-def test_the_real_run_leaves_the_module_as_it_was() -> None:
+@pytest.mark.parametrize("fast", [True, False], ids=["by-formula", "flop-counter"])
+def test_the_real_run_leaves_the_module_as_it_was(
+    fast: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not fast:  # the fast route stops at once: the meta route fails, FlopCounterMode on zeros
+        monkeypatch.setattr(cost, "REAL_RUN_MAX_MACS", 0)
+
     class Reads(nn.Module):  # reads a value: counted on a real input, in eval mode
         def __init__(self) -> None:
             super().__init__()
