@@ -90,15 +90,24 @@ class _Counter(TorchFunctionMode):
         try:
             formula = _FORMULAS.get(func)
             if formula is not None:
-                self.macs += formula(args, kwargs)
+                self.macs += _apply(formula, func, args, kwargs)
                 if self.macs > self.max_macs:
                     raise _Stop(f"more than {self.max_macs:,} MACs to run")
             elif func not in _FREE:
                 raise _Stop(f"{_name(func)} is not counted by formula")
-        except _Stop as stop:
+        except _Stop as stop:  # recorded: a forward that catches it does not hide it
             self.stopped = self.stopped or str(stop)
             raise
         return func(*args, **kwargs)
+
+
+def _apply(formula: Formula, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    try:
+        return formula(args, kwargs)
+    except _Stop:
+        raise
+    except Exception as exc:  # noqa: BLE001 - arguments it cannot read: the meta route can
+        raise _Stop(f"{_name(func)}: {_one_line(exc)}") from None
 
 
 def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], i: int, *names: str, default: Any = None) -> Any:  # fmt: skip
