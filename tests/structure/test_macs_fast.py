@@ -218,4 +218,3 @@ def test_inspect_of_a_zoo_file_does_not_import_torch_dynamo(workdir: Path) -> No
     macs = 6 * 28 * 28 * 25 + 16 * 10 * 10 * 150 + 400 * 120 + 120 * 84 + 84 * 10
     assert json.loads(done.stdout)["cost"]["macs"] == macs
     assert done.stderr.strip().splitlines()[-1] == "False"  # torch._dynamo was not imported
-
