@@ -189,6 +189,7 @@ def inspect(
     """Per-layer and total sparsity, and the topology when the graph and input shape are known,
     as `prunecli inspect`; ``all_tensors`` lists every tensor (``--all``). The gates
     ``min_sparsity`` and ``max_collapsed`` add a check to ``report.checks`` (never raise)."""
+    from prunecli.jobs.cost import add_cost
     from prunecli.jobs.gates import max_collapsed_check, min_sparsity_check
     from prunecli.jobs.report import build_report
     from prunecli.jobs.session import check_input_shape, parse_input_shape
@@ -196,7 +197,8 @@ def inspect(
     include, exclude = _patterns(include, exclude)
     text = _shape_text(input_shape)
     shape = parse_input_shape(text)  # first, as the CLI does, streamed or not
-    report = _streamed_inspect(model, arch, all_tensors, include, exclude, max_collapsed)
+    counted = (shape, trust_remote_code)  # the MACs are counted as the CLI counts them
+    report = _streamed_inspect(model, arch, all_tensors, (include, exclude), max_collapsed, counted)
     if report is None:
         loaded, names = _open(
             model, True, arch, arch_kwargs, include, exclude, trust_remote_code, check=False
@@ -207,6 +209,7 @@ def inspect(
                 loaded.require_graph("--max-collapsed")
             shown = list(loaded.tensors) if all_tensors else names
             report = build_report("inspect", loaded, shown, names, shape)
+            add_cost(report, loaded, shape, trust_remote_code=trust_remote_code)
     if min_sparsity is not None:
         report.checks.append(min_sparsity_check(report, str(min_sparsity)))
     if max_collapsed is not None:
@@ -218,12 +221,12 @@ def _streamed_inspect(
     model: ModelLike,
     arch: str | None,
     all_tensors: bool,
-    include: Sequence[str],
-    exclude: Sequence[str],
+    patterns: tuple[Sequence[str], Sequence[str]],
     max_collapsed: int | None,
+    counted: tuple[tuple[int, ...] | None, bool],
 ) -> Report | None:
-    """A folder or large safetensors file counted chunk by chunk, as `prunecli inspect` does
-    (None: the in-memory way)."""
+    """A folder or large file counted chunk by chunk, as `prunecli inspect` does (None: not)."""
+    from prunecli.jobs.cost import add_cost
     from prunecli.jobs.stream import lazy_model, stream_inspect, streamable
     from prunecli.pruning.prunable import select_prunable
 
@@ -233,8 +236,10 @@ def _streamed_inspect(
     if checkpoint is None:
         return None
     lazy = lazy_model(checkpoint)
-    names = select_prunable(lazy, include, exclude)
-    return stream_inspect(checkpoint, list(lazy.tensors) if all_tensors else names)
+    names = select_prunable(lazy, *patterns)
+    report = stream_inspect(checkpoint, list(lazy.tensors) if all_tensors else names)
+    add_cost(report, lazy, counted[0], trust_remote_code=counted[1])
+    return report
 
 
 def show(report: Report, json: bool = False, group: str | None = None) -> None:

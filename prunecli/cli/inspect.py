@@ -43,6 +43,23 @@ def inspect_command(
             show_default=False,
         ),
     ] = None,
+    max_macs: Annotated[
+        str | None,
+        typer.Option(
+            "--max-macs",
+            help="Exit 1 if one forward pass takes more than N multiply-accumulates "
+            "(e.g. 300M, 1.5G; needs the architecture).",
+            show_default=False,
+        ),
+    ] = None,
+    max_params: Annotated[
+        str | None,
+        typer.Option(
+            "--max-params",
+            help="Exit 1 if the model stores more than N values (e.g. 1.2M).",
+            show_default=False,
+        ),
+    ] = None,
     all_tensors: Annotated[
         bool,
         typer.Option(
@@ -67,6 +84,10 @@ def inspect_command(
     Topology (effective paths, effective sparsity, effective nodes, collapsed layers) is shown
     whenever the architecture is known: from the file's metadata, --arch, or a .pt2 program.
 
+    Parameters and MACs (multiply-accumulates of one forward pass on one sample, counted from
+    the graph; a Hugging Face model on 128 tokens, or --input-shape L) are shown with their ratio
+    to the original when `prune` recorded it.
+
     Rows follow the model's order. A model of many repeated blocks (a transformer) gets one row
     per block and a summary by tensor type; --group tensor or --all lists every tensor.
 
@@ -82,11 +103,15 @@ def inspect_command(
 
       prunecli inspect ./llama-24/ --pattern 2:4
 
+      prunecli inspect vgg16-slim.safetensors --max-macs 150M
+
       prunecli inspect ./llama-like/ --json
 
       prunecli inspect ./bert-like/ --group tensor
     """
     from prunecli.io.paths import check_outputs
+    from prunecli.jobs.cost import add_cost
+    from prunecli.jobs.gates import parse_count
     from prunecli.jobs.report import build_report
     from prunecli.jobs.session import check_input_shape, open_model, parse_input_shape
     from prunecli.jobs.stream import lazy_model, stream_inspect, streamable, tensor_reader
@@ -96,6 +121,10 @@ def inspect_command(
     check_outputs(read_paths(model), check_report(report_file), force)
     if pattern is not None:
         parse_pattern(pattern)  # refused before anything is read
+    limits = {"max-macs": max_macs, "max-params": max_params}
+    for flag, text in limits.items():
+        if text is not None:
+            parse_count(text, f"--{flag}")
     shape = parse_input_shape(input_shape)
     out = Output(json_mode, quiet, group=check_group(group, all_tensors))
     checkpoint = None if max_collapsed is not None else streamable(model, None, arch, None)
@@ -105,7 +134,8 @@ def inspect_command(
         report = stream_inspect(checkpoint, list(lazy.tensors) if all_tensors else names)
         if pattern is not None:
             report.checks.append(_pattern_check(report, pattern, names, tensor_reader(checkpoint)))
-        _gate(report, min_sparsity, None, out, report_file)
+        add_cost(report, lazy, shape, trust_remote_code=trust_remote_code)
+        _gate(report, min_sparsity, None, out, report_file, limits)
         return
     loaded, names = open_model(
         model,
@@ -125,7 +155,8 @@ def inspect_command(
     report = build_report("inspect", loaded, names, prunable, shape)
     if pattern is not None:
         report.checks.append(_pattern_check(report, pattern, prunable, loaded.tensors.__getitem__))
-    _gate(report, min_sparsity, max_collapsed, out, report_file)
+    add_cost(report, loaded, shape, trust_remote_code=trust_remote_code)
+    _gate(report, min_sparsity, max_collapsed, out, report_file, limits)
 
 
 def _pattern_check(report, text, prunable, tensor):  # noqa: ANN001, ANN202
@@ -142,15 +173,24 @@ def _pattern_check(report, text, prunable, tensor):  # noqa: ANN001, ANN202
     return check
 
 
-def _gate(report, min_sparsity, max_collapsed, out, report_file) -> None:  # noqa: ANN001
+def _gate(report, min_sparsity, max_collapsed, out, report_file, limits) -> None:  # noqa: ANN001
     """Add the asked-for checks, print the report, and fail when a check did not pass."""
     from prunecli.errors import CheckFailed
-    from prunecli.jobs.gates import max_collapsed_check, min_sparsity_check
+    from prunecli.jobs.gates import (
+        max_collapsed_check,
+        max_macs_check,
+        max_params_check,
+        min_sparsity_check,
+    )
 
     if min_sparsity is not None:
         report.checks.append(min_sparsity_check(report, min_sparsity))
     if max_collapsed is not None:
         report.checks.append(max_collapsed_check(report, max_collapsed))
+    if limits["max-params"] is not None:
+        report.checks.append(max_params_check(report, limits["max-params"]))
+    if limits["max-macs"] is not None:
+        report.checks.append(max_macs_check(report, limits["max-macs"]))
     out.report(report, report_file)
     failed = [check for check in report.checks if not check.passed]
     if failed:

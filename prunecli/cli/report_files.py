@@ -7,7 +7,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prunecli.cli.report_view import export_lines, percent, render_report, topology_line
+from prunecli.cli.report_view import (
+    cost_line,
+    export_lines,
+    percent,
+    render_report,
+    topology_line,
+)
 from prunecli.cli.text import DataConsole, markdown_cell, printable
 from prunecli.cli.training_view import training_markdown
 from prunecli.errors import BadInput
@@ -49,6 +55,9 @@ def report_markdown(report: Report) -> str:
     line = topology_line(report)
     if line is not None:
         lines += ["", markdown_cell(line.plain)]
+    cost = cost_line(report)
+    if cost is not None:
+        lines += ["", markdown_cell(cost)]
     if report.pruning:
         lines += ["", "```json", json.dumps(report.pruning, indent=2), "```"]
     lines += training_markdown(report.training, None)

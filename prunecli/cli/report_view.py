@@ -55,6 +55,41 @@ def topology_line(report: Report) -> Text | None:
     return line
 
 
+def cost_line(report: Report) -> str | None:
+    """Parameters and MACs; ``before → after`` for `prune`, the ratio to a recorded original
+    for `inspect`; MACs "—" with the reason when the graph is unknown."""
+    from prunecli.jobs.gates import short_count
+
+    cost = report.cost
+    if not cost:
+        return None
+    original = cost["original"] or {}
+
+    def count(value: int | None) -> str:
+        return "—" if value is None else short_count(value)
+
+    def times(ratio: float | None, of: str = "") -> str:
+        return "" if ratio is None else f" ({ratio:.2f}×{of})"
+
+    if original.get("source") == "input":  # prune: its input → its output
+        params = f"parameters {original['params']:,} → {cost['params']:,}"
+        params += times(cost["params_ratio"])
+        macs = f"MACs {count(original['macs'])} → {count(cost['macs'])}"
+        macs += times(cost["macs_ratio"])
+    else:
+        params = f"{cost['params']:,} parameters"
+        params += times(cost["params_ratio"], f" the original's {original.get('params', 0):,}")
+        macs = f"{count(cost['macs'])} MACs" + times(cost["macs_ratio"], " the original")
+    counted = cost["macs_input"]
+    if not counted:
+        where = f" ({cost['macs_note']})"
+    elif "hf_architecture" in report.model:  # token ids
+        where = f" per sequence of {counted[-1]} tokens"
+    else:
+        where = f" per {'×'.join(map(str, counted))} input"
+    return f"cost: {params}, {macs}{where}"
+
+
 def export_lines(report: Report) -> list[str]:
     """The `export` section in a few plain lines: artifact, sizes, zeros, notes."""
     export = report.export
@@ -119,6 +154,9 @@ def render_report(console: Console, report: Report, group: str = "auto") -> None
         f"all tensors: {report.all_params:,} parameters, {report.all_nonzero:,} non-zero "
         f"({percent(1 - report.all_nonzero / max(report.all_params, 1))} sparse)"
     )
+    cost = cost_line(report)
+    if cost is not None:
+        console.print(cost)
     line = topology_line(report)
     if line is not None:
         console.print(line)

@@ -33,6 +33,7 @@ from prunecli.criteria.wanda import CALIBRATION_OPTIONS, WandaPruner
 from prunecli.errors import BadInput, Unsupported
 from prunecli.io.checkpoint import open_checkpoint
 from prunecli.jobs.calibrated_select import choose_linears
+from prunecli.jobs.cost import add_cost, input_cost, original_metadata
 from prunecli.jobs.prune import plan_document
 from prunecli.jobs.report import Report, model_summary
 from prunecli.jobs.settings import PruneSettings
@@ -197,6 +198,9 @@ def calibrated_prune_to_file(
         extra["dampening"] = repr(plan.dampening)
     pruning.update(owl)
     extra.update({k: repr(v) if isinstance(v, float) else v for k, v in owl.items()})
+    lazy = lazy_model(plan.opened.checkpoint)
+    before = input_cost(lazy, None, trust_remote_code)
+    extra.update(original_metadata(lazy, before))
     try:
         result = prune_blocks(
             plan.opened,
@@ -212,7 +216,8 @@ def calibrated_prune_to_file(
         raise _non_finite(error) from None
     report = stream_inspect(open_checkpoint(output), plan.names)
     report.command = "prune"
-    report.model = model_summary(lazy_model(plan.opened.checkpoint))
+    report.model = model_summary(lazy)
+    add_cost(report, lazy, None, before, shapes_kept=True)  # the blocks keep their shapes
     pruning["achieved_sparsity"] = report.sparsity
     report.pruning = pruning
     report.seconds = time.perf_counter() - started

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -79,3 +80,62 @@ def pattern_check(report: Report, text: str, tensor: Callable[[str], torch.Tenso
         shown = ", ".join(unchecked[:3]) + (", …" if len(unchecked) > 3 else "")
         parts.append(f"{len(unchecked)} layers have rows not a multiple of {pattern.m}: {shown}")
     return Check("pattern", pattern.sparsity, bad, passed, "; ".join(parts))
+
+
+_SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def parse_count(text: str, flag: str) -> int:
+    """``300M`` → 300_000_000: a count, plain (``1500000``, ``1_500_000``) or with a decimal
+    suffix k, M, G, T (``1.5G``); refused (exit 2) before anything is read."""
+    cleaned = text.strip().replace("_", "").replace(",", "")
+    suffix = cleaned[-1:].lower() if cleaned[-1:].isalpha() else ""
+    number = cleaned[: len(cleaned) - len(suffix)]
+    try:
+        value = float(number) * _SUFFIXES[suffix] if number else math.nan
+    except (ValueError, KeyError):
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise BadInput(
+            f"{flag} {text!r} is not a count",
+            "write a whole number, optionally with a suffix k, M, G or T, e.g. 300M or 1.5G",
+        )
+    return round(value)
+
+
+def short_count(value: int) -> str:
+    """1234567 → 1.23M: a count for people (the exact figure stays in the JSON)."""
+    for unit, size in (("T", 10**12), ("G", 10**9), ("M", 10**6), ("k", 10**3)):
+        if value >= size:
+            return f"{value / size:.3g}{unit}"
+    return str(value)
+
+
+def max_params_check(report: Report, text: str) -> Check:
+    """At most N values stored in the model (every tensor, as ``totals.all_params``)."""
+    limit = parse_count(text, "--max-params")
+    value = report.all_params
+    return _at_most("max-params", "parameters", value, limit, text)
+
+
+def max_macs_check(report: Report, text: str) -> Check:
+    """At most N multiply-accumulates per forward pass of one sample (jobs/cost.py); needs
+    the graph and its input shape."""
+    limit = parse_count(text, "--max-macs")
+    cost = report.cost or {}
+    if cost.get("macs") is None:
+        reason = cost.get("macs_note") or "the model's MACs were not counted"
+        raise Unsupported(
+            f"--max-macs needs the model's MACs, which were not counted: {reason}",
+            "pass --arch NAME (and --input-shape if it has none)",
+        )
+    return _at_most("max-macs", "MACs", cost["macs"], limit, text)
+
+
+def _at_most(name: str, what: str, value: int, limit: int, text: str) -> Check:
+    passed = value <= limit
+    relation = "within" if passed else "exceeds"
+    short = f" ({short_count(value)})" if value >= 1000 else ""
+    given = f" ({limit:,})" if text.strip() != str(limit) else ""
+    message = f"{value:,} {what}{short} {relation} --{name} {text}{given}"
+    return Check(name, limit, value, passed, message)

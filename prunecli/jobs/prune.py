@@ -9,6 +9,7 @@ import torch
 from prunecli.criteria.training import TrainingMethod
 from prunecli.io.inputs import check_input
 from prunecli.io.load import load_file
+from prunecli.jobs.cost import add_cost, input_cost, original_metadata
 from prunecli.jobs.report import Report, build_report
 from prunecli.jobs.settings import PruneSettings, TrainingRun
 from prunecli.jobs.train import train_prune_to_file
@@ -53,6 +54,7 @@ def prune_loaded(
 ) -> tuple[Report, dict[str, object]]:
     """Prune ``model`` in place, writing nothing: its report, and the metadata a file of it
     carries (``prunecli.prune`` on a live module stops here)."""
+    before = input_cost(model, settings.inputs.input_shape)
     result = prune_model(
         model,
         names,
@@ -84,11 +86,13 @@ def prune_loaded(
         "schedule": result.schedule,
         "seed": str(result.seed),
         "prunable": names,
+        **original_metadata(model, before),
     }
     if result.pattern is not None:
         pruning["pattern"] = str(result.pattern)
         metadata["pattern"] = str(result.pattern)
     report = build_report("prune", model, names, input_shape=settings.inputs.input_shape)
+    add_cost(report, model, settings.inputs.input_shape, before)
     report.pruning = pruning
     report.seconds = result.seconds
     report.warnings = result.warnings

@@ -60,6 +60,7 @@ class Report:
     topology: Topology | None = None
     topology_error: str | None = None  # why the topology is missing although the graph is known
     pattern: dict[str, Any] | None = None  # `inspect --pattern N:M`: compliance per layer
+    cost: dict[str, Any] | None = None  # params and MACs, with their ratios (jobs/cost.py)
 
     @property
     def prunable_params(self) -> int:
@@ -89,6 +90,7 @@ class Report:
                 "all_nonzero": self.all_nonzero,
             },
             "topology": topology_json(self.topology) if self.topology else None,
+            "cost": self.cost,
             "pruning": self.pruning,
             "output": self.output,
             "export": self.export,

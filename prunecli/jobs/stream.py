@@ -17,6 +17,7 @@ import torch
 
 from prunecli.io import safetensors as st
 from prunecli.io.checkpoint import Checkpoint, Shard
+from prunecli.jobs.cost import add_cost, input_cost, original_metadata
 from prunecli.jobs.report import LayerStats, Report, dtype_name, model_summary
 from prunecli.jobs.settings import PruneSettings
 from prunecli.models.loaded import LoadedModel
@@ -129,6 +130,9 @@ def stream_prune_to_file(
     }
     if settings.pattern is not None:
         extra["pattern"] = str(settings.pattern)
+    lazy = lazy_model(checkpoint)  # the shapes stay: the output's MACs are the input's
+    before = input_cost(lazy)
+    extra.update(original_metadata(lazy, before))
     result = run_stream_prune(plan, settings.seed, output, extra, format, progress)
     total = sum(item.numel for item in plan.items.values())
     zeros = total - sum(result["kept"].values())
@@ -145,6 +149,7 @@ def stream_prune_to_file(
         pruning["pattern"] = str(settings.pattern)
     report = stream_report(plan, result, pruning, time.perf_counter() - started)
     report.warnings = zero_warnings(plan, settings, zeros, total)
+    add_cost(report, lazy, before=before, shapes_kept=True)
     report.output = {
         "path": output,
         "format": "safetensors" if checkpoint.folder is None else "safetensors-folder",

@@ -13,6 +13,7 @@ import torch
 from prunecli.criteria.training import MethodResult, TrainingJob, TrainingMethod
 from prunecli.data.labelled import Dataset
 from prunecli.errors import BadInput
+from prunecli.jobs.cost import add_cost, input_cost, original_metadata
 from prunecli.jobs.report import Report, build_report
 from prunecli.jobs.settings import PruneSettings, TrainingRun
 from prunecli.jobs.writing import output_summary, write_model
@@ -63,6 +64,7 @@ def train_prune_to_file(
             f"it supports: {', '.join(method.scopes)}",
         )
     started = time.perf_counter()
+    before = input_cost(model, settings.inputs.input_shape)
     job = TrainingJob(
         model,
         names,
@@ -106,9 +108,11 @@ def train_prune_to_file(
         "prunable": names,
         "rounds": rounds,
         "training": trained,
+        **original_metadata(model, before),
     }
     written = write_model(model, output, metadata, format)
     report = build_report("prune", model, names, input_shape=settings.inputs.input_shape)
+    add_cost(report, model, settings.inputs.input_shape, before)
     report.pruning = pruning
     report.training = trained
     report.output = output_summary(model, output, written, format, metadata)

@@ -270,12 +270,16 @@ def check_criterion(model_hf: dict[str, Any] | None, method: str, needs: tuple[s
 
 
 def build_skeleton(
-    folder: Path, stored: dict[str, tuple[int, ...]], trust_remote_code: bool = False
+    folder: Path,
+    stored: dict[str, tuple[int, ...]],
+    trust_remote_code: bool = False,
+    meta_only: bool = False,
 ) -> torch.nn.Module:
     """The model class named by ``config.json`` with its parameters on the ``meta`` device (no
     memory) and its buffers real (rotary tables, position ids: computed, not stored), for the
     block runner to fill one part at a time. ``stored`` is the folder's tensor shapes: the
-    config must fit them (as in ``build_module``) before anything is allocated."""
+    config must fit them (as in ``build_module``) before anything is allocated. ``meta_only``:
+    the buffers on ``meta`` too (shapes only, for counting MACs: one build instead of two)."""
     try:
         import transformers
     except ImportError:
@@ -303,6 +307,8 @@ def build_skeleton(
             meta = _on_meta(transformers, config, trust_remote_code)
         stand_ins = {name: torch.empty(shape, device="meta") for name, shape in stored.items()}
         _check_fits(meta, stand_ins, folder, config.to_dict())
+        if meta_only:
+            return meta.eval()
         del meta
         with quiet_torch(), _parameters_on_meta():
             module = _instantiate(transformers, config, trust_remote_code)
