@@ -119,7 +119,8 @@ def _on_real(module: nn.Module, example: torch.Tensor) -> int:
     for them are added (the meta pass decomposes them into products it does know)."""
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     modes = {layer: layer.training for layer in module.modules()}
-    module.eval()  # BatchNorm's running statistics must not move
+    for layer in modes:  # BatchNorm's running statistics must not move; not .eval(), which
+        layer.training = False  # a torch.export program's module refuses
     try:
         with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_FUSED) as counter:
             module(torch.zeros_like(example, device=device))

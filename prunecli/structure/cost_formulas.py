@@ -55,7 +55,8 @@ def count_by_formula(module: nn.Module, example: torch.Tensor, max_macs: int) ->
         if buffer is not None
     ]
     counter = _Counter(max_macs)
-    module.eval()
+    for layer in modes:  # as .eval(), which a torch.export program's module refuses
+        layer.training = False
     try:
         with torch.no_grad(), counter:
             module(zeros)

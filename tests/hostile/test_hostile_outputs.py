@@ -377,7 +377,13 @@ def run_prunecli(*args: object, **kwargs) -> subprocess.Popen:
     env.pop("PRUNECLI_DEBUG", None)
     # a shell without job control starts background jobs with SIGINT ignored, and a child
     # inherits that: give the child Python's own Ctrl-C whatever ran the tests
-    restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    then = kwargs.pop("preexec_fn", None)
+
+    def restore() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if then is not None:
+            then()
+
     return subprocess.Popen(
         [sys.executable, *map(str, args)], env=env, preexec_fn=restore, **kwargs
     )
