@@ -16,7 +16,7 @@ def wanda_scores(weight: torch.Tensor, squares: torch.Tensor) -> torch.Tensor:
             f"{tuple(weight.shape)} and norms {tuple(squares.shape)}"
         )
     norms = squares.to(device=weight.device, dtype=torch.float64).sqrt()
-    return weight.detach().to(torch.float64).abs() * norms
+    return weight.detach().to(torch.float64, copy=True).abs_().mul_(norms)
 
 
 def prune_rows(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
@@ -39,6 +39,21 @@ def prune_rows(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     return keep
 
 
+#: rows are scored and sorted this many values at a time: a whole layer's float64 scores, its
+#: float64 copy and the sort's values and int64 indices would be 4 × 8 bytes per weight
+CHUNK = 1 << 20
+
+
 def wanda_mask(weight: torch.Tensor, squares: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Wanda's keep-mask for one Linear weight (out × in) at ``sparsity`` per output row."""
-    return prune_rows(wanda_scores(weight, squares), sparsity)
+    """Wanda's keep-mask for one Linear weight (out × in) at ``sparsity`` per output row,
+    scored a few rows at a time (each row is its own comparison group, so the mask is the
+    same as scoring the whole layer at once)."""
+    if weight.ndim != 2:
+        return prune_rows(wanda_scores(weight, squares), sparsity)  # says what is wrong
+    rows, columns = weight.shape
+    keep = torch.empty(rows, columns, dtype=torch.bool, device=weight.device)
+    step = max(1, CHUNK // max(columns, 1))
+    for start in range(0, rows, step):
+        chunk = wanda_scores(weight[start : start + step], squares)
+        keep[start : start + step] = prune_rows(chunk, sparsity)
+    return keep

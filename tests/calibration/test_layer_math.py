@@ -15,7 +15,7 @@ from benchmarks.bench_sparsegpt import correlated_inputs, reference_fasterprune
 from prunecli.calibration import sparsegpt as sparsegpt_module
 from prunecli.calibration.sparsegpt import sparsegpt_prune
 from prunecli.calibration.stats import ColumnNorms, Hessian, NonFiniteInput
-from prunecli.calibration.wanda import wanda_mask, wanda_scores
+from prunecli.calibration.wanda import prune_rows, wanda_mask, wanda_scores
 from prunecli.errors import BadInput
 
 
@@ -101,6 +101,19 @@ def test_wanda_breaks_ties_by_column() -> None:
     weight = torch.tensor([[1.0, -1.0, 1.0, 2.0], [3.0, 1.0, 1.0, 1.0]])
     keep = wanda_mask(weight, torch.ones(4), 0.5)
     assert keep.tolist() == [[False, False, True, True], [True, False, False, True]]
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 10**6])
+def test_wanda_mask_scored_a_few_rows_at_a_time_equals_the_whole_layer(chunk, monkeypatch) -> None:
+    from prunecli.calibration import wanda as wanda_module
+
+    gen = torch.Generator().manual_seed(4)
+    weight = torch.randint(-3, 4, (37, 16), generator=gen).float()  # ties everywhere
+    squares = torch.rand(16, generator=gen, dtype=torch.float64)
+    whole = prune_rows(wanda_scores(weight, squares), 0.4)
+    monkeypatch.setattr(wanda_module, "CHUNK", chunk)
+    assert torch.equal(wanda_mask(weight, squares, 0.4), whole)
+    assert torch.equal(weight.abs().max(), torch.tensor(3.0))  # the weight itself untouched
 
 
 # ---- SparseGPT -------------------------------------------------------------------------------
