@@ -46,9 +46,6 @@ def bound_heap() -> bool:
 
 def release_freed() -> None:
     """Hand the heap's free pages back to the system (after a block is put away)."""
-    import gc
-
-    gc.collect()
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)

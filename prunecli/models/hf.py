@@ -61,13 +61,7 @@ def build_module(
     The model is first built on the ``meta`` device (no memory) and compared with the stored
     tensors, so a config that asks for more than the folder holds (``{"model_type": "llama"}``
     beside one small tensor would build a 7B model) is refused before anything is allocated."""
-    try:
-        import transformers
-    except ImportError:
-        raise Unsupported(
-            f"{folder} is a Hugging Face folder; building its architecture needs transformers",
-            INSTALL_HINT,
-        ) from None
+    transformers = _transformers(folder)
     try:
         # trust_remote_code is always passed: left unset, transformers asks on stdout.
         # quiet: transformers logs its own config warnings; prunecli reports one line
@@ -280,13 +274,7 @@ def build_skeleton(
     block runner to fill one part at a time. ``stored`` is the folder's tensor shapes: the
     config must fit them (as in ``build_module``) before anything is allocated. ``meta_only``:
     the buffers on ``meta`` too (shapes only, for counting MACs: one build instead of two)."""
-    try:
-        import transformers
-    except ImportError:
-        raise Unsupported(
-            f"{folder} is a Hugging Face folder; building its architecture needs transformers",
-            INSTALL_HINT,
-        ) from None
+    transformers = _transformers(folder)
     config_dict = read_config(folder)
     named = remote_code(config_dict)
     if named and not trust_remote_code:
@@ -347,3 +335,15 @@ def _parameters_on_meta() -> Iterator[None]:
         yield
     finally:
         torch.nn.Module.register_parameter = register  # type: ignore[method-assign]
+
+
+def _transformers(folder: Path) -> Any:
+    """The transformers module, or Unsupported saying that ``folder`` needs it."""
+    try:
+        import transformers
+    except ImportError:
+        raise Unsupported(
+            f"{folder} is a Hugging Face folder; building its architecture needs transformers",
+            INSTALL_HINT,
+        ) from None
+    return transformers
