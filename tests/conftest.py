@@ -214,6 +214,15 @@ def pydoc_texts() -> list[str]:
     return [topics[key] for key in sorted(topics)]
 
 
+def write_calibrated_llama(root: Path, **sizes: Any) -> Path:
+    """A Llama folder with a tokenizer (``root/llama``) and calibration text beside it
+    (``root/corpus.txt``: 40 help topics): what calibrated-pruning tests prune."""
+    folder = write_llama(root / "llama", **sizes)
+    write_tokenizer(folder, sizes.get("vocab_size", 32))
+    (root / "corpus.txt").write_text("\n\n".join(pydoc_texts()[:40]), encoding="utf-8")
+    return folder
+
+
 def pipe_prune_into_inspect(source: Path, *flags: str) -> dict[str, Any]:
     """The real pipe, two processes: `prunecli prune SOURCE FLAGS -o - -q | prunecli inspect -
     --json`; both must exit 0. The report `inspect` printed."""

@@ -18,7 +18,7 @@ from prunecli.calibration.owl import owl_sparsities
 from prunecli.jobs.calibrated import calibrated_prune_to_file, plan_calibrated
 from prunecli.jobs.validate import prune_settings
 from tests.calibration.test_runner import in_memory, read_folder
-from tests.conftest import assert_refused, files_in, pydoc_texts, write_llama, write_tokenizer
+from tests.conftest import assert_refused, files_in, write_calibrated_llama
 
 transformers = pytest.importorskip("transformers")
 
@@ -29,11 +29,7 @@ BLOCKS = [f"model.layers.{i}" for i in range(3)]
 
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("owl")
-    folder = write_llama(root / "llama", **SIZES)
-    write_tokenizer(folder, SIZES["vocab_size"])
-    (root / "corpus.txt").write_text("\n\n".join(pydoc_texts()[:40]), encoding="utf-8")
-    return folder
+    return write_calibrated_llama(tmp_path_factory.mktemp("owl"), **SIZES)
 
 
 def corpus(llama: Path) -> Path:

@@ -15,7 +15,7 @@ from prunecli.calibration.blocks import Block
 from prunecli.calibration.data import load_calibration
 from prunecli.calibration.sparsegpt import sparsegpt_prune
 from tests.calibration.test_runner import in_memory, read_folder
-from tests.conftest import assert_refused, files_in, pydoc_texts, write_llama, write_tokenizer
+from tests.conftest import assert_refused, files_in, write_calibrated_llama
 
 transformers = pytest.importorskip("transformers")
 
@@ -25,11 +25,7 @@ WINDOWS = ("--samples", 4, "--seq-len", 16)
 
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("calibrated")
-    folder = write_llama(root / "llama", **SIZES)
-    write_tokenizer(folder, SIZES["vocab_size"])
-    (root / "corpus.txt").write_text("\n\n".join(pydoc_texts()[:40]), encoding="utf-8")
-    return folder
+    return write_calibrated_llama(tmp_path_factory.mktemp("calibrated"), **SIZES)
 
 
 def corpus(llama: Path) -> Path:
