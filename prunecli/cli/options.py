@@ -66,6 +66,35 @@ Pattern = Annotated[
         rich_help_panel=WHAT,
     ),
 ]
+Granularity = Annotated[
+    str,
+    typer.Option(
+        "--granularity",
+        help="What is removed: single weights (weight), or whole conv channels / Linear "
+        "neurons (channel), FFN neurons (neuron) or attention heads (head), rebuilding "
+        "smaller layers (docs/structured.md).",
+        rich_help_panel=WHAT,
+    ),
+]
+RoundTo = Annotated[
+    int | None,
+    typer.Option(
+        "--round-to",
+        help="Structured pruning: keep each layer's channel/neuron count a multiple of K.",
+        show_default=False,
+        rich_help_panel=ALLOCATION,
+    ),
+]
+Reconstruct = Annotated[
+    bool | None,
+    typer.Option(
+        "--reconstruct/--no-reconstruct",
+        help="Structured pruning: refit the layers that read removed structures by ridge "
+        "least squares on --data (default: on when --data is given).",
+        show_default=False,
+        rich_help_panel=ALLOCATION,
+    ),
+]
 Method = Annotated[
     str | None,
     typer.Option(

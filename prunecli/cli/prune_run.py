@@ -27,6 +27,9 @@ class PruneRequest:
     sparsity: str | None
     method: str | None
     pattern: str | None
+    granularity: str
+    round_to: int | None
+    reconstruct: bool | None
     scores_file: Path | None
     seed: int
     include: list[str] | None
@@ -65,6 +68,11 @@ def run_prune(r: PruneRequest) -> None:
     from prunecli.jobs.stream import streamable
 
     criterion_class, settings = _check(r)
+    if r.granularity != "weight":
+        from prunecli.cli.prune_structured import run_structured
+
+        run_structured(r, criterion_class, settings, check_output)
+        return
     training = None
     if criterion_class is not None and criterion_class.trains():
         training = TrainingRun(r.training.settings())
@@ -73,7 +81,7 @@ def run_prune(r: PruneRequest) -> None:
         from prunecli.cli.prune_calibrated import check_calibrated, run_calibrated
 
         plan = check_calibrated(r, settings)  # the folder and its blocks before the output
-    output = _check_output(r, training is not None)
+    output = check_output(r, training is not None)
     out = Output(r.json_mode, r.quiet, data_to_stderr=output == "-", group=check_group(r.group))
     if calibrated:
         run_calibrated(r, plan, out, output)
@@ -113,7 +121,7 @@ def _check(r: PruneRequest) -> tuple[type[Criterion] | None, PruneSettings]:
     return criterion_class, settings
 
 
-def _check_output(r: PruneRequest, trains: bool) -> str:
+def check_output(r: PruneRequest, trains: bool) -> str:
     """The output path (default: beside MODEL), checked with every file the run reads and
     writes before anything is loaded."""
     from prunecli.io.paths import default_output
