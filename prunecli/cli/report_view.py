@@ -10,7 +10,7 @@ from rich.text import Text
 
 from prunecli.cli.report_tables import layer_tables, mixed_dtypes, percent
 from prunecli.cli.text import styled
-from prunecli.cli.training_view import history_table, rounds_table, training_line
+from prunecli.cli.training_view import history_table, rounds_table, structure_table, training_line
 
 if TYPE_CHECKING:
     from prunecli.jobs.report import Report
@@ -182,6 +182,8 @@ def render_report(console: Console, report: Report, group: str = "auto") -> None
             )
         )
         took = ""  # the time belongs to the pruning, not to the write
+    if report.structure:
+        console.print(structure_table(report.structure))
     if report.pruning and report.pruning.get("rounds"):
         console.print(rounds_table(report.pruning["rounds"]))
     if report.training:

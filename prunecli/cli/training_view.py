@@ -96,3 +96,25 @@ def training_markdown(report_training: dict[str, Any] | None, rounds: list | Non
     if report_training:
         lines += ["", f"- {markdown_cell(training_line(report_training))}"]
     return lines
+
+
+def structure_table(structure: dict[str, Any]) -> Table:
+    """Structured pruning: each group's units before → after (``report.structure``)."""
+    kinds = {group["kind"] for group in structure["groups"]}
+    unit = kinds.pop() + "s" if len(kinds) == 1 else "units"
+    title = f"{unit} kept ({structure['granularity']})"
+    if structure.get("reconstructed"):
+        title += f", {len(structure['reconstructed'])} layers refit"
+    table = Table(header_style="bold", title=title, title_justify="left")
+    table.add_column("group")
+    for column in ("before", "after", "removed"):
+        table.add_column(column, justify="right")
+    for group in structure["groups"]:
+        removed = group["before"] - group["after"]
+        table.add_row(
+            group.get("label") or group["name"],
+            str(group["before"]),
+            str(group["after"]),
+            f"{removed / group['before']:.0%}" if group["before"] else "-",
+        )
+    return table

@@ -61,6 +61,7 @@ class Report:
     topology_error: str | None = None  # why the topology is missing although the graph is known
     pattern: dict[str, Any] | None = None  # `inspect --pattern N:M`: compliance per layer
     cost: dict[str, Any] | None = None  # params and MACs, with their ratios (jobs/cost.py)
+    structure: dict[str, Any] | None = None  # structured pruning: units kept per group
 
     @property
     def prunable_params(self) -> int:
@@ -92,6 +93,7 @@ class Report:
             "topology": topology_json(self.topology) if self.topology else None,
             "cost": self.cost,
             "pruning": self.pruning,
+            "structure": self.structure,
             "output": self.output,
             "export": self.export,
             "training": self.training,
