@@ -22,6 +22,7 @@ from prunecli.io.inputs import check_input
 from prunecli.io.jsonfile import parse_json
 from prunecli.io.load import load_file
 from prunecli.io.paths import STDIO
+from prunecli.models.resize import META_STRUCTURE, resize_to
 from prunecli.version import __version__
 
 # safetensors metadata keys written by prunecli (documented in docs/formats.md)
@@ -315,15 +316,32 @@ def _attach(model: LoadedModel, architecture: Architecture) -> None:
     or the file's metadata) must not allocate anything the stored tensors do not fill."""
     from prunecli.models import zoo
 
+    structured = META_STRUCTURE in model.metadata
     if zoo.is_zoo_name(architecture.name):
         meta = zoo.build_arch(architecture.name, architecture.kwargs, device="meta")
+        if structured:
+            resize_to(meta.module, model.tensors, model.source)
         _check_fit(model, architecture, meta.module.state_dict())
+        if structured:
+            _check_runs(meta.module, meta.input_shape, model.source)
     module = build_module(architecture)
+    if structured:  # the smaller layers a structured prune wrote (models/resize.py)
+        resize_to(module, model.tensors, model.source)
     _check_fit(model, architecture, module.state_dict())
     module.load_state_dict(model.tensors, strict=True, assign=True)
     module.eval()
     model.module = module
     model.arch = architecture
+
+
+def _check_runs(module: torch.nn.Module, input_shape: tuple[int, ...], source: str) -> None:
+    """A forward pass on the meta device (shapes only): the stored widths fit together."""
+    try:
+        with torch.no_grad():
+            module(torch.empty(1, *input_shape, device="meta"))
+    except Exception as exc:  # noqa: BLE001 - any shape mismatch in the user-supplied file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BadInput(f"{source}: the stored layer widths do not fit together: {first}") from None
 
 
 def _load_pt2(path: Path) -> LoadedModel:

@@ -17,6 +17,15 @@ def positive_int(name: str, value: object) -> int:
     return value
 
 
+def width_list(name: str, value: object, length: int) -> list[int]:
+    """A list of ``length`` positive integers from arch kwargs (JSON), or ValueError."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ValueError(f"{name} must be a list of integers, got {value!r}")
+    if len(value) != length:
+        raise ValueError(f"{name} must list {length} widths, got {len(value)}")
+    return [positive_int(f"every entry of {name}", w) for w in value]
+
+
 def _mlp_module(widths: Sequence[int]) -> nn.Sequential:
     layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
     pairs = list(zip(widths[:-1], widths[1:], strict=False))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
-from prunecli.models.zoo.mlp import positive_int
+from prunecli.models.zoo.mlp import positive_int, width_list
 from prunecli.models.zoo.registry import ZooModel, register_arch
 
 _M = "M"  # max-pool marker in a plan
@@ -44,21 +46,28 @@ class VGG(nn.Module):
         return self.classifier(self.flatten(self.pool(self.features(x))))
 
 
-def _vgg(depth: int, num_classes: int) -> ZooModel:
+def _vgg(depth: int, num_classes: int, widths: Sequence[int] | None = None) -> ZooModel:
+    """``widths``: every conv's output channels in order (a structurally pruned VGG)."""
     num_classes = positive_int("num_classes", num_classes)
-    return ZooModel(VGG(_PLANS[depth], num_classes), (3, 32, 32), num_classes)
+    plan = list(_PLANS[depth])
+    if widths is not None:
+        convs = [i for i, spec in enumerate(plan) if not isinstance(spec, str)]
+        sizes = width_list("widths", widths, len(convs))
+        for i, width in zip(convs, sizes, strict=True):
+            plan[i] = width
+    return ZooModel(VGG(plan, num_classes), (3, 32, 32), num_classes)
 
 
 @register_arch("vgg11", "VGG-11 with BatchNorm, CIFAR 32x32 (Simonyan & Zisserman 2015)")
-def vgg11(num_classes: int = 10) -> ZooModel:
-    return _vgg(11, num_classes)
+def vgg11(num_classes: int = 10, widths: Sequence[int] | None = None) -> ZooModel:
+    return _vgg(11, num_classes, widths)
 
 
 @register_arch("vgg16", "VGG-16 with BatchNorm, CIFAR 32x32 (Simonyan & Zisserman 2015)")
-def vgg16(num_classes: int = 10) -> ZooModel:
-    return _vgg(16, num_classes)
+def vgg16(num_classes: int = 10, widths: Sequence[int] | None = None) -> ZooModel:
+    return _vgg(16, num_classes, widths)
 
 
 @register_arch("vgg19", "VGG-19 with BatchNorm, CIFAR 32x32 (Simonyan & Zisserman 2015)")
-def vgg19(num_classes: int = 10) -> ZooModel:
-    return _vgg(19, num_classes)
+def vgg19(num_classes: int = 10, widths: Sequence[int] | None = None) -> ZooModel:
+    return _vgg(19, num_classes, widths)
