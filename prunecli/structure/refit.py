@@ -34,14 +34,17 @@ def refit_layers(
     order = {name: i for i, (name, _) in enumerate(shrunk.named_modules())}
     cut = {c for g in groups if len(kept[g.name]) < g.size for c in g.consumers}
     names = sorted((c for c in cut if refittable(shrunk.get_submodule(c))), key=order.__getitem__)
+    rows = {p: kept[g.name] for g in groups for p in g.producers}  # the outputs each keeps
     for name in names:
-        _refit_one(dense.get_submodule(name), shrunk.get_submodule(name), dense, shrunk, batches, damp)
+        layers = (dense.get_submodule(name), shrunk.get_submodule(name))
+        _refit_one(*layers, rows.get(name), dense, shrunk, batches, damp)
     return names
 
 
 def _refit_one(
     dense_layer: nn.Module,
     layer: nn.Module,
+    outputs: torch.Tensor | None,
     dense: nn.Module,
     shrunk: nn.Module,
     batches: Callable[[], Iterable[torch.Tensor]],
@@ -60,6 +63,8 @@ def _refit_one(
                 shrunk(x)
                 inputs = conv_rows(seen["x"], layer) if conv else seen["x"]
                 targets = conv_targets(seen["y"]) if conv else seen["y"]
+                if outputs is not None:  # the dense layer's outputs this layer still has
+                    targets = targets[..., outputs]
                 stats.add(inputs, targets)
     finally:
         grab_in.remove()
