@@ -41,7 +41,9 @@ def check_structured(r: Any, criterion_class: type[Criterion] | None) -> bool:
             f"{r.granularity}, then `prunecli retrain` the smaller model",
         )
     if r.pattern is not None:
-        raise BadInput(f"--pattern N:M applies to single weights; drop it with --granularity {r.granularity}")
+        raise BadInput(
+            f"--pattern N:M applies to single weights; drop it with --granularity {r.granularity}"
+        )
     if r.iterations not in (None, 1):
         raise BadInput(f"--granularity {r.granularity} prunes in one step; drop --iterations")
     if r.scope == "row":
@@ -86,7 +88,9 @@ def run_structured(
     _traced(r, criterion_class, settings, reconstruct, output, out)
 
 
-def _traced(r: Any, criterion_class: Any, settings: Any, reconstruct: bool, output: str, out: Any) -> None:  # noqa: ANN401
+def _traced(
+    r: Any, criterion_class: Any, settings: Any, reconstruct: bool, output: str, out: Any
+) -> None:  # noqa: ANN401
     from prunecli.cli.output import render_plan
     from prunecli.jobs.session import open_model, resolve_inputs
     from prunecli.jobs.structured import StructuredRun, plan_structured, prune_structured_to_file

@@ -27,6 +27,7 @@ def _load_builtins() -> None:
         snip,
         sparsegpt,
         synflow,
+        taylor,
         wanda,
     )
 

@@ -106,7 +106,13 @@ def prune_structured_to_file(
     scores = score_weights(model, names, criterion, settings.seed, settings.inputs)
     shapes = {name: tuple(t.shape) for name, t in model.tensors.items()}
     allocation = allocate(
-        groups, unit_scores(groups, scores), shapes, names, settings.sparsity, settings.scope, run.round_to
+        groups,
+        unit_scores(groups, scores),
+        shapes,
+        names,
+        settings.sparsity,
+        settings.scope,
+        run.round_to,
     )
     module = model.module
     dense = copy_module(module) if run.reconstruct else None
@@ -193,5 +199,3 @@ def _check_forward(module: torch.nn.Module, shape: tuple[int, ...], source: str)
             f"{source}: the smaller model does not run ({first}); its forward may fix a width in code",
             "prune with --granularity weight, or --exclude the layers involved",
         ) from None
-
-

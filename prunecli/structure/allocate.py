@@ -39,7 +39,9 @@ class Allocation:
     removed: int  # prunable parameters removed
 
 
-def unit_scores(groups: Sequence[Group], scores: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def unit_scores(
+    groups: Sequence[Group], scores: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Each group's per-unit score: the per-weight ``scores`` summed over the unit's slices
     (tensors without scores — BatchNorm statistics, unscored layers — add nothing)."""
     out = {}
@@ -87,7 +89,10 @@ def allocate(
 ) -> Allocation:
     """Kept units per group for ``sparsity`` of the ``prunable`` parameters removed."""
     if scope not in SCOPES:
-        raise BadInput(f"--scope {scope} does not apply to structured pruning", f"choose one of: {', '.join(SCOPES)}")
+        raise BadInput(
+            f"--scope {scope} does not apply to structured pruning",
+            f"choose one of: {', '.join(SCOPES)}",
+        )
     k = round_to or 1
     for group in groups:
         if group.size < _floor(group, k):

@@ -45,7 +45,16 @@ _PASS_FUNCTIONS = {
     torch.nn.functional.avg_pool1d, torch.nn.functional.adaptive_avg_pool1d,
 }  # fmt: skip
 _PASS_METHODS = {"relu", "sigmoid", "tanh", "contiguous", "clone", "detach", "float", "relu_"}
-_JOIN = {operator.add, operator.iadd, operator.sub, operator.mul, operator.imul, torch.add, torch.mul, torch.sub}
+_JOIN = {
+    operator.add,
+    operator.iadd,
+    operator.sub,
+    operator.mul,
+    operator.imul,
+    torch.add,
+    torch.mul,
+    torch.sub,
+}
 _JOIN_METHODS = {"add", "add_", "mul", "mul_", "sub"}
 _SHAPE_ONLY_METHODS = {"size", "dim"}
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -247,7 +256,12 @@ class _Tracer:
         if before == after:
             return val
         # (N, C, *rest) → (N, C·prod(rest)) with the channels first: each is a block of features
-        if dim == 1 and len(after) == 2 and after[0] == before[0] and after[1] == math.prod(before[1:]):
+        if (
+            dim == 1
+            and len(after) == 2
+            and after[0] == before[0]
+            and after[1] == math.prod(before[1:])
+        ):
             return _Val(val.space, 1, val.block * math.prod(before[2:]))
         self.space(val).frozen = True
         return None
@@ -262,7 +276,11 @@ class _Tracer:
         dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
         dims = (dims,) if isinstance(dims, int) else dims
         keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
-        if isinstance(dims, (tuple, list)) and all(isinstance(d, int) for d in dims) and val.block == 1:
+        if (
+            isinstance(dims, (tuple, list))
+            and all(isinstance(d, int) for d in dims)
+            and val.block == 1
+        ):
             reduced = {d % len(before) for d in dims}
             if dim not in reduced:
                 new_dim = dim if keepdim else dim - sum(1 for d in reduced if d < dim)
@@ -313,7 +331,9 @@ def _numel(node: fx.Node) -> int:
     return math.prod(_shape(node))
 
 
-def trace_graph(module: nn.Module, example: torch.Tensor, label: str = "the model") -> fx.GraphModule:
+def trace_graph(
+    module: nn.Module, example: torch.Tensor, label: str = "the model"
+) -> fx.GraphModule:
     """``module``'s fx graph with every value's shape for ``example`` (batch of at least 2)."""
     try:
         traced = fx.symbolic_trace(module)
@@ -353,7 +373,9 @@ def find_groups(module: nn.Module, example: torch.Tensor, label: str = "the mode
         producers = sorted(dict.fromkeys(space.producers), key=lambda p: order.get(p, -1))
         convs = any(isinstance(module.get_submodule(p), _CONV) for p in producers)
         kind = "channel" if convs else "neuron"
-        label_text = producers[0] if len(producers) == 1 else f"{producers[0]} + {len(producers) - 1} tied"
+        label_text = (
+            producers[0] if len(producers) == 1 else f"{producers[0]} + {len(producers) - 1} tied"
+        )
         groups.append(
             Group(
                 name=producers[0] or f"space{index}",

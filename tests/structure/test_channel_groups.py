@@ -49,18 +49,24 @@ def _zeroed_reference(module: nn.Module, groups, kept) -> nn.Module:  # noqa: AN
 
 
 def _prunable(module: nn.Module) -> list[str]:
-    return [f"{n}.weight" for n, m in module.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    return [
+        f"{n}.weight" for n, m in module.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
 
 
 def _shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
     return {name: tuple(t.shape) for name, t in module.state_dict().items()}
 
 
-def _prune(module: nn.Module, x: torch.Tensor, sparsity: float, scope: str = "global", round_to=None):  # noqa: ANN001, ANN202
+def _prune(
+    module: nn.Module, x: torch.Tensor, sparsity: float, scope: str = "global", round_to=None
+):  # noqa: ANN001, ANN202
     groups = find_groups(module, x[:2])
     names = _prunable(module)
     scores = {n: module.state_dict()[n].abs() for n in names}
-    allocation = allocate(groups, unit_scores(groups, scores), _shapes(module), names, sparsity, scope, round_to)
+    allocation = allocate(
+        groups, unit_scores(groups, scores), _shapes(module), names, sparsity, scope, round_to
+    )
     return groups, names, allocation
 
 
@@ -108,7 +114,9 @@ def test_shrunk_model_equals_original_with_removed_outputs_zeroed(arch: str) -> 
         expected = reference(x)
         shrink_module(module, groups, allocation.kept)
         got = module(x)
-    assert sum(p.numel() for p in module.parameters()) < sum(p.numel() for p in reference.parameters())
+    assert sum(p.numel() for p in module.parameters()) < sum(
+        p.numel() for p in reference.parameters()
+    )
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
 
@@ -188,7 +196,10 @@ def test_global_allocation_meets_the_target_to_within_one_step() -> None:
     assert before - after == allocation.removed
     assert allocation.total == before and allocation.target == round(0.5 * before)
     # one channel of the widest tied group costs at most 4 convs' rows and columns of 64·9
-    largest_step = max(sum(math.prod(s) // g.size for s in (module.state_dict()[p.tensor].shape for p in g.slices)) for g in groups)
+    largest_step = max(
+        sum(math.prod(s) // g.size for s in (module.state_dict()[p.tensor].shape for p in g.slices))
+        for g in groups
+    )
     assert abs(allocation.removed - allocation.target) <= largest_step
 
 

@@ -12,7 +12,9 @@ from prunecli.models.zoo.registry import ZooModel, register_arch
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, mid: int | None = None) -> None:
+    def __init__(
+        self, in_planes: int, planes: int, stride: int = 1, mid: int | None = None
+    ) -> None:
         super().__init__()
         mid = mid or planes  # the inner width (smaller after structured pruning)
         self.conv1 = nn.Conv2d(in_planes, mid, 3, stride=stride, padding=1, bias=False)
