@@ -132,12 +132,12 @@ TRAIN = ("--data", "data.npz", "--steps", "4", "--batch-size", "40")
         ),
         (
             ("prune", "init.safetensors", "-m", "iht", "-s", "0.5", *TRAIN, "--batches", "2"),
-            "--batches is an option of grasp and snip, not of --method iht",
+            "--batches is an option of grasp, snip and taylor, not of --method iht",
             "see `prunecli methods`",
         ),
         (
             ("prune", "init.safetensors", "-m", "random", "-s", "0.5", "--batch-size", "8"),
-            "--batch-size is an option of grasp, snip and the training methods, "
+            "--batch-size is an option of grasp, snip, taylor and the training methods, "
             "not of --method random",
             "see `prunecli methods`",
         ),
@@ -159,7 +159,7 @@ TRAIN = ("--data", "data.npz", "--steps", "4", "--batch-size", "40")
         ),
         (
             ("score", "init.safetensors", "-m", "magnitude", "--batches", "2"),
-            "--batches is an option of grasp and snip, not of --method magnitude",
+            "--batches is an option of grasp, snip and taylor, not of --method magnitude",
             "see `prunecli methods`",
         ),
     ],
