@@ -25,7 +25,7 @@ from prunecli.structure.shrink import shrink_module
 from prunecli.structure.trace import find_groups
 from prunecli.structure.widths import zoo_widths
 
-CALIBRATION_SAMPLES = 512  # reconstruction rows for a labelled data set (its first batches)
+CALIBRATION_SAMPLES = 256  # reconstruction rows for a labelled data set (its first batches)
 CALIBRATION_BATCH = 64
 
 

@@ -36,12 +36,13 @@ class Refit:
     def add(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
         """``inputs`` (rows × kept) from the pruned model, ``targets`` (rows × out) the dense
         layer's outputs for the same rows."""
-        x = inputs.reshape(-1, inputs.shape[-1]).to(torch.float64)
-        y = targets.reshape(-1, targets.shape[-1]).to(torch.float64)
+        x = inputs.reshape(-1, inputs.shape[-1]).to(torch.float32)
+        y = targets.reshape(-1, targets.shape[-1]).to(torch.float32)
         if self.bias:
-            x = torch.cat([x, torch.ones(x.shape[0], 1, dtype=torch.float64)], dim=1)
-        self.gram.addmm_(x.T, x)
-        self.cross.addmm_(x.T, y)
+            x = torch.cat([x, torch.ones(x.shape[0], 1, dtype=torch.float32)], dim=1)
+        # float32 products (fast), summed in float64 across batches
+        self.gram += (x.T @ x).to(torch.float64)
+        self.cross += (x.T @ y).to(torch.float64)
         self.rows += x.shape[0]
 
     def solve(self, damp: float = DEFAULT_DAMP) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -17,6 +17,8 @@ from torch import nn
 from prunecli.structure.groups import Group
 from prunecli.structure.reconstruct import DEFAULT_DAMP, Refit, conv_rows, conv_targets
 
+ROWS_PER_WIDTH = 8  # calibration rows kept per batch, per input feature (a conv's patch rows)
+
 
 def refittable(layer: nn.Module) -> bool:
     return isinstance(layer, nn.Linear) or (isinstance(layer, nn.Conv2d) and layer.groups == 1)
@@ -54,6 +56,7 @@ def _refit_one(
     width = layer.weight[0].numel()
     stats = Refit(width, layer.weight.shape[0], bias=layer.bias is not None)
     seen: dict[str, torch.Tensor] = {}
+    generator = torch.Generator().manual_seed(0)
     grab_in = layer.register_forward_pre_hook(lambda _m, args: seen.__setitem__("x", args[0]))
     grab_out = dense_layer.register_forward_hook(lambda _m, _a, out: seen.__setitem__("y", out))
     try:
@@ -61,10 +64,13 @@ def _refit_one(
             for x in batches():
                 dense(x)
                 shrunk(x)
-                inputs = conv_rows(seen["x"], layer) if conv else seen["x"]
-                targets = conv_targets(seen["y"]) if conv else seen["y"]
+                inputs = conv_rows(seen["x"], layer) if conv else seen["x"].reshape(-1, width)
+                targets = conv_targets(seen["y"]) if conv else seen["y"].reshape(inputs.shape[0], -1)
                 if outputs is not None:  # the dense layer's outputs this layer still has
-                    targets = targets[..., outputs]
+                    targets = targets[:, outputs]
+                if inputs.shape[0] > ROWS_PER_WIDTH * width:  # a few rows per unknown suffice
+                    pick = torch.randperm(inputs.shape[0], generator=generator)[: ROWS_PER_WIDTH * width]
+                    inputs, targets = inputs[pick], targets[pick]
                 stats.add(inputs, targets)
     finally:
         grab_in.remove()

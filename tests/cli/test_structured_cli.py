@@ -174,3 +174,20 @@ def test_tampered_structured_files_are_refused(cli, workdir: Path) -> None:
     tensors["conv1.bias"] = torch.zeros(60)
     save_file(tensors, str(workdir / "big.safetensors"), metadata=meta)
     run_refused(cli, workdir, ("inspect", "big.safetensors"), 2, "not a smaller")
+
+
+def test_smaller_model_exports_to_onnx_with_its_smaller_graph(cli, workdir: Path) -> None:
+    import onnx
+
+    source = write_zoo(workdir / "l.safetensors", "lenet5")
+    assert cli("prune", source, "-m", "magnitude", "--granularity", "channel", "-s", "0.5",
+               "-o", "slim.safetensors", "-q").exit_code == 0  # fmt: skip
+    result = cli("export", "slim.safetensors", "--to", "onnx", "-o", "slim.onnx", "--json")
+    assert result.exit_code == 0, result.stderr
+    checks = {c["name"]: c["passed"] for c in report_of(result)["checks"]}
+    assert checks["parity"] is True
+    graph = onnx.load(str(workdir / "slim.onnx")).graph
+    stored = load_file(workdir / "slim.safetensors")
+    shapes = {tuple(i.dims) for i in graph.initializer}
+    assert {tuple(stored[n].shape) for n in ("conv2.weight", "fc1.weight", "fc2.weight")} <= shapes
+    assert stored["fc1.weight"].shape[0] < 120 or stored["conv2.weight"].shape[0] < 16

@@ -39,7 +39,7 @@ def test_ridge_refit_matches_the_closed_form() -> None:
     lam = 0.5 * float((x * x).sum(0).mean())
     closed = torch.linalg.solve(x.T @ x + lam * torch.eye(4, dtype=torch.float64), x.T @ y)
     assert bias is None
-    torch.testing.assert_close(weight, closed.T, atol=1e-9, rtol=0)
+    torch.testing.assert_close(weight, closed.T, atol=1e-5, rtol=0)  # float32 products
 
 
 def test_conv_rows_times_flat_weight_is_the_convolution() -> None:
