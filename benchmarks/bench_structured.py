@@ -114,7 +114,10 @@ def cnn(workdir: Path, args: argparse.Namespace) -> list[dict]:
         macs = report["cost"]["macs_ratio"]
         label = f"{arch} {scope}" + (f" /{round_to}" if round_to else "")
         row = {"model": label, "params": report["cost"]["params_ratio"], "macs": macs}
-        for engine, runner, suffix in (("torch", torch_runner, ".safetensors"), ("ort", ort_runner, ".onnx")):
+        for engine, runner, suffix in (
+            ("torch", torch_runner, ".safetensors"),
+            ("ort", ort_runner, ".onnx"),
+        ):
             base, small = paired_ms(
                 runner(dense.with_suffix(suffix), args.batch),
                 runner(slim.with_suffix(suffix), args.batch),
@@ -163,11 +166,19 @@ def reconstruction(workdir: Path, args: argparse.Namespace) -> dict:
     from bench_llm import corpus, perplexity, train_model
 
     train, held_out = corpus(workdir)
-    dense = train_model(workdir, train, args.quick, 250 if args.quick else args.lm_steps, 1024 if args.quick else 4096)
+    dense = train_model(
+        workdir,
+        train,
+        args.quick,
+        250 if args.quick else args.lm_steps,
+        1024 if args.quick else 4096,
+    )
     config = json.loads((dense / "config.json").read_text())
     h, i = config["hidden_size"], config["intermediate_size"]
     ffn, attn = 3 * h * i, 4 * h * h
-    sparsity = 0.25 * ffn / (ffn + attn)  # 25% of the FFN neurons, as a share of the blocks' weights
+    sparsity = (
+        0.25 * ffn / (ffn + attn)
+    )  # 25% of the FFN neurons, as a share of the blocks' weights
     row = {"dense": perplexity(dense, held_out, dense), "sparsity": sparsity}
     runs = {
         "wanda, reconstructed": ("-m", "wanda", "--data", train, "--reconstruct"),
@@ -196,7 +207,9 @@ def digits32(path: Path) -> Path:
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
     cut = int(0.8 * len(y))
     train, test = order[:cut], order[cut:]
-    np.savez(path, x=x[train].numpy(), y=y[train].numpy(), x_test=x[test].numpy(), y_test=y[test].numpy())
+    np.savez(
+        path, x=x[train].numpy(), y=y[train].numpy(), x_test=x[test].numpy(), y_test=y[test].numpy()
+    )
     return path
 
 
@@ -244,7 +257,9 @@ def _test_accuracy(path: Path, data: Path) -> float:
 def show(results: dict) -> None:
     if "cnn" in results:
         print("\nCNN speed (batch 32, median ms; target: latency ratio <= 1.3 x MACs ratio)")
-        print(f"{'model':<18}{'params':>8}{'MACs':>8}{'torch ms':>18}{'torch':>8}{'ort ms':>18}{'ort':>8}{'met':>6}")
+        print(
+            f"{'model':<18}{'params':>8}{'MACs':>8}{'torch ms':>18}{'torch':>8}{'ort ms':>18}{'ort':>8}{'met':>6}"
+        )
         for r in results["cnn"]:
             worst = max(r["torch"], r["ort"])
             met = "yes" if worst <= 1.3 * r["macs"] else "NO"
@@ -258,13 +273,23 @@ def show(results: dict) -> None:
               f"{b['slim_ms']:.0f} ms, ratio {b['ratio']:.2f} (target <= 0.8: {met}); params {b['params']:.2f}x")  # fmt: skip
     if "lm" in results:
         r = results["lm"]
-        print(f"\nReconstruction: 25% of the FFN neurons (sparsity {r['sparsity']:.3f}), held-out perplexity")
+        print(
+            f"\nReconstruction: 25% of the FFN neurons (sparsity {r['sparsity']:.3f}), held-out perplexity"
+        )
         for key in ("dense", "wanda, reconstructed", "wanda, not reconstructed", "magnitude"):
             print(f"  {key:<26}{r[key]:>10.1f}")
     if "accuracy" in results:
         r = results["accuracy"]
-        print(f"\nresnet20 on digits 32x32, test accuracy (same parameter count: {r['params_ratio']:.2f}x)")
-        for key in ("dense", "structured", "structured, retrained", "unstructured", "unstructured, retrained"):
+        print(
+            f"\nresnet20 on digits 32x32, test accuracy (same parameter count: {r['params_ratio']:.2f}x)"
+        )
+        for key in (
+            "dense",
+            "structured",
+            "structured, retrained",
+            "unstructured",
+            "unstructured, retrained",
+        ):
             print(f"  {key:<26}{r[key]:>8.2%}")
 
 

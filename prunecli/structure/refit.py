@@ -65,11 +65,15 @@ def _refit_one(
                 dense(x)
                 shrunk(x)
                 inputs = conv_rows(seen["x"], layer) if conv else seen["x"].reshape(-1, width)
-                targets = conv_targets(seen["y"]) if conv else seen["y"].reshape(inputs.shape[0], -1)
+                targets = (
+                    conv_targets(seen["y"]) if conv else seen["y"].reshape(inputs.shape[0], -1)
+                )
                 if outputs is not None:  # the dense layer's outputs this layer still has
                     targets = targets[:, outputs]
                 if inputs.shape[0] > ROWS_PER_WIDTH * width:  # a few rows per unknown suffice
-                    pick = torch.randperm(inputs.shape[0], generator=generator)[: ROWS_PER_WIDTH * width]
+                    pick = torch.randperm(inputs.shape[0], generator=generator)[
+                        : ROWS_PER_WIDTH * width
+                    ]
                     inputs, targets = inputs[pick], targets[pick]
                 stats.add(inputs, targets)
     finally:

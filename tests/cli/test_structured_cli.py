@@ -191,3 +191,25 @@ def test_smaller_model_exports_to_onnx_with_its_smaller_graph(cli, workdir: Path
     shapes = {tuple(i.dims) for i in graph.initializer}
     assert {tuple(stored[n].shape) for n in ("conv2.weight", "fc1.weight", "fc2.weight")} <= shapes
     assert stored["fc1.weight"].shape[0] < 120 or stored["conv2.weight"].shape[0] < 16
+
+
+def test_dry_run_lists_the_groups_and_writes_nothing(cli, workdir: Path) -> None:
+    write_zoo(workdir / "r.safetensors", "resnet20")
+    result = cli("prune", "r.safetensors", "-m", "magnitude", "--granularity", "channel", "-s", "0.5",
+                 "--dry-run", "--json", "-o", "out.safetensors")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["granularity"] == "channel" and len(plan["groups"]) == 12
+    assert sorted(g["size"] for g in plan["groups"]) == [16] * 4 + [32] * 4 + [64] * 4
+    assert not (workdir / "out.safetensors").exists()
+
+
+def test_erk_scope_prunes_the_wide_layers_harder(cli, workdir: Path) -> None:
+    write_zoo(workdir / "l.safetensors", "lenet5")
+    result = cli("prune", "l.safetensors", "-m", "magnitude", "--granularity", "channel", "-s", "0.4",
+                 "--scope", "erk", "-o", "out.safetensors", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    report = report_of(result)
+    kept = {g["name"]: g["after"] / g["before"] for g in report["structure"]["groups"]}
+    assert kept["fc1"] < kept["conv1"]  # fc1 (120 × 400) holds far more per unit than conv1
+    assert abs(report["pruning"]["achieved_sparsity"] - 0.4) < 0.02
