@@ -86,7 +86,7 @@ def uniform_keep(
             f"(keeping {min(candidates)} of {size} per block)",
             f"pass --sparsity {most:.4f} or less",
         )
-    keep = min(candidates, key=lambda k: (abs(removed(k) - sparsity), -k))
+    keep = min(candidates, key=lambda k: (round(abs(removed(k) - sparsity), 12), -k))
     return keep, removed(keep)
 
 
