@@ -74,18 +74,24 @@ class StructuredHFPlan:
 
 
 def check_method(criterion_class: type[Criterion], granularity: str) -> bool:
-    """Refuse a method a folder cannot be scored by; whether it scores from activations."""
+    """Refuse a method a folder's units cannot be scored by; whether it scores from
+    activations (wanda) rather than from per-weight scores summed (magnitude, random)."""
     name = criterion_class.name
     if name in ACTIVATION_METHODS:
         return True
-    if set(criterion_class.needs) - {"weights"} or getattr(criterion_class, "chooses_mask", False):
-        raise Unsupported(
-            f"--method {name} --granularity {granularity} on a Hugging Face folder: it needs "
-            f"{'a loss and a graph' if 'graph' in criterion_class.needs else 'what a folder cannot give'}"
-            "; units of a folder are scored from weights or calibration activations",
-            "use --method magnitude or random, or --method wanda with --data corpus.txt",
-        )
-    return False
+    needs = set(criterion_class.needs)
+    if "calibration" in needs:
+        why = "it solves for single weights and updates the kept ones, it does not score units"
+    elif "data" in needs:
+        why = "it needs a loss on labelled data, which a language-model folder does not give"
+    elif needs - {"weights"} or criterion_class.chooses_mask:
+        why = "it needs the model's graph on an input shape, which the block runner does not run"
+    else:
+        return False
+    raise Unsupported(
+        f"--method {name} does not score the {granularity}s of a Hugging Face folder: {why}",
+        "use --method magnitude or random, or --method wanda with --data corpus.txt",
+    )
 
 
 def plan_structured_hf(
