@@ -11,6 +11,7 @@ The folder is assembled in a temporary beside the target (``io.checkpoint.atomic
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from collections.abc import Mapping
@@ -22,7 +23,7 @@ import torch
 from prunecli.errors import Unsupported
 from prunecli.io import bitmask
 from prunecli.io import safetensors as st
-from prunecli.io.checkpoint import Checkpoint, Shard
+from prunecli.io.checkpoint import INDEX, Checkpoint, Shard
 from prunecli.io.inputs import read_into
 from prunecli.models.loaded import LoadedModel, model_metadata
 from prunecli.streaming.output import finish_folder
@@ -179,6 +180,14 @@ class FolderWriter:
             for shard in shards
         ]
         written = finish_folder(self.checkpoint, self.staging, done)
+        index = self.staging / INDEX
+        if index.exists() and "total_parameters" in (self.checkpoint.index_metadata or {}):
+            document = json.loads(index.read_text())  # the smaller shapes' count, not the input's
+            counts = (math.prod(entry.shape) for _, entry, _ in self._at.values())
+            document["metadata"]["total_parameters"] = sum(counts)
+            written -= index.stat().st_size
+            index.write_text(json.dumps(document, indent=2) + "\n")
+            written += index.stat().st_size
         if self.config is not None:
             config = self.staging / "config.json"
             written -= config.stat().st_size if config.exists() else 0

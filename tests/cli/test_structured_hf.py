@@ -154,6 +154,24 @@ def test_bert_neurons_load_with_automodel(cli, workdir: Path) -> None:
     assert (logits(workdir / "slim", auto) - logits(source, auto, state)).abs().max() < 1e-5
 
 
+def test_random_is_seeded_and_differs_between_blocks(cli, workdir: Path) -> None:
+    source = llama(workdir / "llama")
+    flags = ("-m", "random", "--granularity", "neuron", "-s", "0.25", "-q")
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        assert cli("prune", source, *flags, "--seed", seed, "-o", name).exit_code == 0
+    read = {n: (workdir / n / "model.safetensors").read_bytes() for n in "abc"}
+    assert read["a"] == read["b"] and read["a"] != read["c"]
+    state = dense_state(source)
+    slim = dense_state(workdir / "a")
+
+    def kept(block: int) -> list[int]:  # the rows of up_proj that stayed, found by value
+        rows = state[f"model.layers.{block}.mlp.up_proj.weight"]
+        left = slim[f"model.layers.{block}.mlp.up_proj.weight"]
+        return [int((rows == row).all(dim=1).nonzero()) for row in left]
+
+    assert len(kept(0)) == 40 and kept(0) != kept(1)
+
+
 def dense_inputs(folder: Path, ids: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The input and output of ``layer`` in the dense model on ``ids`` (hooks)."""
     model = t.AutoModelForCausalLM.from_pretrained(str(folder)).eval()
