@@ -25,14 +25,19 @@ class InputNorms:
     """Σ x² of each input feature of a layer over the calibration rows (Wanda's ‖X_d‖₂²)."""
 
     def __init__(self, features: int) -> None:
-        self.squares = torch.zeros(features, dtype=torch.float64)
+        self.squares: torch.Tensor | None = None  # on the inputs' device
+        self.features = features
 
     def add(self, inputs: torch.Tensor) -> None:
         x = inputs.reshape(-1, inputs.shape[-1]).to(torch.float64)
-        self.squares += x.pow(2).sum(dim=0)
+        squares = x.pow(2).sum(dim=0)
+        self.squares = squares if self.squares is None else self.squares + squares
 
     def norms(self) -> torch.Tensor:
-        return self.squares.sqrt()
+        """‖X_d‖₂ of each input feature d (on the CPU)."""
+        if self.squares is None:
+            return torch.zeros(self.features, dtype=torch.float64)
+        return self.squares.cpu().sqrt()
 
 
 class BlockCutter:
@@ -79,15 +84,27 @@ class BlockCutter:
     def prune_block(self, block: Block) -> None:
         """Cut the runner's block in place: its parameters become the smaller tensors."""
         params = dict(block.module.named_parameters())
-        tensors = {f"{block.name}.{n}": p.detach() for n, p in params.items()}
+        wanted = self.wanted(self.groups[block.index])
+        # cut on the CPU (the indices are there), then back on the block's device
+        tensors = {
+            f"{block.name}.{n}": p.detach().cpu()
+            for n, p in params.items()
+            if f"{block.name}.{n}" in wanted
+        }
         new = self.cut(block.index, tensors)
         owners = dict(block.module.named_modules())
         for name, tensor in new.items():
             sub = name.removeprefix(f"{block.name}.")
             owner_name, _, leaf = sub.rpartition(".")
             owner = owners[owner_name]
-            owner._parameters[leaf] = torch.nn.Parameter(tensor, requires_grad=False)
+            device = owner._parameters[leaf].device
+            owner._parameters[leaf] = torch.nn.Parameter(tensor.to(device), requires_grad=False)
             _resize(owner)
+
+    def wanted(self, group: Group) -> set[str]:
+        """The tensors :meth:`cut` reads: the group's, and its consumers' biases."""
+        names = {piece.tensor for piece in group.slices}
+        return names | {f"{consumer}.bias" for consumer in group.consumers}
 
     def cut(self, index: int, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Block ``index``'s tensors that change (``tensors`` holds at least the group's), smaller."""

@@ -209,7 +209,7 @@ def _cut_without_data(
         writer = FolderWriter(plan.opened.checkpoint, staging, extra, plan.shapes, plan.config)
         try:
             for index, group in enumerate(plan.groups):
-                names = [piece.tensor for piece in group.slices]
+                names = [name for name in cutter.wanted(group) if name in tensors]
                 new = cutter.cut(index, {name: tensors.read(name) for name in names})
                 for name, tensor in new.items():
                     writer.write(name, tensor)

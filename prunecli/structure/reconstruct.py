@@ -91,21 +91,30 @@ class InputGram:
     (:meth:`refit`) without a second pass over the data."""
 
     def __init__(self, features: int, bias: bool = True) -> None:
-        width = features + (1 if bias else 0)
+        self.width = features + (1 if bias else 0)
         self.bias = bias
-        self.gram = torch.zeros(width, width, dtype=torch.float64)
+        self._sum: torch.Tensor | None = None  # on the inputs' device (a GPU sums there)
         self.rows = 0
 
     def add(self, inputs: torch.Tensor) -> None:
         x = inputs.reshape(-1, inputs.shape[-1]).to(torch.float64)
         if self.bias:
-            x = torch.cat([x, torch.ones(x.shape[0], 1, dtype=torch.float64)], dim=1)
-        self.gram.addmm_(x.T, x)
+            x = torch.cat([x, x.new_ones(x.shape[0], 1)], dim=1)
+        if self._sum is None:
+            self._sum = x.new_zeros(self.width, self.width)
+        self._sum.addmm_(x.T, x)
         self.rows += x.shape[0]
 
+    @property
+    def gram(self) -> torch.Tensor:
+        """[X, 1]ᵀ[X, 1] so far, on the CPU."""
+        if self._sum is None:
+            return torch.zeros(self.width, self.width, dtype=torch.float64)
+        return self._sum.cpu()
+
     def norms(self) -> torch.Tensor:
-        """‖X_d‖₂ of each input feature d."""
-        width = self.gram.shape[0] - (1 if self.bias else 0)
+        """‖X_d‖₂ of each input feature d (on the CPU)."""
+        width = self.width - (1 if self.bias else 0)
         return torch.diagonal(self.gram)[:width].clamp(min=0).sqrt()
 
     def refit(
@@ -121,16 +130,20 @@ class InputGram:
         pruning leaves as they were): the targets Y = X Wᵀ + b are the dense layer's outputs,
         so X'ᵀY = G[kept, :] [W, b]ᵀ comes from the Gram matrix alone. A layer without a bias
         is refit without one."""
-        width = self.gram.shape[0] - (1 if self.bias else 0)
-        rows = kept.to(torch.long)
-        dense = weight.to(torch.float64).T  # in × out
+        gram = self.gram
+        width = self.width - (1 if self.bias else 0)
+        rows = kept.to("cpu", torch.long)
+        dense = weight.to("cpu", torch.float64).T  # in × out
         if self.bias:
             rows = torch.cat([rows, torch.tensor([width])])
             extra = bias if bias is not None else torch.zeros(weight.shape[0])
-            dense = torch.cat([dense, extra.to(torch.float64)[None, :]], dim=0)
+            dense = torch.cat([dense, extra.to("cpu", torch.float64)[None, :]], dim=0)
         fit = Refit(len(kept), weight.shape[0], bias=self.bias)
-        fit.gram = self.gram[rows][:, rows].clone()
-        fit.cross = self.gram[rows] @ dense
+        fit.gram = gram[rows][:, rows].clone()
+        fit.cross = gram[rows] @ dense
         fit.rows = self.rows
         new_weight, new_bias = fit.solve(damp)
-        return new_weight.to(weight.dtype), None if new_bias is None else new_bias.to(weight.dtype)
+        device, dtype = weight.device, weight.dtype
+        return new_weight.to(device, dtype), None if new_bias is None else new_bias.to(
+            device, dtype
+        )
