@@ -117,7 +117,7 @@ class BlockCutter:
             if f"{consumer}.bias" in tensors:
                 cut[f"{consumer}.bias"] = tensors[f"{consumer}.bias"]
         new = shrink_tensors(cut, [group], {group.name: kept})
-        if self.reconstruct:
+        if self.reconstruct and self.keep < group.size:  # nothing removed: nothing to refit
             for piece in group.slices:
                 consumer = piece.tensor.removesuffix(".weight")
                 if consumer in group.consumers:
