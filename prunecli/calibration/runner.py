@@ -85,18 +85,21 @@ def prune_blocks(
     progress: Progress | None = None,
     extra: dict[str, Any] | None = None,
     trust_remote_code: bool = False,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+    config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Prune the Hugging Face folder ``source`` (a path, or as :func:`open_blocks` opened it)
     block by block on ``input_ids`` (samples × tokens) with ``pruner``; the folder ``output`` is
-    written like the input (same shards, index, companions), atomically. Returns ``written``
-    (bytes) and ``blocks``."""
+    written like the input (same shards, index, companions), atomically. A pruner that shrinks
+    tensors gives their new ``shapes`` and the ``config`` that describes them up front
+    (calibration/shards.py ``FolderWriter``). Returns ``written`` (bytes) and ``blocks``."""
     opened = source if isinstance(source, BlockModel) else open_blocks(source, trust_remote_code)
     checkpoint, tensors, blocks = opened.checkpoint, opened.tensors, opened.blocks
     source = checkpoint.source
     runner = _Runner(blocks, tensors, torch.device(device), source)
     bound_heap()
     with atomic_folder(output) as staging:
-        writer = FolderWriter(checkpoint, staging, extra or {})
+        writer = FolderWriter(checkpoint, staging, extra or {}, shapes, config)
         try:
             states = runner.capture(input_ids, batch_size)
             for index, layer in enumerate(blocks.layers):

@@ -2,15 +2,19 @@
 output folder laid out like the input, written tensor by tensor as the blocks finish.
 
 Every output shard has the input shard's layout (same tensors, same order, same dtypes and
-shapes), so each tensor's offset is known before any block runs: a block's tensors are written
+shapes, or the smaller shapes structured pruning gives, known before it starts), so each tensor's
+offset is known before any block runs: a block's tensors are written
 where they belong the moment it is pruned, and the rest are copied through unchanged at the end.
 The folder is assembled in a temporary beside the target (``io.checkpoint.atomic_folder``).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,7 @@ import torch
 from prunecli.errors import Unsupported
 from prunecli.io import bitmask
 from prunecli.io import safetensors as st
-from prunecli.io.checkpoint import Checkpoint, Shard
+from prunecli.io.checkpoint import INDEX, Checkpoint, Shard
 from prunecli.io.inputs import read_into
 from prunecli.models.loaded import LoadedModel, model_metadata
 from prunecli.streaming.output import finish_folder
@@ -76,31 +80,45 @@ class FolderWriter:
     they were written: the header keeps its length, its JSON is followed by spaces (allowed by
     the format)."""
 
-    def __init__(self, checkpoint: Checkpoint, staging: Path, extra: dict[str, Any]) -> None:
-        self.checkpoint, self.staging = checkpoint, staging
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        staging: Path,
+        extra: dict[str, Any],
+        shapes: Mapping[str, tuple[int, ...]] | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        """``shapes``: new shapes of some tensors (structured pruning shrinks them; each must then
+        be written, not copied); ``config``: written as the output's config.json."""
+        self.checkpoint, self.staging, self.config = checkpoint, staging, config
         self._at: dict[str, tuple[int, st.TensorEntry, int]] = {}
         self._handles: dict[Path, int] = {}
         self._sizes: dict[Path, int] = {}
         self._headers: dict[Path, tuple[dict[str, Any], dict[str, str], int]] = {}
         self._prunable = set(extra.get("prunable") or ())
         self._zeros = self._counted = 0
+        shapes = shapes or {}
         for shard in checkpoint.shards:
             model = LoadedModel(
                 {}, dict(shard.header.metadata), checkpoint.source, "safetensors", 0
             )
-            specs = {name: (e.dtype, e.shape) for name, e in shard.header.entries.items()}
+            specs = {
+                name: (e.dtype, tuple(shapes.get(name, e.shape)))
+                for name, e in shard.header.entries.items()
+            }
             metadata = model_metadata(model, {**extra, "sparsity.achieved": ""})
             header = st.encode_layout(specs, metadata)
+            entries = _entries(header)
             header = _with_room(header, _ACHIEVED_ROOM)
             self._headers[shard.path] = (specs, metadata, len(header))
             file = staging / shard.path.name
             fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
             self._handles[shard.path] = fd
             _pwrite(fd, memoryview(header), 0)
-            data = sum(e.end - e.begin for e in shard.header.entries.values())
+            data = sum(e.end - e.begin for e in entries.values())
             os.ftruncate(fd, len(header) + data)
             self._sizes[shard.path] = len(header) + data
-            for name, entry in shard.header.entries.items():
+            for name, entry in entries.items():
                 self._at[name] = (fd, entry, len(header))
         self.written: set[str] = set()
 
@@ -129,13 +147,15 @@ class FolderWriter:
         with open_reader([shard.path for shard in shards]) as reader:
             for shard in shards:
                 fd = self._handles[shard.path]
-                base = self._sizes[shard.path] - _data_bytes(shard)
                 for name, entry in shard.header.entries.items():
                     if name in self.written:
                         continue
+                    _, out, base = self._at[name]
+                    if out.shape != entry.shape:
+                        raise ValueError(f"{name} was to be written as {out.shape}, and was not")
 
                     def sink(
-                        offset: int, data: Any, at: int = base + entry.begin, fd: int = fd
+                        offset: int, data: Any, at: int = base + out.begin, fd: int = fd
                     ) -> None:
                         _pwrite(fd, memoryview(data), at + offset)
 
@@ -149,11 +169,31 @@ class FolderWriter:
         done = [
             (
                 shard,
-                {"stored": list(shard.header.entries), "data_bytes": _data_bytes(shard)},
+                {
+                    "stored": list(shard.header.entries),
+                    "data_bytes": sum(
+                        self._at[name][1].end - self._at[name][1].begin
+                        for name in shard.header.entries
+                    ),
+                },
             )
             for shard in shards
         ]
-        return finish_folder(self.checkpoint, self.staging, done)
+        written = finish_folder(self.checkpoint, self.staging, done)
+        index = self.staging / INDEX
+        if index.exists() and "total_parameters" in (self.checkpoint.index_metadata or {}):
+            document = json.loads(index.read_text())  # the smaller shapes' count, not the input's
+            counts = (math.prod(entry.shape) for _, entry, _ in self._at.values())
+            document["metadata"]["total_parameters"] = sum(counts)
+            written -= index.stat().st_size
+            index.write_text(json.dumps(document, indent=2) + "\n")
+            written += index.stat().st_size
+        if self.config is not None:
+            config = self.staging / "config.json"
+            written -= config.stat().st_size if config.exists() else 0
+            config.write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
+            written += config.stat().st_size
+        return written
 
     def close(self) -> None:
         for fd in self._handles.values():
@@ -173,8 +213,14 @@ def _with_room(header: bytes, room: int, length: int | None = None) -> bytes:
     return struct.pack("<Q", size) + body + b" " * (size - len(body))
 
 
-def _data_bytes(shard: Shard) -> int:
-    return sum(e.end - e.begin for e in shard.header.entries.values())
+def _entries(header: bytes) -> dict[str, st.TensorEntry]:
+    """The entries (offsets in the data section) of a header :func:`st.encode_layout` made."""
+    layout = json.loads(header[8:])
+    layout.pop("__metadata__", None)
+    return {
+        name: st.TensorEntry(v["dtype"], tuple(v["shape"]), *v["data_offsets"])
+        for name, v in layout.items()
+    }
 
 
 def _pwrite(fd: int, data: memoryview, offset: int) -> None:

@@ -84,3 +84,67 @@ def conv_rows(inputs: torch.Tensor, conv: torch.nn.Conv2d) -> torch.Tensor:
 def conv_targets(outputs: torch.Tensor) -> torch.Tensor:
     """A conv's outputs (N × out × H × W) as rows (N·H·W × out), matching :func:`conv_rows`."""
     return outputs.flatten(2).transpose(1, 2).reshape(-1, outputs.shape[1])
+
+
+class InputGram:
+    """[X, 1]ᵀ[X, 1] of a layer's dense inputs X (rows × features) over calibration rows: its
+    inputs' column norms (``norms``) and, once units are chosen, the layer's refit
+    (:meth:`refit`) without a second pass over the data."""
+
+    def __init__(self, features: int, bias: bool = True) -> None:
+        self.width = features + (1 if bias else 0)
+        self.bias = bias
+        self._sum: torch.Tensor | None = None  # on the inputs' device (a GPU sums there)
+        self.rows = 0
+
+    def add(self, inputs: torch.Tensor) -> None:
+        x = inputs.reshape(-1, inputs.shape[-1]).to(torch.float64)
+        if self.bias:
+            x = torch.cat([x, x.new_ones(x.shape[0], 1)], dim=1)
+        if self._sum is None:
+            self._sum = x.new_zeros(self.width, self.width)
+        self._sum.addmm_(x.T, x)
+        self.rows += x.shape[0]
+
+    @property
+    def gram(self) -> torch.Tensor:
+        """[X, 1]ᵀ[X, 1] so far, on the CPU."""
+        if self._sum is None:
+            return torch.zeros(self.width, self.width, dtype=torch.float64)
+        return self._sum.cpu()
+
+    def norms(self) -> torch.Tensor:
+        """‖X_d‖₂ of each input feature d (on the CPU)."""
+        width = self.width - (1 if self.bias else 0)
+        return torch.diagonal(self.gram)[:width].clamp(min=0).sqrt()
+
+    def refit(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        kept: torch.Tensor,
+        damp: float = DEFAULT_DAMP,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The layer ``weight`` (out × in, dense) and ``bias`` refit on its ``kept`` input
+        features, for a pruned model whose inputs to this layer are the dense ones' kept
+        columns, X' = X[:, kept] (units removed in the layer's own block, whose inputs the
+        pruning leaves as they were): the targets Y = X Wᵀ + b are the dense layer's outputs,
+        so X'ᵀY = G[kept, :] [W, b]ᵀ comes from the Gram matrix alone. A layer without a bias
+        is refit without one."""
+        gram = self.gram
+        width = self.width - (1 if self.bias else 0)
+        rows = kept.to("cpu", torch.long)
+        dense = weight.to("cpu", torch.float64).T  # in × out
+        if self.bias:
+            rows = torch.cat([rows, torch.tensor([width])])
+            extra = bias if bias is not None else torch.zeros(weight.shape[0])
+            dense = torch.cat([dense, extra.to("cpu", torch.float64)[None, :]], dim=0)
+        fit = Refit(len(kept), weight.shape[0], bias=self.bias)
+        fit.gram = gram[rows][:, rows].clone()
+        fit.cross = gram[rows] @ dense
+        fit.rows = self.rows
+        new_weight, new_bias = fit.solve(damp)
+        device, dtype = weight.device, weight.dtype
+        return new_weight.to(device, dtype), None if new_bias is None else new_bias.to(
+            device, dtype
+        )
