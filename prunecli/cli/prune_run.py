@@ -112,7 +112,12 @@ def _check(r: PruneRequest) -> tuple[type[Criterion] | None, PruneSettings]:
         "steps": r.training.steps,
         "val_fraction": r.training.val_fraction,
     }
-    check_options(criterion_class, {**r.options, **training})
+    options = dict(r.options)
+    if r.granularity != "weight" and r.data and Path(r.model).is_dir():
+        # a folder's structured run calibrates (reconstruction) whatever scores its units
+        options.pop("samples", None)
+        options.pop("seq_len", None)
+    check_options(criterion_class, {**options, **training})
     if criterion_class is not None and criterion_class.trains() and r.iterations is not None:
         raise BadInput(f"--method {r.method} sets its own rounds; drop --iterations")
     if criterion_class is not None:
