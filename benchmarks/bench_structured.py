@@ -12,9 +12,9 @@ dense original in this process:
    with half its FFN neurons removed (``--granularity neuron --include '*intermediate*'
    '*output.dense*'``), loaded back with plain ``AutoModel.from_pretrained``; latency ratio
    at batch 8 × 128 tokens. Target: at most 0.8.
-3. **Reconstruction**: the small causal LM of ``bench_llm.py`` (trained here), 25% of its FFN
-   neurons removed by ``wanda`` with ``--data``: held-out perplexity with and without
-   ``--reconstruct``, and magnitude's for reference.
+3. **Reconstruction**: the small causal LM of ``bench_llm.py`` (trained here, 300 steps), 25%
+   and 50% of its FFN neurons removed by ``wanda`` and ``magnitude`` with ``--data``: held-out
+   perplexity with and without ``--reconstruct``.
 4. **Accuracy**: ``resnet20`` trained on scikit-learn's digits (8×8 upsampled to 3×32×32),
    pruned at 0.5 channel sparsity (taylor), then retrained; against unstructured magnitude at
    the same parameter count, pruned and retrained the same way.
@@ -176,23 +176,46 @@ def reconstruction(workdir: Path, args: argparse.Namespace) -> dict:
     config = json.loads((dense / "config.json").read_text())
     h, i = config["hidden_size"], config["intermediate_size"]
     ffn, attn = 3 * h * i, 4 * h * h
-    sparsity = (
-        0.25 * ffn / (ffn + attn)
-    )  # 25% of the FFN neurons, as a share of the blocks' weights
-    row = {"dense": perplexity(dense, held_out, dense), "sparsity": sparsity}
-    runs = {
-        "wanda, reconstructed": ("-m", "wanda", "--data", train, "--reconstruct"),
-        "wanda, not reconstructed": ("-m", "wanda", "--data", train, "--no-reconstruct"),
-        "magnitude": ("-m", "magnitude"),
-    }
-    for label, options in runs.items():
-        out = workdir / label.replace(", ", "-").replace(" ", "")
-        cli("prune", dense, *options, "--granularity", "neuron", "-s", f"{sparsity:.6f}", "-o", out,
-            "--force", "--samples", "64", "--seq-len", "128") if "--data" in options else cli(
-            "prune", dense, *options, "--granularity", "neuron", "-s", f"{sparsity:.6f}", "-o", out, "--force")  # fmt: skip
-        row[label] = perplexity(out, held_out, dense)
-        print(label, row[label], file=sys.stderr)
+    row = {"dense": perplexity(dense, held_out, dense), "cuts": {}}
+    for fraction in args.ffn_fractions:
+        sparsity = (
+            fraction * ffn / (ffn + attn)
+        )  # that share of the FFN neurons, of the blocks' weights
+        cut = {"sparsity": sparsity}
+        runs = {
+            "wanda, reconstructed": ("-m", "wanda", "--data", train, "--reconstruct", *CALIBRATION),
+            "wanda, not reconstructed": (
+                "-m",
+                "wanda",
+                "--data",
+                train,
+                "--no-reconstruct",
+                *CALIBRATION,
+            ),
+            "magnitude, reconstructed": ("-m", "magnitude", "--data", train, *CALIBRATION),
+            "magnitude": ("-m", "magnitude"),
+        }
+        for label, options in runs.items():
+            out = workdir / f"{fraction}-{label.replace(', ', '-').replace(' ', '')}"
+            cli(
+                "prune",
+                dense,
+                *options,
+                "--granularity",
+                "neuron",
+                "-s",
+                f"{sparsity:.6f}",
+                "-o",
+                out,
+                "--force",
+            )
+            cut[label] = perplexity(out, held_out, dense)
+            print(fraction, label, cut[label], file=sys.stderr)
+        row["cuts"][fraction] = cut
     return row
+
+
+CALIBRATION = ("--samples", "64", "--seq-len", "128")
 
 
 def digits32(path: Path) -> Path:
@@ -274,10 +297,17 @@ def show(results: dict) -> None:
     if "lm" in results:
         r = results["lm"]
         print(
-            f"\nReconstruction: 25% of the FFN neurons (sparsity {r['sparsity']:.3f}), held-out perplexity"
+            f"\nReconstruction: FFN neurons removed, held-out perplexity (dense {r['dense']:.1f})"
         )
-        for key in ("dense", "wanda, reconstructed", "wanda, not reconstructed", "magnitude"):
-            print(f"  {key:<26}{r[key]:>10.1f}")
+        labels = (
+            "wanda, reconstructed",
+            "wanda, not reconstructed",
+            "magnitude, reconstructed",
+            "magnitude",
+        )
+        print(f"{'FFN neurons removed':<22}" + "".join(f"{label:>26}" for label in labels))
+        for fraction, cut in r["cuts"].items():
+            print(f"{fraction:<22.0%}" + "".join(f"{cut[label]:>26.1f}" for label in labels))
     if "accuracy" in results:
         r = results["accuracy"]
         print(
@@ -300,6 +330,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--bert-batch", type=int, default=8)
     parser.add_argument("--lm-steps", type=int, default=300)
+    parser.add_argument(
+        "--ffn-fractions", type=lambda t: [float(x) for x in t.split(",")], default=[0.25, 0.5]
+    )
     parser.add_argument("--train-steps", type=int, default=300)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--quick", action="store_true")

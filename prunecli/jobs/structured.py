@@ -172,6 +172,13 @@ def prune_structured_to_file(
         "granularity": run.granularity,
     }
     report.structure = structure
+    odd = [g for g in groups if g.kind == "channel" and allocation.counts[g.name] % 8]
+    if run.round_to is None and odd:
+        report.warnings.append(
+            f"{len(odd)} of {len(groups)} groups keep a channel count that is not a multiple "
+            "of 8, which CPU convolution kernels (oneDNN, onnxruntime) run slowly: "
+            "--round-to 8 keeps the speed-up (docs/structured.md#measured)"
+        )
     report.seconds = time.perf_counter() - start
     report.output = output_summary(model, output, written, "dense", metadata)
     return report

@@ -24,6 +24,8 @@ def test_resnet20_channels_out_then_plain_zoo_build_loads_it(cli, workdir: Path)
     assert len(report["structure"]["groups"]) == 12
     assert abs(report["pruning"]["achieved_sparsity"] - 0.5) < 0.01
     assert report["cost"]["params_ratio"] < 0.55 and report["cost"]["macs_ratio"] < 1.0
+    odd = [g for g in report["structure"]["groups"] if g["after"] % 8]
+    assert odd and any("--round-to 8" in w for w in report["warnings"])
     # loadable without prunecli's loader: the zoo builder with the widths the metadata names
     meta = metadata_of(workdir / "slim.safetensors")
     kwargs = json.loads(meta["prunecli.arch_kwargs"])
