@@ -250,6 +250,10 @@ def accuracy(workdir: Path, args: argparse.Namespace) -> dict:
     kept = pruned["totals"]["prunable_params"]
     total = pruned["cost"]["original"]["params"]
     row["structured"] = _test_accuracy(slim, data)
+    plain = workdir / "r20-slim-plain.safetensors"
+    cli("prune", dense, "-m", "taylor", "--granularity", "channel", "-s", "0.5", "--scope", "layer",
+        "--data", data, "--no-reconstruct", "-o", plain, "--force")  # fmt: skip
+    row["structured, not reconstructed"] = _test_accuracy(plain, data)
     row["structured, retrained"] = cli("retrain", slim, "--data", data, "--steps", steps, "--lr", "0.003",
                                       "-o", workdir / "r20-slim-ft.safetensors", "--force")["training"]["test_accuracy"]  # fmt: skip
     dense_prunable = cli("inspect", dense)["totals"]["prunable_params"]
@@ -320,7 +324,7 @@ def show(results: dict) -> None:
             "unstructured",
             "unstructured, retrained",
         ):
-            print(f"  {key:<26}{r[key]:>8.2%}")
+            print(f"  {key:<30}{r[key]:>8.2%}")
 
 
 def main() -> None:
