@@ -60,11 +60,11 @@ def resize_to(module: nn.Module, tensors: Mapping[str, torch.Tensor], source: st
                     "Conv, Linear, BatchNorm and PReLU layers are rebuilt smaller"
                 )
             if stored.dim() != current.dim() or any(
-                s > c for s, c in zip(stored.shape, current.shape, strict=True)
+                not 1 <= s <= c for s, c in zip(stored.shape, current.shape, strict=True)
             ):
                 raise BadInput(
-                    f"{source}: tensor {name!r} has shape {list(stored.shape)}, which is not a "
-                    f"smaller {list(current.shape)}"
+                    f"{source}: tensor {name!r} has shape {list(stored.shape)}, which is not a non-empty, "
+                    f"not a smaller {list(current.shape)}"
                 )
             empty = torch.empty(stored.shape, dtype=current.dtype, device=current.device)
             if attr in layer._parameters:

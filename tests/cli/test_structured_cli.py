@@ -215,3 +215,18 @@ def test_erk_scope_prunes_the_wide_layers_harder(cli, workdir: Path) -> None:
     kept = {g["name"]: g["after"] / g["before"] for g in report["structure"]["groups"]}
     assert kept["fc1"] < kept["conv1"]  # fc1 (120 × 400) holds far more per unit than conv1
     assert abs(report["pruning"]["achieved_sparsity"] - 0.4) < 0.02
+
+
+def test_a_stored_layer_of_width_zero_is_refused(cli, workdir: Path) -> None:
+    source = write_zoo(workdir / "l.safetensors", "lenet5")
+    assert cli("prune", source, "-m", "magnitude", "--granularity", "channel", "-s", "0.3",
+               "-o", "slim.safetensors", "-q").exit_code == 0  # fmt: skip
+    tensors = load_file(workdir / "slim.safetensors")
+    tensors["fc2.weight"] = torch.zeros(0, tensors["fc2.weight"].shape[1])
+    tensors["fc2.bias"] = torch.zeros(0)
+    save_file(
+        tensors,
+        str(workdir / "zero.safetensors"),
+        metadata=metadata_of(workdir / "slim.safetensors"),
+    )
+    run_refused(cli, workdir, ("inspect", "zero.safetensors"), 2, "not a smaller")
