@@ -63,8 +63,8 @@ def resize_to(module: nn.Module, tensors: Mapping[str, torch.Tensor], source: st
                 not 1 <= s <= c for s, c in zip(stored.shape, current.shape, strict=True)
             ):
                 raise BadInput(
-                    f"{source}: tensor {name!r} has shape {list(stored.shape)}, which is not a non-empty, "
-                    f"not a smaller {list(current.shape)}"
+                    f"{source}: tensor {name!r} has shape {list(stored.shape)}; a smaller layer "
+                    f"keeps 1 to {list(current.shape)} entries along each dimension"
                 )
             empty = torch.empty(stored.shape, dtype=current.dtype, device=current.device)
             if attr in layer._parameters:
