@@ -179,10 +179,12 @@ class _Tracer:
             return self.passed(node, self.first(node))
         if (not method and target in _JOIN) or (method and target in _JOIN_METHODS):
             return self.joined(node)
-        if (not method and target is torch.flatten) or (
-            method and target in ("flatten", "view", "reshape")
-        ):
+        if (
+            not method and target in (torch.flatten, torch.reshape, torch.unsqueeze, torch.squeeze)
+        ) or (method and target in ("flatten", "view", "reshape", "unsqueeze", "squeeze")):
             return self.flatten(node, self.first(node))
+        if not method and target is operator.getitem and _only_new_axes(node.args[1]):
+            return self.flatten(node, self.first(node))  # x[:, :, None, None]
         if (not method and target is torch.mean) or (method and target == "mean"):
             return self.reduced(node)
         self.freeze(node.args)
@@ -255,6 +257,16 @@ class _Tracer:
         dim = val.dim % len(before)
         if before == after:
             return val
+        # size-1 dimensions added or dropped (unsqueeze, x[:, :, None], view(N, C, 1, 1)): the
+        # channels keep their place among the other dimensions
+        kept = [d for d, size in enumerate(before) if size != 1]
+        if (
+            dim in kept
+            and val.block == 1
+            and [before[d] for d in kept] == [s for s in after if s != 1]
+        ):
+            rank = kept.index(dim)
+            return _Val(val.space, [d for d, size in enumerate(after) if size != 1][rank])
         # (N, C, *rest) → (N, C·prod(rest)) with the channels first: each is a block of features
         if (
             dim == 1
@@ -295,6 +307,13 @@ class _Tracer:
     def _dim(self, val: _Val, out_ndim: int, node: fx.Node) -> int:
         ndim = len(_shape(node))
         return (val.dim % ndim) + (out_ndim - ndim)
+
+
+def _only_new_axes(index: Any) -> bool:
+    """An index that only adds axes: ``[:, :, None, None]``."""
+    full = slice(None, None, None)
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(part is None or part == full for part in parts) and None in parts
 
 
 def _keeps_dim(node: fx.Node, val: _Val) -> bool:

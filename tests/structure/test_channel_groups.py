@@ -231,3 +231,41 @@ def test_every_group_keeps_at_least_one_unit_at_the_limit() -> None:
     scores = {n: module.state_dict()[n].abs() for n in names}
     allocation = allocate(groups, unit_scores(groups, scores), shapes, names, limit - 1e-6)
     assert min(allocation.counts.values()) == 1
+
+
+class _MobileBlock(nn.Module):
+    """Depthwise-separable conv with squeeze-and-excitation, then a grouped conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.bn0 = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.dw, self.bn1 = nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.BatchNorm2d(16)
+        self.se1, self.se2 = nn.Linear(16, 4), nn.Linear(4, 16)
+        self.pw, self.bn2 = nn.Conv2d(16, 24, 1), nn.BatchNorm2d(24)
+        self.grouped = nn.Conv2d(24, 24, 3, padding=1, groups=4)
+        self.head = nn.Linear(24, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu6(self.bn0(self.stem(x)))
+        x = F.relu(self.bn1(self.dw(x)))
+        gate = torch.sigmoid(self.se2(F.relu(self.se1(x.mean((2, 3))))))
+        x = F.relu(self.bn2(self.pw(x * gate[:, :, None, None])))
+        return self.head(F.adaptive_avg_pool2d(self.grouped(x), 1).flatten(1))
+
+
+def test_depthwise_and_squeeze_excitation_tie_and_grouped_convs_freeze() -> None:
+    module = _randomise_bn(_MobileBlock())
+    x = torch.randn(4, 3, 8, 8)
+    groups = find_groups(module, x[:2])
+    # the SE gate multiplies the stem's channels: se2's rows go with them; the depthwise conv
+    # keeps them; pw's output feeds a grouped conv, which freezes it
+    assert sorted(tuple(g.producers) for g in groups) == [("se1",), ("stem", "se2")]
+    stem = next(g for g in groups if "stem" in g.producers)
+    assert {"dw.weight", "bn1.weight", "se1.weight", "pw.weight"} <= {p.tensor for p in stem.slices}
+    groups, _, allocation = _prune(module, x, 0.3, "layer")
+    reference = _zeroed_reference(module, groups, allocation.kept)
+    with torch.no_grad():
+        expected = reference(x)
+        shrink_module(module, groups, allocation.kept)
+        torch.testing.assert_close(module(x), expected, rtol=0, atol=1e-5)
+    assert module.dw.groups == module.dw.out_channels == module.stem.out_channels < 16
