@@ -1,1 +1,1 @@
-"""Structured sparsity: N:M patterns and the MAC counter now (channel, neuron and head groups later); imports pruning and the layers below."""
+"""Structured sparsity: N:M patterns, the MAC counter, channel/neuron/head groups, allocation, shrinking and the ridge refit; imports pruning and the layers below."""

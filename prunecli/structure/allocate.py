@@ -26,6 +26,8 @@ import torch
 
 from prunecli.errors import BadInput
 from prunecli.structure.groups import Group, count_params, slices_by_tensor
+from prunecli.structure.units import keep_highest
+from prunecli.structure.units import unit_scores as group_unit_scores
 
 SCOPES = ("global", "layer", "erk")
 
@@ -42,19 +44,8 @@ class Allocation:
 def unit_scores(
     groups: Sequence[Group], scores: Mapping[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
-    """Each group's per-unit score: the per-weight ``scores`` summed over the unit's slices
-    (tensors without scores — BatchNorm statistics, unscored layers — add nothing)."""
-    out = {}
-    for group in groups:
-        total = torch.zeros(group.size, dtype=torch.float64)
-        for piece in group.slices:
-            tensor = scores.get(piece.tensor)
-            if tensor is None:
-                continue
-            moved = tensor.detach().to(torch.float64).movedim(piece.dim, 0)
-            total += moved.reshape(group.size, -1).sum(dim=1)
-        out[group.name] = total
-    return out
+    """Each group's per-unit score: the per-weight ``scores`` summed over the unit's slices."""
+    return {group.name: group_unit_scores(scores, group) for group in groups}
 
 
 def _unit_params(group: Group, shapes: Mapping[str, tuple[int, ...]], names: set[str]) -> int:
@@ -116,14 +107,8 @@ def allocate(
     else:
         counts = _by_fraction(groups, shapes, table, names, target, k, scope)
     removed = total - count_params(shapes, table, counts, names)
-    kept = {g.name: _top(scores[g.name], counts[g.name]) for g in groups}
+    kept = {g.name: keep_highest(scores[g.name], counts[g.name]) for g in groups}
     return Allocation(kept, counts, total, target, removed)
-
-
-def _top(score: torch.Tensor, count: int) -> torch.Tensor:
-    """The ``count`` highest-scored units, in index order (ties keep the earlier unit)."""
-    order = torch.sort(-score, stable=True).indices[:count]
-    return torch.sort(order).values
 
 
 def _global(groups, scores, shapes, names, table, target, k) -> dict[str, int]:  # noqa: ANN001

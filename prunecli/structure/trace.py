@@ -22,43 +22,19 @@ from typing import Any
 
 import torch
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
 
-from prunecli.errors import Unsupported
 from prunecli.structure.groups import Group, Slice
-
-_PASS_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish,
-    nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Hardtanh, nn.Identity,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
-)  # fmt: skip
-_PASS_FUNCTIONS = {
-    torch.relu, torch.sigmoid, torch.tanh, torch.nn.functional.relu, torch.nn.functional.gelu,
-    torch.nn.functional.silu, torch.nn.functional.leaky_relu, torch.nn.functional.relu6,
-    torch.nn.functional.elu, torch.nn.functional.hardswish, torch.nn.functional.sigmoid,
-    torch.nn.functional.tanh, torch.nn.functional.dropout, torch.nn.functional.max_pool2d,
-    torch.nn.functional.avg_pool2d, torch.nn.functional.adaptive_avg_pool2d,
-    torch.nn.functional.adaptive_max_pool2d, torch.nn.functional.max_pool1d,
-    torch.nn.functional.avg_pool1d, torch.nn.functional.adaptive_avg_pool1d,
-}  # fmt: skip
-_PASS_METHODS = {"relu", "sigmoid", "tanh", "contiguous", "clone", "detach", "float", "relu_"}
-_JOIN = {
-    operator.add,
-    operator.iadd,
-    operator.sub,
-    operator.mul,
-    operator.imul,
-    torch.add,
-    torch.mul,
-    torch.sub,
-}
-_JOIN_METHODS = {"add", "add_", "mul", "mul_", "sub"}
-_SHAPE_ONLY_METHODS = {"size", "dim"}
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+from prunecli.structure.trace_ops import (
+    BN,
+    CONV,
+    JOIN,
+    JOIN_METHODS,
+    PASS_FUNCTIONS,
+    PASS_METHODS,
+    PASS_MODULES,
+    SHAPE_ONLY_METHODS,
+    trace_graph,
+)
 
 
 @dataclass
@@ -132,7 +108,7 @@ class _Tracer:
             return None
         if node.op == "call_module":
             return self.call_module(node, self.module.get_submodule(str(node.target)))
-        if node.op == "call_method" and node.target in _SHAPE_ONLY_METHODS:
+        if node.op == "call_method" and node.target in SHAPE_ONLY_METHODS:
             return None
         if node.op == "call_function" and node.target is getattr:
             return None  # x.shape, x.dtype: no data flows
@@ -145,10 +121,10 @@ class _Tracer:
     def call_module(self, node: fx.Node, m: nn.Module) -> _Val | None:
         name = str(node.target)
         val = self.first(node)
-        if isinstance(m, _CONV) and m.groups == 1:
+        if isinstance(m, CONV) and m.groups == 1:
             self.consume(val, node, 1, name)
             return self.produce(m, name, node, 1)
-        if isinstance(m, _CONV) and m.groups == m.in_channels == m.out_channels and val:
+        if isinstance(m, CONV) and m.groups == m.in_channels == m.out_channels and val:
             if val.dim != 1 or val.block != 1:
                 self.freeze(node.args)
                 return None
@@ -157,13 +133,13 @@ class _Tracer:
         if isinstance(m, nn.Linear):
             self.consume(val, node, -1, name)
             return self.produce(m, name, node, -1)
-        if isinstance(m, _BN) and val is not None and val.dim == 1 and val.block == 1:
+        if isinstance(m, BN) and val is not None and val.dim == 1 and val.block == 1:
             self.attach(val, m, name, ("weight", "bias", "running_mean", "running_var"))
             return val
         if isinstance(m, nn.PReLU) and m.num_parameters > 1 and val and val.dim == 1:
             self.attach(val, m, name, ("weight",))
             return val
-        if isinstance(m, _PASS_MODULES) or (isinstance(m, nn.PReLU) and m.num_parameters == 1):
+        if isinstance(m, PASS_MODULES) or (isinstance(m, nn.PReLU) and m.num_parameters == 1):
             return self.passed(node, val)
         if isinstance(m, nn.Flatten):
             return self.flatten(node, val)
@@ -174,10 +150,10 @@ class _Tracer:
     def call_function(self, node: fx.Node) -> _Val | None:
         target = node.target
         method = node.op == "call_method"
-        if (not method and target in _PASS_FUNCTIONS) or (method and target in _PASS_METHODS):
+        if (not method and target in PASS_FUNCTIONS) or (method and target in PASS_METHODS):
             self.freeze(node.args[1:])
             return self.passed(node, self.first(node))
-        if (not method and target in _JOIN) or (method and target in _JOIN_METHODS):
+        if (not method and target in JOIN) or (method and target in JOIN_METHODS):
             return self.joined(node)
         if (
             not method and target in (torch.flatten, torch.reshape, torch.unsqueeze, torch.squeeze)
@@ -350,35 +326,6 @@ def _numel(node: fx.Node) -> int:
     return math.prod(_shape(node))
 
 
-def trace_graph(
-    module: nn.Module, example: torch.Tensor, label: str = "the model"
-) -> fx.GraphModule:
-    """``module``'s fx graph with every value's shape for ``example`` (batch of at least 2)."""
-    try:
-        traced = fx.symbolic_trace(module)
-    except Exception as exc:  # noqa: BLE001 - torch.fx's reasons are many and all mean the same
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise Unsupported(
-            f"torch.fx cannot trace {label} ({type(module).__name__}): {first}",
-            "structured pruning needs a graph without data-dependent control flow",
-        ) from None
-    training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            ShapeProp(traced).propagate(example)
-    except Exception as exc:  # noqa: BLE001 - the module's own forward failed on the example
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise Unsupported(
-            f"{label} ({type(module).__name__}) does not run on an input of shape "
-            f"{list(example.shape)}: {first}",
-            "give the model's input shape with --input-shape",
-        ) from None
-    finally:
-        module.train(training)
-    return traced
-
-
 def find_groups(module: nn.Module, example: torch.Tensor, label: str = "the model") -> list[Group]:
     """The channel groups of ``module`` (a conv net or MLP) in graph order."""
     traced = trace_graph(module, example, label)
@@ -390,7 +337,7 @@ def find_groups(module: nn.Module, example: torch.Tensor, label: str = "the mode
         if space.parent >= 0 or space.frozen or space.size < 2 or not space.consumers:
             continue
         producers = sorted(dict.fromkeys(space.producers), key=lambda p: order.get(p, -1))
-        convs = any(isinstance(module.get_submodule(p), _CONV) for p in producers)
+        convs = any(isinstance(module.get_submodule(p), CONV) for p in producers)
         kind = "channel" if convs else "neuron"
         label_text = (
             producers[0] if len(producers) == 1 else f"{producers[0]} + {len(producers) - 1} tied"

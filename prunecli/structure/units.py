@@ -19,10 +19,12 @@ from prunecli.structure.groups import Group, Slice, count_params, slices_by_tens
 
 def unit_scores(scores: Mapping[str, torch.Tensor], group: Group) -> torch.Tensor:
     """Per unit of ``group``, the sum of ``scores`` (per-weight, of the tensors' shapes) over
-    the unit's entries in every slice."""
+    the unit's entries in every slice (tensors without scores — BatchNorm statistics,
+    unscored layers — add nothing)."""
     total = torch.zeros(group.size, dtype=torch.float64)
     for piece in group.slices:
-        total += _per_unit(scores[piece.tensor].to(torch.float64), piece)
+        if piece.tensor in scores:
+            total += _per_unit(scores[piece.tensor].detach().to(torch.float64), piece)
     return total
 
 
