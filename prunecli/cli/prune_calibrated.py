@@ -35,6 +35,15 @@ def run_calibrated(r: Any, plan: CalibratedPlan, out: Output, output: str) -> No
     out.report(report, r.report_file)
 
 
+def refuse_flags(flags: dict[str, object], what: str) -> None:
+    """BadInput for the first of ``flags`` given: ``what`` says why it does not apply."""
+    from prunecli.errors import BadInput
+
+    for flag, value in flags.items():
+        if value:
+            raise BadInput(f"{what}; {flag} does not apply", f"drop {flag}")
+
+
 def check_calibrated(r: Any, settings: PruneSettings) -> CalibratedPlan:
     """Refuse what a calibrated run does not take, before anything is read; the plan."""
     from prunecli.errors import BadInput
@@ -43,13 +52,10 @@ def check_calibrated(r: Any, settings: PruneSettings) -> CalibratedPlan:
 
     check_device(r.device)
     refused = {"--arch": r.arch, "--arch-kwargs": r.arch_kwargs, "--input-shape": r.input_shape}
-    for flag, value in refused.items():
-        if value:
-            raise BadInput(
-                f"--method {r.method} prunes every linear layer inside the blocks of a Hugging "
-                f"Face folder; {flag} does not apply",
-                f"drop {flag}",
-            )
+    refuse_flags(
+        refused,
+        f"--method {r.method} prunes every linear layer inside the blocks of a Hugging Face folder",
+    )
     if r.format != "dense":
         raise BadInput(f"--method {r.method} writes a dense folder; drop --format {r.format}")
     return plan_calibrated(

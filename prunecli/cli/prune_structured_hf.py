@@ -27,6 +27,7 @@ def run_structured_hf(
     """Check, plan (headers only), check the output, then cut and report."""
     from prunecli.cli.blocks import check_group
     from prunecli.cli.output import Output
+    from prunecli.cli.prune_calibrated import refuse_flags
     from prunecli.jobs.session import check_device
     from prunecli.jobs.structured_hf import plan_structured_hf, structured_hf_to_file
 
@@ -37,13 +38,9 @@ def run_structured_hf(
         "--include": r.include,
         "--exclude": r.exclude,
     }
-    for flag, value in refused.items():
-        if value:
-            raise BadInput(
-                f"--granularity {r.granularity} cuts every block of a Hugging Face folder "
-                f"alike; {flag} does not apply",
-                f"drop {flag}",
-            )
+    refuse_flags(
+        refused, f"--granularity {r.granularity} cuts every block of a Hugging Face folder alike"
+    )
     plan = plan_structured_hf(
         r.model, criterion_class, r.granularity, settings, r.options, r.round_to,
         reconstruct, r.data, r.trust_remote_code,
