@@ -79,16 +79,7 @@ def load_calibration(
     positions = max_positions(config)
     seq_len = check_sizes(samples, seq_len, positions)
     stream = token_stream(data, folder, trust_remote_code)
-    vocab = vocab_size(config)
-    if stream.numel() and vocab is not None:
-        low, high = int(stream.min()), int(stream.max())
-        if low < 0 or high >= vocab:
-            bad = low if low < 0 else high
-            raise BadInput(
-                f"--data {data} holds token id {bad}, outside the model's vocabulary "
-                f"(0 to {vocab - 1})",
-                "the token ids must come from this model's tokenizer",
-            )
+    check_vocabulary(stream, config, data)
     if stream.numel() < seq_len:
         raise BadInput(
             f"--data {data} holds {stream.numel():,} tokens; a window of --seq-len {seq_len} "
@@ -103,6 +94,20 @@ def load_calibration(
             "give more text, or fewer --samples",
         )
     return Calibration(windows(stream, samples, seq_len, seed), int(stream.numel()), data)
+
+
+def check_vocabulary(stream: torch.Tensor, config: dict[str, Any], data: str) -> None:
+    """Refuse token ids outside the vocabulary of the model of ``config``."""
+    vocab = vocab_size(config)
+    if stream.numel() and vocab is not None:
+        low, high = int(stream.min()), int(stream.max())
+        if low < 0 or high >= vocab:
+            bad = low if low < 0 else high
+            raise BadInput(
+                f"--data {data} holds token id {bad}, outside the model's vocabulary "
+                f"(0 to {vocab - 1})",
+                "the token ids must come from this model's tokenizer",
+            )
 
 
 def check_sizes(samples: int, seq_len: int | None, positions: int | None) -> int:

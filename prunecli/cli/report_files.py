@@ -11,6 +11,7 @@ from prunecli.cli.report_view import (
     cost_line,
     export_lines,
     percent,
+    quality_lines,
     render_report,
     topology_line,
 )
@@ -63,6 +64,8 @@ def report_markdown(report: Report) -> str:
     lines += training_markdown(report.training, None)
     if report.export:
         lines += ["", *[f"- {markdown_cell(line)}" for line in export_lines(report)]]
+    if report.quality:
+        lines += ["", *[f"- {markdown_cell(line)}" for line in quality_lines(report)]]
     lines += [
         f"- {markdown_cell(c.name)}: {'passed' if c.passed else 'FAILED'} — "
         f"{markdown_cell(c.message)}"

@@ -90,6 +90,32 @@ def cost_line(report: Report) -> str | None:
     return f"cost: {params}, {macs}{where}"
 
 
+def quality_value(entry: dict[str, Any]) -> str:
+    """One figure of the ``quality`` block as people read it."""
+    value, metric = entry["value"], entry["metric"]
+    if metric in ("accuracy", "top1_agreement"):
+        return percent(value)
+    if metric == "latency_ms":
+        return (
+            f"{value:.3f} ms median (min {entry['min']:.3f}, quartiles {entry['q1']:.3f}–"
+            f"{entry['q3']:.3f}, max {entry['max']:.3f})"
+        )
+    return f"{value:.6g}"
+
+
+def quality_lines(report: Report) -> list[str]:
+    """``eval``'s figures, one line each, with the protocol that produced them."""
+    entries = list((report.quality or {}).values())
+    lines = []
+    for index, entry in enumerate(entries):
+        line = f"{entry['metric'].replace('_', ' ')}: {quality_value(entry)}"
+        following = entries[index + 1]["protocol"] if index + 1 < len(entries) else None
+        if entry["protocol"] != following:  # figures of one protocol state it once, last
+            line += f" — {entry['protocol']}"
+        lines.append(line)
+    return lines
+
+
 def export_lines(report: Report) -> list[str]:
     """The `export` section in a few plain lines: artifact, sizes, zeros, notes."""
     export = report.export
@@ -198,6 +224,8 @@ def render_report(console: Console, report: Report, group: str = "auto") -> None
         )
     for line in export_lines(report):
         console.print(line)
+    for line in quality_lines(report):
+        console.print(styled(line))
     for check in report.checks:
         verdict = ("passed", "green") if check.passed else ("FAILED", "red")
         console.print(styled(f"check {check.name}: ", verdict, f" — {check.message}"))

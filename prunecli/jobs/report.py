@@ -62,6 +62,7 @@ class Report:
     pattern: dict[str, Any] | None = None  # `inspect --pattern N:M`: compliance per layer
     cost: dict[str, Any] | None = None  # params and MACs, with their ratios (jobs/cost.py)
     structure: dict[str, Any] | None = None  # structured pruning: units kept per group
+    quality: dict[str, Any] | None = None  # metric name → {metric, value, protocol, …} (eval)
 
     @property
     def prunable_params(self) -> int:
@@ -99,6 +100,7 @@ class Report:
             "training": self.training,
             "seconds": self.seconds,
             "pattern": self.pattern,
+            "quality": self.quality,
             "checks": [check.__dict__ for check in self.checks],
             "warnings": self.warnings,
         }

@@ -1,0 +1,232 @@
+"""`eval`: quality figures of a model (accuracy, perplexity, similarity to a reference) and its
+measured latency, in the report's ``quality`` block (docs/evaluation.md)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prunecli.errors import BadInput, Unsupported
+from prunecli.evaluation.latency import DEFAULT_REPEATS, latency_entry, time_forward
+from prunecli.evaluation.metrics import (
+    classifier_quality,
+    eval_split,
+    lm_logits,
+    perplexity,
+    split_windows,
+)
+from prunecli.evaluation.similarity import module_outputs, similarity, similarity_entries
+from prunecli.jobs.cost import add_cost
+from prunecli.jobs.report import Report, build_report
+from prunecli.models.loaded import LoadedModel
+
+METRICS = ("accuracy", "perplexity", "similarity")
+_CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.txt", "vocab.json", "merges.txt")
+_LATENCY_TOKENS = 128  # tokens per sequence of a timed pass, when --seq-len is not given
+
+
+@dataclass
+class EvalRequest:
+    data: str | None = None
+    metric: str | None = None
+    reference: str | None = None
+    latency: bool = False
+    batch_size: int | None = None
+    repeats: int = DEFAULT_REPEATS
+    seq_len: int | None = None
+    device: str = "cpu"
+    input_shape: tuple[int, ...] | None = None
+    trust_remote_code: bool = False
+
+
+def check_request(request: EvalRequest) -> None:
+    """Refuse, before anything is loaded, a request that cannot run."""
+    if request.metric is not None and request.metric not in METRICS:
+        raise BadInput(f"--metric {request.metric!r} is not known", f"use {', '.join(METRICS)}")
+    if request.metric == "similarity" and request.reference is None:
+        raise BadInput("--metric similarity compares with a reference: pass --reference DENSE")
+    if request.data is None and (request.metric or request.reference or not request.latency):
+        raise BadInput(
+            "eval needs data to evaluate on: pass --data",
+            "labelled data (digits, mnist1d, x/y .npz) for a classifier; text (.txt, .jsonl) "
+            "or token ids for a transformer; or only --latency",
+        )
+    if request.repeats < 1:
+        raise BadInput(f"--repeats must be at least 1 (got {request.repeats})")
+
+
+def model_kind(model: LoadedModel) -> str:
+    """``classifier`` (a module on samples), ``causal-lm`` or ``encoder`` (token models)."""
+    if model.hf_config is None:
+        return "classifier"
+    name = type(model.module).__name__
+    return "causal-lm" if name.endswith(_CAUSAL_SUFFIXES) else "encoder"
+
+
+def choose_metric(kind: str, request: EvalRequest) -> str | None:
+    """The quality metric to compute: ``--metric``, else the one that fits the model."""
+    metric = request.metric
+    if metric is None:
+        if request.reference is not None:
+            return "similarity"
+        if request.data is None:
+            return None  # --latency only
+        metric = {"classifier": "accuracy", "causal-lm": "perplexity"}.get(kind)
+        if metric is None:
+            raise Unsupported(
+                "an encoder has no quality metric of its own",
+                "pass --reference DENSE to compare its outputs with the dense model's",
+            )
+    fits = {"accuracy": ("classifier",), "perplexity": ("causal-lm",)}
+    if metric in fits and kind not in fits[metric]:
+        what = "a causal language model" if metric == "perplexity" else "a classifier"
+        raise Unsupported(
+            f"--metric {metric} needs {what}; this model is a {kind.replace('-', ' ')}",
+            "use --metric similarity with --reference DENSE"
+            if kind == "encoder"
+            else f"use --metric {'accuracy' if kind == 'classifier' else 'perplexity'}",
+        )
+    return metric
+
+
+def evaluate_model(
+    model: LoadedModel, names: list[str], request: EvalRequest, reference: LoadedModel | None
+) -> Report:
+    """The report of ``model`` with its ``quality`` block and cost."""
+    started = time.perf_counter()
+    model.require_graph("eval")
+    kind = model_kind(model)
+    metric = choose_metric(kind, request)
+    if reference is not None:
+        check_same_architecture(model, reference, kind)
+    shape = request.input_shape or (model.arch.input_shape if model.arch else None)
+    entries: list[dict[str, Any]] = []
+    if metric == "accuracy":
+        entries += classifier_quality(
+            model.module, _labelled(model, request), request.batch_size, request.device
+        )
+    elif metric == "perplexity":
+        windows = _windows(model, request)
+        entries.append(
+            perplexity(model.module, windows, request.data, request.batch_size, request.device)
+        )
+    elif metric == "similarity":
+        entries += _similarity(model, reference, kind, request)
+    if request.latency:
+        entries.append(_latency(model, kind, request, shape))
+    report = build_report("eval", model, names, input_shape=shape, topology=False)
+    add_cost(report, model, shape, trust_remote_code=request.trust_remote_code)
+    report.quality = {entry["metric"]: entry for entry in entries}
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _labelled(model: LoadedModel, request: EvalRequest) -> Any:
+    from prunecli.data.labelled import check_fits
+    from prunecli.data.sources import load_data
+
+    dataset = load_data(str(request.data))
+    shape = model.arch.input_shape if model.arch else None
+    check_fits(dataset, model.module, shape, request.batch_size)
+    return dataset
+
+
+def _windows(model: LoadedModel, request: EvalRequest) -> torch.Tensor:
+    """Non-overlapping windows of ``--seq-len`` tokens of the ``--data`` text or ids."""
+    from prunecli.calibration.data import (
+        check_data,
+        check_sizes,
+        check_vocabulary,
+        max_positions,
+        token_stream,
+    )
+
+    config = model.hf_config or {}
+    folder, data = Path(model.source), str(request.data)
+    seq_len = check_sizes(1, request.seq_len, max_positions(config))
+    check_data(data, folder)
+    stream = token_stream(data, folder, request.trust_remote_code)
+    check_vocabulary(stream, config, data)
+    return split_windows(stream, seq_len, data)
+
+
+def _similarity(
+    model: LoadedModel, reference: LoadedModel | None, kind: str, request: EvalRequest
+) -> list[dict[str, Any]]:
+    assert reference is not None and reference.module is not None
+    if kind == "classifier":
+        inputs = eval_split(_labelled(model, request))[0]
+        batch = request.batch_size or 1000
+    else:
+        inputs = _windows(model, request)
+        batch = request.batch_size or 8
+    cosine, agreement = similarity(
+        model.module, reference.module, inputs, module_outputs(kind), batch, request.device
+    )
+    return similarity_entries(
+        cosine, agreement, len(inputs), str(request.data), reference.source, kind
+    )
+
+
+def _latency(
+    model: LoadedModel, kind: str, request: EvalRequest, shape: tuple[int, ...] | None
+) -> dict[str, Any]:
+    batch = request.batch_size or 8
+    generator = torch.Generator().manual_seed(0)
+    call = None
+    if kind == "classifier":
+        if shape is None:
+            raise BadInput(
+                "--latency needs the model's input shape", "pass --input-shape, e.g. 3,32,32"
+            )
+        example = torch.randn((batch, *shape), generator=generator)
+    else:
+        from prunecli.calibration.data import max_positions, vocab_size
+
+        config = model.hf_config or {}
+        positions = max_positions(config)
+        length = request.seq_len or min(_LATENCY_TOKENS, positions or _LATENCY_TOKENS)
+        vocab = vocab_size(config) or 2
+        example = torch.randint(0, vocab, (batch, length), generator=generator)
+        call = lm_logits
+    times = time_forward(model.module, example, request.repeats, request.device, call)
+    return latency_entry(times, batch, request.device, list(example.shape))
+
+
+def check_same_architecture(model: LoadedModel, reference: LoadedModel, kind: str) -> None:
+    """Refuse a reference of another architecture or tokenizer: its outputs mean other things."""
+    if (model.hf_config is None) != (reference.hf_config is None):
+        raise BadInput(
+            f"--reference {reference.source} is not the same kind of model as {model.source}"
+        )
+    if kind == "classifier":
+        ours = model.arch.name if model.arch else None
+        theirs = reference.arch.name if reference.arch else None
+        if ours != theirs:
+            raise BadInput(
+                f"--reference {reference.source} is a {theirs}, not a {ours} like {model.source}",
+                "compare a pruned model with the dense model it came from",
+            )
+        return
+    for key in ("model_type", "hidden_size", "vocab_size"):
+        ours, theirs = (model.hf_config or {}).get(key), (reference.hf_config or {}).get(key)
+        if ours != theirs:
+            raise BadInput(
+                f"--reference {reference.source} has {key} {theirs}, not {ours} like {model.source}",
+                "compare a pruned model with the dense model it came from",
+            )
+    for name in _TOKENIZER_FILES:
+        ours_file, theirs_file = Path(model.source) / name, Path(reference.source) / name
+        if ours_file.is_file() != theirs_file.is_file() or (
+            ours_file.is_file() and ours_file.read_bytes() != theirs_file.read_bytes()
+        ):
+            raise BadInput(
+                f"--reference {reference.source} has another tokenizer than {model.source} "
+                f"({name} differs)",
+                "compare models that share one tokenizer",
+            )
