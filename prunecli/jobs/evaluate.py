@@ -13,6 +13,8 @@ import torch
 from prunecli.errors import BadInput, Unsupported
 from prunecli.evaluation.latency import DEFAULT_REPEATS, latency_entry, time_forward
 from prunecli.evaluation.metrics import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_LM_BATCH,
     classifier_quality,
     eval_split,
     lm_logits,
@@ -161,10 +163,10 @@ def _similarity(
     assert reference is not None and reference.module is not None
     if kind == "classifier":
         inputs = eval_split(_labelled(model, request))[0]
-        batch = request.batch_size or 1000
+        batch = request.batch_size or DEFAULT_BATCH_SIZE
     else:
         inputs = _windows(model, request)
-        batch = request.batch_size or 8
+        batch = request.batch_size or DEFAULT_LM_BATCH
     cosine, agreement = similarity(
         model.module, reference.module, inputs, module_outputs(kind), batch, request.device
     )
@@ -176,7 +178,7 @@ def _similarity(
 def _latency(
     model: LoadedModel, kind: str, request: EvalRequest, shape: tuple[int, ...] | None
 ) -> dict[str, Any]:
-    batch = request.batch_size or 8
+    batch = request.batch_size or 1
     generator = torch.Generator().manual_seed(0)
     call = None
     if kind == "classifier":
