@@ -46,7 +46,7 @@ def time_forward(
 def latency_entry(times: list[float], batch_size: int, device: str, shape: list[int]) -> dict:
     """The quality entry of a latency measurement, in milliseconds per forward pass."""
     ms = sorted(t * 1000 for t in times)
-    quartiles = statistics.quantiles(ms, n=4) if len(ms) > 1 else [ms[0]] * 3
+    quartiles = statistics.quantiles(ms, n=4, method="inclusive") if len(ms) > 1 else [ms[0]] * 3
     return {
         "metric": "latency_ms",
         "value": statistics.median(ms),

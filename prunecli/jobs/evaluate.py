@@ -195,9 +195,13 @@ def _latency(
         length = request.seq_len or min(_LATENCY_TOKENS, positions or _LATENCY_TOKENS)
         vocab = vocab_size(config) or 2
         example = torch.randint(0, vocab, (batch, length), generator=generator)
-        call = lm_logits
+        call = lm_logits if kind == "causal-lm" else _encoder_call
     times = time_forward(model.module, example, request.repeats, request.device, call)
     return latency_entry(times, batch, request.device, list(example.shape))
+
+
+def _encoder_call(module: Any, ids: torch.Tensor) -> Any:
+    return module.forward(input_ids=ids)  # past the hooks of models/hf.py, as lm_logits
 
 
 def check_same_architecture(model: LoadedModel, reference: LoadedModel, kind: str) -> None:

@@ -184,3 +184,26 @@ def test_a_reference_of_another_width_or_tokenizer_is_refused(cli, workdir: Path
     other = write_llama(workdir / "other")  # same sizes, no tokenizer
     args = ("eval", folder, "--reference", other, "--data", "corpus.txt")
     run_refused(cli, workdir, args, 2, "tokenizer")
+
+
+def test_an_encoder_is_compared_by_its_pooled_hidden_state(cli, workdir: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    from conftest import write_tokenizer
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=32,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+    )
+    transformers.BertModel(config).save_pretrained(workdir / "bert")
+    write_tokenizer(workdir / "bert", 32)
+    _ids_file(workdir / "ids.npz", 2, 24)  # 48 tokens: 3 windows of 16
+    found = quality(cli("eval", "bert", "--reference", "bert", "--data", "ids.npz", "--json"))
+    assert found["cosine_similarity"]["value"] == pytest.approx(1.0, abs=1e-6)
+    assert found["cosine_similarity"]["samples"] == 3
+    assert "top1_agreement" not in found  # an encoder predicts no tokens
+    run_refused(cli, workdir, ("eval", "bert", "--data", "ids.npz"), 3, "--reference")
