@@ -66,7 +66,7 @@ def eval_command(
             "--batch-size",
             min=1,
             max=opt.MAX_BATCH_SIZE,
-            help="Samples per forward pass (default 1000 samples, 8 windows; latency: 1).",
+            help="Samples per forward pass (default 1000 samples, 1 window; latency: 1).",
             show_default=False,
             rich_help_panel=EVAL,
         ),

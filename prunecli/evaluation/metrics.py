@@ -16,7 +16,7 @@ from prunecli.errors import BadInput
 from prunecli.training.evaluation import evaluate
 
 DEFAULT_BATCH_SIZE = 1000  # classifier samples per forward pass
-DEFAULT_LM_BATCH = 8  # windows per forward pass of a language model
+DEFAULT_LM_BATCH = 1  # windows per forward pass of a language model (logits are L × vocab)
 
 
 def eval_split(data: Dataset) -> tuple[torch.Tensor, torch.Tensor, str]:
