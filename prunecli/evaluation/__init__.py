@@ -1,0 +1,1 @@
+"""Evaluating pruned models: metrics, sweeps and their plots; imports pruning and below."""
