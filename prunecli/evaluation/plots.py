@@ -108,15 +108,17 @@ def render_sparsity_curve(
                     text = f"{y:.1%}" if percent else f"{y:.4g}"
                     axes.annotate(text, (x, y), textcoords="offset points", xytext=(0, 6),
                                   ha="center", fontsize=8)  # fmt: skip
-        axes.set_xscale("log")
         if densities:
             low, high = min(densities), max(densities)
             if low == high:
                 low, high = low / 1.5, min(high * 1.5, 1.0) if high < 1 else 1.2
             axes.set_xlim(high * 1.05, low / 1.05)  # decreasing to the right
-            axes.xaxis.set_major_locator(FixedLocator(_ticks(sorted(densities))))
         else:
+            axes.set_xlim(1.0, 0.01)  # 0 % to 99 % sparsity, empty
             axes.text(0.5, 0.5, "no points to draw", ha="center", transform=axes.transAxes)
+        axes.set_xscale("log")
+        if densities:
+            axes.xaxis.set_major_locator(FixedLocator(_ticks(sorted(densities))))
         axes.xaxis.set_minor_locator(NullLocator())
         axes.xaxis.set_major_formatter(FuncFormatter(lambda d, _: _sparsity_label(1 - d)))
         if percent:

@@ -133,3 +133,8 @@ def test_imp_curve_report_without_matplotlib_refused_up_front(
         run_refused(cli, workdir, (*args, f"curve{suffix}"), 3, "prunecli[plot]")
     magnitude = ("prune", "init.safetensors", "-m", "magnitude", "--sparsity", "0.5")
     run_refused(cli, workdir, (*magnitude, "--report", "r.pdf"), 2, ".pdf report", ".svg")
+
+
+def test_nothing_to_draw_is_an_empty_picture_without_warnings(recwarn) -> None:
+    svg = rounds_curve([{"sparsity": 0.5, "test_accuracy": None}], "svg", "imp", "imp")
+    assert line_groups(svg) == {} and not recwarn.list
