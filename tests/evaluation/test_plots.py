@@ -135,6 +135,8 @@ def test_imp_curve_report_without_matplotlib_refused_up_front(
     run_refused(cli, workdir, (*magnitude, "--report", "r.pdf"), 2, ".pdf report", ".svg")
 
 
-def test_nothing_to_draw_is_an_empty_picture_without_warnings(recwarn) -> None:
-    svg = rounds_curve([{"sparsity": 0.5, "test_accuracy": None}], "svg", "imp", "imp")
-    assert line_groups(svg) == {} and not recwarn.list
+def test_one_point_or_none_draws_without_warnings(recwarn) -> None:
+    one = rounds_curve([{"sparsity": 0.9, "test_accuracy": 0.5}], "svg", "imp", "imp")
+    assert [len(markers(g)) for g in line_groups(one).values()] == [1]
+    none = rounds_curve([{"sparsity": 0.5, "test_accuracy": None}], "svg", "imp", "imp")
+    assert line_groups(none) == {} and not recwarn.list
