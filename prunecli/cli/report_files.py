@@ -88,7 +88,8 @@ def check_report(path: Path | None, curve: bool = False) -> list[Target]:
             "use .json, .md, .svg or .html",
         )
     if suffix not in REPORT_SUFFIXES and suffix not in (".png", ".pdf"):
-        raise BadInput(f"--report {path}: unknown report format", "use .json, .md, .svg or .html")
+        kinds = ".json, .md, .svg, .html, .png or .pdf" if curve else ".json, .md, .svg or .html"
+        raise BadInput(f"--report {path}: unknown report format", f"use {kinds}")
     if curve and suffix in CURVE_SUFFIXES:
         from prunecli.evaluation.plots import require_matplotlib
 

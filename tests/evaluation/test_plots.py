@@ -133,6 +133,7 @@ def test_imp_curve_report_without_matplotlib_refused_up_front(
         run_refused(cli, workdir, (*args, f"curve{suffix}"), 3, "prunecli[plot]")
     magnitude = ("prune", "init.safetensors", "-m", "magnitude", "--sparsity", "0.5")
     run_refused(cli, workdir, (*magnitude, "--report", "r.pdf"), 2, ".pdf report", ".svg")
+    run_refused(cli, workdir, (*args, "curve.jpg"), 2, "unknown report format", ".png or .pdf")
 
 
 def test_one_point_or_none_draws_without_warnings(recwarn) -> None:
