@@ -1,4 +1,4 @@
-"""The ``--report`` files: their formats, Markdown, SVG, HTML, JSON and PNG, and saving them."""
+"""The ``--report`` files: their formats, Markdown, SVG, HTML, JSON, PNG and PDF, and saving them."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from prunecli.jobs.report import Report
 
 REPORT_SUFFIXES = (".json", ".md", ".svg", ".html")
+CURVE_SUFFIXES = (".svg", ".png", ".pdf")  # with rounds: the accuracy curve
 
 
 def report_markdown(report: Report) -> str:
@@ -79,18 +80,23 @@ def check_report(path: Path | None, curve: bool = False) -> list[Target]:
     """Refuse a ``--report`` of an unknown kind before any work; the report's path as a target
     for io.paths.check_outputs (empty without ``--report``).
 
-    ``curve``: the run has rounds (a training method), so .svg and .png draw accuracy against
-    sparsity (cli/curve.py)."""
+    ``curve``: the run has rounds (a training method), so .svg, .png and .pdf draw accuracy
+    against sparsity with matplotlib (evaluation/plots.py), which must then be installed."""
     if path is None:
         return []
     suffix = path.suffix.lower()
-    if suffix == ".png" and not curve:
+    if suffix in (".png", ".pdf") and not curve:
         raise BadInput(
-            f"--report {path}: a .png report draws the rounds of a training method (e.g. imp)",
+            f"--report {path}: a {suffix} report draws the rounds of a training method (e.g. imp)",
             "use .json, .md, .svg or .html",
         )
-    if suffix not in REPORT_SUFFIXES and suffix != ".png":
-        raise BadInput(f"--report {path}: unknown report format", "use .json, .md, .svg or .html")
+    if suffix not in REPORT_SUFFIXES and suffix not in (".png", ".pdf"):
+        kinds = ".json, .md, .svg, .html, .png or .pdf" if curve else ".json, .md, .svg or .html"
+        raise BadInput(f"--report {path}: unknown report format", f"use {kinds}")
+    if curve and suffix in CURVE_SUFFIXES:
+        from prunecli.evaluation.plots import require_matplotlib
+
+        require_matplotlib()
     return [Target(str(path), "--report")]
 
 
@@ -105,11 +111,12 @@ def report_bytes(report: Report, path: Path, group: str = "auto") -> bytes:
     picks the layer rows of an .svg or .html (the terminal's); .json and .md list every tensor."""
     suffix = path.suffix.lower()
     rounds = (report.pruning or {}).get("rounds")
-    if rounds and suffix in (".svg", ".png"):
-        from prunecli.cli.curve import curve_png, curve_svg
+    if rounds and suffix in CURVE_SUFFIXES:
+        from prunecli.evaluation.plots import rounds_curve
 
-        title = f"{printable(report.pruning['method'])}: test accuracy against sparsity"
-        return curve_svg(rounds, title).encode() if suffix == ".svg" else curve_png(rounds, title)
+        method = printable(report.pruning["method"])
+        title = f"{method}: test accuracy against sparsity"
+        return rounds_curve(rounds, suffix[1:], title, method)
     if suffix == ".json":
         text = json.dumps(report.to_json(), indent=2) + "\n"
     elif suffix == ".md":

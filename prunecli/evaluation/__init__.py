@@ -1,1 +1,1 @@
-"""Evaluation of a model: accuracy, perplexity, similarity to a reference, latency; imports training, calibration, models, data."""
+"""Evaluating models: accuracy, perplexity, similarity to a reference, latency, and the plots of sparsity curves; imports training, calibration, models, data and below."""

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from prunecli.criteria.imp import layer_shares, round_sparsities
 from tests.conftest import SMALL_MLP, metadata_of, report_of, write_zoo
+from tests.evaluation.svg_lines import line_groups, markers, vertices
 
 TRAIN = ("--steps", "6", "--batch-size", "40", "--lr", "0.01")
 
@@ -127,8 +128,12 @@ def test_rounds_exact_count_half_rate_output_layer_and_curve(cli, setup):
     assert sum(zeros.values()) == round(0.8 * 352)
     # fc3 (4×8, the output layer) is pruned at half the rate of the rest
     assert zeros["fc3.weight"] / 32 < (zeros["fc1.weight"] + zeros["fc2.weight"]) / 320
-    svg = (setup / "curve.svg").read_text()
-    assert svg.startswith("<svg") and svg.count("<circle") == 4
+    # the picture: one line through one marker per round, sparser rounds further right
+    (line,) = line_groups((setup / "curve.svg").read_bytes()).values()
+    assert len(vertices(line)) == len(markers(line)) == 4
+    ys = [y for _, y in sorted(markers(line))]  # left to right
+    accuracies = [r["test_accuracy"] for r in sorted(rounds, key=lambda r: r["sparsity"])]
+    assert all(ys[i] < ys[j] for i in range(4) for j in range(4) if accuracies[i] > accuracies[j])
     stored = json.loads(metadata_of(setup / "imp.safetensors")["prunecli.rounds"])
     assert stored == rounds
 
