@@ -294,6 +294,16 @@ BatchSize = Annotated[
         rich_help_panel=DATA,
     ),
 ]
+EvalData = Annotated[
+    str | None,
+    typer.Option(
+        "--eval",
+        help="Measure the metric `prunecli eval` would (accuracy, perplexity) on this data, "
+        "on the input model and on the result: before, after and the difference.",
+        show_default=False,
+        rich_help_panel=DATA,
+    ),
+]
 Device = Annotated[
     str,
     typer.Option("--device", help="Where tensors are computed: cpu or cuda.", rich_help_panel=DATA),

@@ -39,6 +39,7 @@ def prune_command(
     quiet: opt.Quiet = False,
     progress: opt.ShowProgress = False,
     data: opt.Data = None,
+    eval_data: opt.EvalData = None,
     batch_size: opt.BatchSize = None,
     device: opt.Device = "cpu",
     samples: opt.Samples = None,
@@ -90,6 +91,8 @@ def prune_command(
       prunecli prune model.safetensors --scores scores.safetensors --sparsity 0.5 --scope layer
 
       prunecli prune model.safetensors --method magnitude --sparsity 0.9 --format bitmask
+
+      prunecli prune mlp-digits.safetensors --method magnitude --sparsity 0.9 --eval digits
 
       prunecli prune init.safetensors --method iht --sparsity 0.9 --project-every 10 --data mnist1d --steps 1500
 

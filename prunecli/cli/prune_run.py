@@ -51,6 +51,7 @@ class PruneRequest:
     quiet: bool
     progress: bool
     data: str | None
+    eval_data: str | None  # --eval: quality before and after (jobs/quality.py)
     device: str
     training: TrainOptions
     options: dict[str, object]  # the method options given (checked against the method's)
@@ -68,6 +69,7 @@ def run_prune(r: PruneRequest) -> None:
     from prunecli.jobs.stream import streamable
 
     criterion_class, settings = _check(r)
+    _check_eval(r, criterion_class)
     if r.granularity != "weight":
         from prunecli.cli.prune_structured import run_structured
 
@@ -87,7 +89,7 @@ def run_prune(r: PruneRequest) -> None:
         run_calibrated(r, plan, out, output)
         return
     plain = r.scores_file is None and r.iterations in (None, 1) and r.device == "cpu"
-    plain = plain and r.scope != "row"  # per-row selection runs in memory
+    plain = plain and r.scope != "row" and r.eval_data is None  # these run in memory
     checkpoint = streamable(r.model, r.method, r.arch, output, plain)
     if checkpoint is not None and r.method is not None:
         _stream(checkpoint, r, replace(settings, iterations=1), output, out)
@@ -126,16 +128,37 @@ def _check(r: PruneRequest) -> tuple[type[Criterion] | None, PruneSettings]:
     return criterion_class, settings
 
 
+def _check_eval(r: PruneRequest, criterion_class: type[Criterion] | None) -> None:
+    """Refuse ``--eval`` where the run has no model in memory to measure before and after."""
+    from prunecli.errors import BadInput, Unsupported
+
+    if r.eval_data is None:
+        return
+    if r.dry_run:
+        raise BadInput("--dry-run changes nothing to evaluate; drop --eval")
+    calibrated = criterion_class is not None and "calibration" in criterion_class.needs
+    folder = r.model != "-" and Path(r.model).is_dir() and r.arch is None
+    if calibrated or (folder and r.granularity != "weight"):
+        what = f"--method {r.method}" if calibrated else f"--granularity {r.granularity}"
+        raise Unsupported(
+            f"--eval is not available with {what} on a Hugging Face folder (it prunes block "
+            "by block and never holds the whole model)",
+            f"run `prunecli eval {r.model} --data DATA` and `prunecli eval OUTPUT --data DATA`",
+        )
+
+
 def check_output(r: PruneRequest, trains: bool) -> str:
     """The output path (default: beside MODEL), checked with every file the run reads and
     writes before anything is loaded."""
     from prunecli.io.paths import default_output
+    from prunecli.jobs.quality import eval_reads
     from prunecli.jobs.validate import check_prune_output, read_paths
 
     output = r.output or default_output(r.model)
     reports = check_report(r.report_file, curve=trains)
     rewind_to = r.options.get("rewind_to")
     reads = read_paths(r.model, r.data, scores=r.scores_file, rewind_to=rewind_to)
+    reads += eval_reads(r.eval_data)
     check_prune_output(r.model, output, r.format, r.force, reads, r.dry_run, reports)
     return output
 
@@ -143,11 +166,13 @@ def check_output(r: PruneRequest, trains: bool) -> str:
 def _in_memory(r: PruneRequest, criterion_class, settings, training, output, out) -> None:  # noqa: ANN001
     """Load the model, score (or train) and write it."""
     from prunecli.jobs.prune import load_scores, plan_document, prune_to_file
+    from prunecli.jobs.quality import add_quality, measure_before
     from prunecli.jobs.session import open_model, resolve_inputs
 
     loaded, names = open_model(
         r.model, r.arch, r.arch_kwargs, r.include, r.exclude, trust_remote_code=r.trust_remote_code
     )
+    baseline = measure_before(loaded, r.eval_data, "prune", r.device, r.trust_remote_code)
     if r.dry_run:
         plan = plan_document(loaded, names, r.method or "scores", settings, False)
         out.document(plan, lambda console: render_plan(console, plan))
@@ -161,6 +186,7 @@ def _in_memory(r: PruneRequest, criterion_class, settings, training, output, out
         if training is not None:
             training.options, training.progress = dict(r.options), tick
         report = prune_to_file(loaded, names, criterion, settings, output, tick, r.format, training)
+    add_quality(report, loaded, baseline)
     out.report(report, r.report_file)
 
 

@@ -92,10 +92,12 @@ def _traced(
     r: Any, criterion_class: Any, settings: Any, reconstruct: bool, output: str, out: Any
 ) -> None:  # noqa: ANN401
     from prunecli.cli.output import render_plan
+    from prunecli.jobs.quality import add_quality, measure_before
     from prunecli.jobs.session import open_model, resolve_inputs
     from prunecli.jobs.structured import StructuredRun, plan_structured, prune_structured_to_file
 
     loaded, names = open_model(r.model, r.arch, r.arch_kwargs, r.include, r.exclude)
+    baseline = measure_before(loaded, r.eval_data, "prune", r.device)
     criterion = criterion_class()
     settings.inputs = resolve_inputs(
         criterion_class, loaded, r.input_shape, r.data, r.device, r.options, training=True
@@ -107,4 +109,5 @@ def _traced(
         return
     with out.progress(f"pruning {r.granularity}s ({criterion.name})", 1) as tick:
         report = prune_structured_to_file(loaded, names, criterion, settings, run, output, tick)
+    add_quality(report, loaded, baseline)
     out.report(report, r.report_file)

@@ -91,8 +91,16 @@ def cost_line(report: Report) -> str | None:
 
 
 def quality_value(entry: dict[str, Any]) -> str:
-    """One figure of the ``quality`` block as people read it."""
+    """One figure of the ``quality`` block as people read it; with ``before`` (``--eval`` on
+    prune and retrain): ``97.2% → 95.8% (−1.4 pts)``."""
     value, metric = entry["value"], entry["metric"]
+    if "before" in entry:
+        before, difference = entry["before"], entry["difference"]
+        sign = "−" if difference < 0 else "+"
+        if metric == "accuracy":
+            change = f"{sign}{abs(difference) * 100:.2f} pts"
+            return f"{percent(before)} → {percent(value)} ({change})"
+        return f"{before:.6g} → {value:.6g} ({sign}{abs(difference):.4g})"
     if metric in ("accuracy", "top1_agreement"):
         return percent(value)
     if metric == "latency_ms":

@@ -20,6 +20,7 @@ NEQ = "Neurons at equilibrium (NEq)"
 def retrain_command(
     model: opt.ModelArg,
     data: opt.Data = None,
+    eval_data: opt.EvalData = None,
     batch_size: opt.BatchSize = None,
     epochs: to.Epochs = None,
     steps: to.Steps = None,
@@ -87,11 +88,14 @@ def retrain_command(
       prunecli retrain trained.safetensors --data other.npz --num-classes 5 -o transferred.safetensors
 
       prunecli retrain model.safetensors --data mnist1d --epochs 30 --neq --neq-eps 1e-3
+
+      prunecli retrain pruned.safetensors --data digits --epochs 5 --eval digits
     """
     from prunecli.data.labelled import check_fits
     from prunecli.data.sources import load_data
     from prunecli.errors import BadInput
     from prunecli.io.paths import Target, check_outputs, default_output
+    from prunecli.jobs.quality import add_quality, eval_reads, measure_before
     from prunecli.jobs.session import open_model
     from prunecli.jobs.train import RetrainRequest, retrain_to_file
     from prunecli.jobs.writing import check_format
@@ -106,14 +110,22 @@ def retrain_command(
     if output.endswith((".pt2", ".onnx")):
         raise BadInput("retrain writes safetensors", "name the output *.safetensors")
     check_format(format, output)
+    if eval_data is not None and num_classes is not None:
+        raise BadInput(
+            "--eval compares the model before and after; --num-classes gives it another head",
+            f"run `prunecli eval OUTPUT --data {eval_data}` after the retrain",
+        )
     targets = [Target(output), *check_report(report_file)]
-    check_outputs(read_paths(model, data, rewind_to=rewind_to), targets, force)
+    check_outputs(
+        read_paths(model, data, rewind_to=rewind_to) + eval_reads(eval_data), targets, force
+    )
 
     out = Output(json_mode, quiet, data_to_stderr=output == "-")
     loaded, names = open_model(
         model, arch, arch_kwargs, include, exclude, trust_remote_code=trust_remote_code
     )
     module = loaded.require_graph("retrain")
+    baseline = measure_before(loaded, eval_data, "retrain", device, trust_remote_code)
     dataset = load_data(data)
     shape = loaded.arch.input_shape if loaded.arch else None
     check_fits(dataset, module, shape, settings.batch_size, check_labels=num_classes is None)
@@ -126,6 +138,7 @@ def retrain_command(
         request = RetrainRequest(settings, dataset, rewind_to, num_classes, hooks, tick)
         report = retrain_to_file(loaded, names, request, output, format)
     if report is not None:  # None on the other ranks under torchrun
+        add_quality(report, loaded, baseline)
         out.report(report, report_file)
 
 

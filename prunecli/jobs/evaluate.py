@@ -108,15 +108,8 @@ def evaluate_model(
         check_same_architecture(model, reference, kind)
     shape = request.input_shape or (model.arch.input_shape if model.arch else None)
     entries: list[dict[str, Any]] = []
-    if metric == "accuracy":
-        entries += classifier_quality(
-            model.module, _labelled(model, request), request.batch_size, request.device
-        )
-    elif metric == "perplexity":
-        windows = _windows(model, request)
-        entries.append(
-            perplexity(model.module, windows, request.data, request.batch_size, request.device)
-        )
+    if metric in ("accuracy", "perplexity"):
+        entries += measure_quality(model, request, metric)
     elif metric == "similarity":
         entries += _similarity(model, reference, kind, request)
     if request.latency:
@@ -126,6 +119,20 @@ def evaluate_model(
     report.quality = {entry["metric"]: entry for entry in entries}
     report.seconds = time.perf_counter() - started
     return report
+
+
+def measure_quality(
+    model: LoadedModel, request: EvalRequest, metric: str | None = None
+) -> list[dict[str, Any]]:
+    """The accuracy and cross-entropy of a classifier, or the perplexity of a causal LM, on
+    ``request.data`` (``metric``: the one :func:`choose_metric` picks when not given)."""
+    module = model.require_graph("eval")
+    metric = metric or choose_metric(model_kind(model), request)
+    if metric == "accuracy":
+        data = _labelled(model, request)
+        return classifier_quality(module, data, request.batch_size, request.device)
+    windows = _windows(model, request)
+    return [perplexity(module, windows, request.data, request.batch_size, request.device)]
 
 
 def _labelled(model: LoadedModel, request: EvalRequest) -> Any:
