@@ -114,3 +114,18 @@ def test_eval_on_a_calibrated_folder_prune_is_refused_with_the_eval_hint(
     args = ("prune", "llama", "-m", "wanda", "-s", "0.5", "--data", "corpus.txt", "-o", "out")
     result = run_refused(cli, workdir, (*args, "--eval", "corpus.txt"), 3, "--method wanda")
     assert "prunecli eval llama" in result.stderr
+
+
+def test_folder_magnitude_prune_eval_is_eval_perplexity_of_both_folders(cli, workdir: Path) -> None:
+    write_llama(workdir / "llama")
+    ids = torch.randint(0, 32, (1, 320), generator=torch.Generator().manual_seed(0))
+    save_file({"input_ids": ids}, "ids.safetensors")
+    args = ("prune", "llama", "-m", "magnitude", "-s", "0.5", "-o", "llama50", "--json")
+    result = cli(*args, "--eval", "ids.safetensors")
+    assert result.exit_code == 0, result.stderr
+    entry = report_of(result)["quality"]["perplexity"]
+    for folder, key in (("llama", "before"), ("llama50", "after")):
+        found = cli("eval", folder, "--data", "ids.safetensors", "--json")
+        assert entry[key] == pytest.approx(report_of(found)["quality"]["perplexity"]["value"])
+    assert entry["difference"] == entry["after"] - entry["before"] != 0
+    assert entry["windows"] == 10 and entry["seq_len"] == 32
