@@ -157,7 +157,6 @@ def sweep_command(
         data=data,
         retrain=retrain,
         scope=scope,
-        eval_batch_size=batch_size,
         arch=arch,
         arch_kwargs=arch_kwargs,
         include=tuple(include or ()),
@@ -186,7 +185,7 @@ def render_sweep(console: Console, document: dict[str, Any]) -> None:
     steps = settings["retrain_steps"]
     dense = document["dense"]["accuracy"]
     console.print(
-        f"{document['model']} on {document['data']}: test accuracy, "
+        f"{document['model']} on {document['data']}: test accuracy (%), "
         f"mean ± std over {seeds} seed{'s' if seeds != 1 else ''}, "
         + (f"after {steps} retraining steps" if steps else "no retraining")
         + f" (dense: {dense:.2%})",
@@ -194,7 +193,8 @@ def render_sweep(console: Console, document: dict[str, Any]) -> None:
         highlight=False,
     )
     table = Table(show_edge=False)
-    table.add_column("method")
+    width = max(map(len, settings["methods"]))
+    table.add_column("method", no_wrap=True, min_width=width)
     for sparsity in settings["sparsities"]:
         table.add_column(f"{sparsity:.4g}", justify="right")
     cells = {(row["method"], row["sparsity"]): row for row in document["summary"]}
@@ -202,6 +202,8 @@ def render_sweep(console: Console, document: dict[str, Any]) -> None:
         row = [method]
         for sparsity in settings["sparsities"]:
             found = cells.get((method, sparsity))
-            row.append("" if found is None else f"{found['mean']:.2%} ± {found['std'] * 100:.2f}")
+            row.append(
+                "" if found is None else f"{found['mean'] * 100:.1f} ± {found['std'] * 100:.1f}"
+            )
         table.add_row(*row)
     console.print(table)

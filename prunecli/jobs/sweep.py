@@ -128,13 +128,16 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     return tuple(seeds)
 
 
-def open_sweep(request: SweepRequest) -> Opened:
-    """Load the model and data and resolve every method's inputs (refusing what cannot run)."""
+def open_sweep(request: SweepRequest, criteria: dict[str, type[Criterion]] | None = None) -> Opened:
+    """Load the model and data and resolve every method's inputs (refusing what cannot run).
+    ``criteria``: the methods' classes when already known (a worker gets them pickled by
+    reference, so it imports those criteria only, not every built-in one)."""
     from prunecli.data.labelled import check_fits
     from prunecli.data.sources import load_data
     from prunecli.jobs.session import open_model, resolve_inputs
 
-    criteria = parse_methods(",".join(request.methods))
+    if criteria is None:
+        criteria = parse_methods(",".join(request.methods))
     model, names = open_model(
         request.model,
         request.arch,
@@ -179,8 +182,8 @@ def run_sweep(
 
     if progress:
         progress(0, total)
-    if request.jobs > 1 and len(tasks) > 1:
-        _in_processes(request, tasks, done)
+    if request.jobs > 1:
+        _in_processes(request, opened.criteria, tasks, done)
     else:
         for task in tasks:
             run_task(
@@ -237,9 +240,9 @@ def write_document(document: dict[str, Any], output: str) -> None:
 _worker: dict[str, Any] = {}
 
 
-def _start_worker(request: SweepRequest) -> None:
+def _start_worker(request: SweepRequest, criteria: dict[str, type[Criterion]]) -> None:
     torch.set_num_threads(1)
-    _worker["opened"] = open_sweep(request)
+    _worker["opened"] = open_sweep(request, criteria)
     _worker["settings"] = SweepSettings(request.scope, request.retrain, request.eval_batch_size)
 
 
@@ -257,13 +260,18 @@ def _run_in_worker(task: Task) -> list[dict[str, Any]]:
 
 
 def _in_processes(
-    request: SweepRequest, tasks: list[Task], done: Callable[[dict[str, Any]], None]
+    request: SweepRequest,
+    criteria: dict[str, type[Criterion]],
+    tasks: list[Task],
+    done: Callable[[dict[str, Any]], None],
 ) -> None:
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
     workers = min(request.jobs, len(tasks))
-    pool = ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=(request,))
+    pool = ProcessPoolExecutor(
+        workers, context, initializer=_start_worker, initargs=(request, criteria)
+    )
     try:
         futures = [pool.submit(_run_in_worker, task) for task in tasks]
         for future in as_completed(futures):
