@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import report_of, run_refused, write_method_inputs, write_zoo
 from svg_lines import line_groups, vertices
 
@@ -130,3 +131,41 @@ def test_missing_matplotlib_is_unsupported(cli, mlp: Path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     args = ("sweep", mlp, "--data", "digits", "--methods", "random", "--sparsities", "0.5")
     run_refused(cli, mlp.parent, (*args, "--plot", "s.png"), 3, "prunecli[plot]")
+
+
+def test_one_shot_methods_are_scored_once_per_seed_iterative_ones_per_sparsity(
+    workdir: Path,
+) -> None:
+    from prunecli.criteria import get_criterion
+    from prunecli.evaluation.sweep import SweepSettings, Task, plan_tasks, run_task
+    from prunecli.jobs.session import open_model
+    from prunecli.pruning.criterion import Inputs
+
+    criteria = {name: get_criterion(name) for name in ("magnitude", "synflow", "npb")}
+    tasks = plan_tasks(criteria, (0.5, 0.9), (0, 1))
+    assert [t for t in tasks if t.method == "magnitude"] == [
+        Task("magnitude", 0, (0.5, 0.9)),
+        Task("magnitude", 1, (0.5, 0.9)),
+    ]
+    assert {t.sparsities for t in tasks if t.method != "magnitude"} == {(0.5,), (0.9,)}
+    assert len(tasks) == 2 + 4 + 4
+
+    calls = []
+
+    class Counting(get_criterion("magnitude")):  # type: ignore[misc]
+        def score(self, ctx):  # noqa: ANN001, ANN202
+            calls.append(ctx.seed)
+            return super().score(ctx)
+
+    write_method_inputs(workdir)
+    from prunecli.data.sources import load_data
+
+    model, names = open_model("init.safetensors")
+    data = load_data("data.npz")
+    before = {name: t.clone() for name, t in model.tensors.items()}
+    runs = run_task(
+        model, names, Counting, Inputs(), data, Task("m", 4, (0.25, 0.5, 0.75)), SweepSettings()
+    )
+    assert calls == [4]  # one scoring for three sparsities
+    assert [r["achieved_sparsity"] for r in runs] == pytest.approx([0.25, 0.5, 0.75], abs=0.01)
+    assert all(torch.equal(before[n], t) for n, t in model.tensors.items())  # input untouched
