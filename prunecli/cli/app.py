@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from prunecli.cli import evaluate, export, init, inspect, methods, prune, retrain, score
+from prunecli.cli import evaluate, export, init, inspect, methods, prune, retrain, score, sweep
 from prunecli.cli.errors import install_signal_handlers, interrupt_code, interrupted
 from prunecli.cli.text import printable
 from prunecli.version import __version__
@@ -72,6 +72,7 @@ for _name, _command in (
     ("prune", prune.prune_command),
     ("retrain", retrain.retrain_command),
     ("eval", evaluate.eval_command),
+    ("sweep", sweep.sweep_command),
     ("export", export.export_command),
     ("methods", methods.methods_command),
     ("init", init.init_command),

@@ -1,0 +1,209 @@
+"""`prunecli sweep`: methods × sparsities × seeds from one model, on equal terms."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from prunecli.cli import options as opt
+from prunecli.cli import train_options as to
+from prunecli.cli.errors import handle_errors
+from prunecli.cli.output import Output
+
+SWEEP = "Sweep"
+
+
+@handle_errors
+def sweep_command(
+    model: opt.ModelArg,
+    methods: Annotated[
+        str,
+        typer.Option(
+            "--methods",
+            help="Comma-separated methods to compare, e.g. magnitude,random,snip,synflow.",
+            rich_help_panel=SWEEP,
+        ),
+    ],
+    sparsities: Annotated[
+        str,
+        typer.Option(
+            "--sparsities",
+            help="Comma-separated sparsities in [0, 1) (or percentages), e.g. 0.5,0.9,0.98.",
+            rich_help_panel=SWEEP,
+        ),
+    ],
+    data: opt.Data = None,
+    seeds: Annotated[
+        str,
+        typer.Option(
+            "--seeds",
+            help="Comma-separated seeds; each (method, sparsity) runs once per seed "
+            "(pruning and retraining seed).",
+            rich_help_panel=SWEEP,
+        ),
+    ] = "0",
+    retrain_steps: Annotated[
+        int,
+        typer.Option(
+            "--retrain-steps",
+            min=0,
+            max=opt.MAX_STEPS,
+            help="Retrain every pruned model this many steps with its mask fixed (0: none).",
+            rich_help_panel=SWEEP,
+        ),
+    ] = 0,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            max=256,
+            help="Run in N processes (one thread each); the figures are the same as with 1.",
+            rich_help_panel=SWEEP,
+        ),
+    ] = 1,
+    plot: Annotated[
+        str | None,
+        typer.Option(
+            "--plot",
+            help="Draw accuracy against sparsity, one line per method: .png, .svg or .pdf.",
+            show_default=False,
+            rich_help_panel=opt.OUTPUT,
+        ),
+    ] = None,
+    scope: opt.Scope = "global",
+    lr: to.Lr = to.DEFAULT_LR,
+    optimizer: to.Optimizer = to.DEFAULT_OPTIMIZER,
+    batch_size: opt.BatchSize = None,
+    arch: opt.Arch = None,
+    arch_kwargs: opt.ArchKwargs = None,
+    include: opt.Include = None,
+    exclude: opt.Exclude = None,
+    input_shape: opt.InputShape = None,
+    output: opt.Output = None,
+    force: opt.Force = False,
+    json_mode: opt.Json = False,
+    quiet: opt.Quiet = False,
+) -> None:
+    """Compare pruning methods: prune MODEL with each of --methods to each of --sparsities
+    (once per seed of --seeds), optionally retrain with the mask fixed, evaluate on --data.
+
+    Every run starts from the same MODEL. A one-shot method is scored once per seed and every
+    sparsity's mask is selected from those scores; an iterative one (synflow) is pruned afresh
+    per sparsity. The figures are those of `prunecli prune` + `retrain` + `eval` run with the
+    same arguments. The table shows the test accuracy, mean ± std over the seeds; -o writes
+    every run as JSON (prunecli.sweep/1).
+
+    Examples:
+
+      prunecli sweep model.safetensors --methods magnitude,random,snip,synflow --sparsities 0.5,0.8,0.9,0.95,0.98 --data digits --retrain-steps 500 --seeds 0,1 -o sweep.json --plot sweep.png
+
+      prunecli sweep init.safetensors --methods synflow,random --sparsities 0.9,0.99 --data mnist1d --jobs 4
+    """
+    from prunecli.errors import BadInput
+    from prunecli.evaluation.plots import check_plot_path, require_matplotlib
+    from prunecli.io.paths import Target, check_outputs
+    from prunecli.jobs.sweep import (
+        SweepRequest,
+        check_scope,
+        open_sweep,
+        parse_methods,
+        parse_seeds,
+        parse_sparsities,
+        run_sweep,
+        write_document,
+    )
+    from prunecli.jobs.validate import read_paths
+
+    criteria = parse_methods(methods)
+    check_scope(criteria, scope)
+    levels = parse_sparsities(sparsities)
+    seed_list = parse_seeds(seeds)
+    if data is None:
+        raise BadInput("sweep evaluates on labelled data: pass --data", "e.g. --data digits")
+    retrain = None
+    if retrain_steps > 0:
+        retrain = opt.gather(
+            to.TrainOptions,
+            {
+                **dict.fromkeys(("epochs", "val_fraction"), None),
+                "steps": retrain_steps,
+                "batch_size": batch_size,
+                "lr": lr,
+                "optimizer": optimizer,
+                "momentum": 0.9,
+                "weight_decay": 0.0,
+                "lr_schedule": "constant",
+                "seed": 0,
+                "device": "cpu",
+            },
+        ).settings()
+    if plot is not None:
+        check_plot_path(plot)
+        require_matplotlib()
+    targets = [Target(output)] if output else []
+    if plot is not None:
+        targets.append(Target(plot, "--plot"))
+    check_outputs(read_paths(model, data), targets, force)
+    request = SweepRequest(
+        model=model,
+        methods=tuple(criteria),
+        sparsities=levels,
+        seeds=seed_list,
+        data=data,
+        retrain=retrain,
+        scope=scope,
+        arch=arch,
+        arch_kwargs=arch_kwargs,
+        include=tuple(include or ()),
+        exclude=tuple(exclude or ()),
+        input_shape=input_shape,
+        jobs=jobs,
+    )
+    out = Output(json_mode, quiet, data_to_stderr=output == "-")
+    opened = open_sweep(request)
+    with out.progress("sweep", len(criteria) * len(levels) * len(seed_list)) as tick:
+        document = run_sweep(request, opened, tick)
+    if output is not None:
+        write_document(document, output)
+    if plot is not None:
+        from prunecli.evaluation.plots import sparsity_curve
+        from prunecli.evaluation.sweep import series
+
+        sparsity_curve(series(document["summary"]), plot, metric="test accuracy")
+    out.document(document, lambda console: render_sweep(console, document))
+
+
+def render_sweep(console: Console, document: dict[str, Any]) -> None:
+    """Rows: methods; columns: sparsities; cells: accuracy mean ± std over the seeds."""
+    settings = document["settings"]
+    seeds = len(settings["seeds"])
+    steps = settings["retrain_steps"]
+    dense = document["dense"]["accuracy"]
+    console.print(
+        f"{document['model']} on {document['data']}: test accuracy (%), "
+        f"mean ± std over {seeds} seed{'s' if seeds != 1 else ''}, "
+        + (f"after {steps} retraining steps" if steps else "no retraining")
+        + f" (dense: {dense:.2%})",
+        markup=False,
+        highlight=False,
+    )
+    table = Table(show_edge=False)
+    width = max(map(len, settings["methods"]))
+    table.add_column("method", no_wrap=True, min_width=width)
+    for sparsity in settings["sparsities"]:
+        table.add_column(f"{sparsity:.4g}", justify="right")
+    cells = {(row["method"], row["sparsity"]): row for row in document["summary"]}
+    for method in settings["methods"]:
+        row = [method]
+        for sparsity in settings["sparsities"]:
+            found = cells.get((method, sparsity))
+            row.append(
+                "" if found is None else f"{found['mean'] * 100:.1f} ± {found['std'] * 100:.1f}"
+            )
+        table.add_row(*row)
+    console.print(table)
