@@ -69,6 +69,16 @@ class Opened:
     criteria: dict[str, type[Criterion]]
     inputs: dict[str, Inputs]
 
+    def run(
+        self,
+        task: Task,
+        settings: SweepSettings,
+        done: Callable[[dict[str, Any]], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """``task``'s runs on fresh copies of the shared model."""
+        criterion, inputs = self.criteria[task.method], self.inputs[task.method]
+        return run_task(self.model, self.names, criterion, inputs, self.data, task, settings, done)
+
 
 def _items(text: str, option: str) -> list[str]:
     items = [part.strip() for part in text.split(",")]
@@ -186,16 +196,7 @@ def run_sweep(
         _in_processes(request, opened.criteria, tasks, done)
     else:
         for task in tasks:
-            run_task(
-                opened.model,
-                opened.names,
-                opened.criteria[task.method],
-                opened.inputs[task.method],
-                opened.data,
-                task,
-                settings,
-                done,
-            )
+            opened.run(task, settings, done)
     runs = order_runs(runs, request.methods, request.sparsities, request.seeds)
     return {
         "schema": SCHEMA,
@@ -248,15 +249,7 @@ def _start_worker(request: SweepRequest, criteria: dict[str, type[Criterion]]) -
 
 def _run_in_worker(task: Task) -> list[dict[str, Any]]:
     opened: Opened = _worker["opened"]
-    return run_task(
-        opened.model,
-        opened.names,
-        opened.criteria[task.method],
-        opened.inputs[task.method],
-        opened.data,
-        task,
-        _worker["settings"],
-    )
+    return opened.run(task, _worker["settings"])
 
 
 def _in_processes(
