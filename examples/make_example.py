@@ -7,6 +7,7 @@ Offline and deterministic: the digits ship with scikit-learn, the seed is fixed.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import torch
@@ -54,4 +55,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    # --help and unknown arguments stop here, before the example is retrained and replaced
+    argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args()
     main()

@@ -18,11 +18,13 @@ if TYPE_CHECKING:
 def run_calibrated(r: Any, plan: CalibratedPlan, out: Output, output: str) -> None:
     """``r``: the PruneRequest (cli/prune_run.py). Prune with the checked ``plan`` into ``output`` (already checked) and report."""
     from prunecli.jobs.calibrated import calibrated_plan_document, calibrated_prune_to_file
+    from prunecli.jobs.quality import add_saved_quality, measure_saved
 
     if r.dry_run:
         document = calibrated_plan_document(plan, r.data or "")
         out.document(document, lambda console: render_calibrated_plan(console, document))
         return
+    baseline = measure_saved(r.model, r.eval_data, "prune", r.device, r.trust_remote_code)
     with out.progress(f"pruning ({r.method})", plan.blocks, force=r.progress) as tick:
         report = calibrated_prune_to_file(
             plan,
@@ -32,6 +34,7 @@ def run_calibrated(r: Any, plan: CalibratedPlan, out: Output, output: str) -> No
             lambda done, total, name: tick(done, total, {"label": name}),
             r.trust_remote_code,
         )
+    add_saved_quality(report, output, baseline)
     out.report(report, r.report_file)
 
 

@@ -69,7 +69,7 @@ def run_prune(r: PruneRequest) -> None:
     from prunecli.jobs.stream import streamable
 
     criterion_class, settings = _check(r)
-    _check_eval(r, criterion_class)
+    _check_eval(r)
     if r.granularity != "weight":
         from prunecli.cli.prune_structured import run_structured
 
@@ -128,23 +128,14 @@ def _check(r: PruneRequest) -> tuple[type[Criterion] | None, PruneSettings]:
     return criterion_class, settings
 
 
-def _check_eval(r: PruneRequest, criterion_class: type[Criterion] | None) -> None:
-    """Refuse ``--eval`` where the run has no model in memory to measure before and after."""
-    from prunecli.errors import BadInput, Unsupported
+def _check_eval(r: PruneRequest) -> None:
+    """Refuse ``--eval`` where the run changes nothing to measure."""
+    from prunecli.errors import BadInput
 
     if r.eval_data is None:
         return
     if r.dry_run:
         raise BadInput("--dry-run changes nothing to evaluate; drop --eval")
-    calibrated = criterion_class is not None and "calibration" in criterion_class.needs
-    folder = r.model != "-" and Path(r.model).is_dir() and r.arch is None
-    if calibrated or (folder and r.granularity != "weight"):
-        what = f"--method {r.method}" if calibrated else f"--granularity {r.granularity}"
-        raise Unsupported(
-            f"--eval is not available with {what} on a Hugging Face folder (it prunes block "
-            "by block and never holds the whole model)",
-            f"run `prunecli eval {r.model} --data DATA` and `prunecli eval OUTPUT --data DATA`",
-        )
 
 
 def check_output(r: PruneRequest, trains: bool) -> str:

@@ -28,6 +28,7 @@ def run_structured_hf(
     from prunecli.cli.blocks import check_group
     from prunecli.cli.output import Output
     from prunecli.cli.prune_calibrated import refuse_flags
+    from prunecli.jobs.quality import add_saved_quality, measure_saved
     from prunecli.jobs.session import check_device
     from prunecli.jobs.structured_hf import plan_structured_hf, structured_hf_to_file
 
@@ -53,6 +54,7 @@ def run_structured_hf(
         document = plan_document(plan, r.data)
         out.document(document, lambda console: render_structured_plan(console, document))
         return
+    baseline = measure_saved(r.model, r.eval_data, "prune", r.device, r.trust_remote_code)
     label = f"pruning {r.granularity}s ({plan.method})"
     with out.progress(label, len(plan.groups), force=r.progress) as tick:
         report = structured_hf_to_file(
@@ -64,6 +66,7 @@ def run_structured_hf(
             lambda done, total, name: tick(done, total, {"label": name}),
             r.trust_remote_code,
         )
+    add_saved_quality(report, output, baseline)
     out.report(report, r.report_file)
 
 

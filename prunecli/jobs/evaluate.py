@@ -60,6 +60,13 @@ def check_request(request: EvalRequest) -> None:
         )
     if request.repeats < 1:
         raise BadInput(f"--repeats must be at least 1 (got {request.repeats})")
+    if request.seq_len is not None and request.seq_len < 1:
+        raise BadInput(f"--seq-len must be at least 1 (got {request.seq_len})")
+    if request.reference is not None and request.metric in ("accuracy", "perplexity"):
+        raise BadInput(
+            f"--reference compares outputs, which --metric {request.metric} does not",
+            f"drop --reference, or --metric {request.metric} to compare with the reference",
+        )
 
 
 def model_kind(model: LoadedModel) -> str:
@@ -104,6 +111,11 @@ def evaluate_model(
     model.require_graph("eval")
     kind = model_kind(model)
     metric = choose_metric(kind, request)
+    if kind == "classifier" and request.seq_len is not None:
+        raise BadInput(
+            f"--seq-len sets the token windows of a transformer; {model.source} is a classifier",
+            "drop --seq-len (--input-shape sets a classifier's input)",
+        )
     if reference is not None:
         check_same_architecture(model, reference, kind)
     shape = request.input_shape or (model.arch.input_shape if model.arch else None)
@@ -169,7 +181,15 @@ def _similarity(
 ) -> list[dict[str, Any]]:
     assert reference is not None and reference.module is not None
     if kind == "classifier":
-        inputs = eval_split(_labelled(model, request))[0]
+        from prunecli.data.labelled import check_fits
+
+        dataset = _labelled(model, request)
+        shape = reference.arch.input_shape if reference.arch else None
+        try:
+            check_fits(dataset, reference.module, shape, request.batch_size, check_labels=False)
+        except BadInput as error:
+            raise BadInput(f"--reference {reference.source}: {error.message}", error.hint) from None
+        inputs = eval_split(dataset)[0]
         batch = request.batch_size or DEFAULT_BATCH_SIZE
     else:
         inputs = _windows(model, request)

@@ -63,6 +63,29 @@ def add_quality(report: Report, model: LoadedModel, baseline: QualityBaseline | 
     report.quality = compare(baseline.before, after)
 
 
+def measure_saved(
+    path: str, data: str | None, command: str, device: str, trust_remote_code: bool
+) -> QualityBaseline | None:
+    """:func:`measure_before` for a run that never holds the whole model (a folder pruned block
+    by block): the model at ``path`` is loaded whole for the measurement and freed after it."""
+    if data is None:
+        return None
+    from prunecli.jobs.session import open_model
+
+    model = open_model(path, check_weights=False, trust_remote_code=trust_remote_code)[0]
+    return measure_before(model, data, command, device, trust_remote_code)
+
+
+def add_saved_quality(report: Report, path: str, baseline: QualityBaseline | None) -> None:
+    """:func:`add_quality` for the model a block-by-block run wrote to ``path``."""
+    if baseline is None:
+        return
+    from prunecli.jobs.session import open_model
+
+    trust = baseline.request.trust_remote_code
+    add_quality(report, open_model(path, check_weights=False, trust_remote_code=trust)[0], baseline)
+
+
 def compare(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str, Any]:
     """metric → the ``after`` entry (``value`` is the result's) with ``before``, ``after`` and
     ``difference`` (after − before)."""

@@ -135,7 +135,7 @@ def parse_seeds(text: str) -> tuple[int, ...]:
             seeds.append(int(item))
         except ValueError:
             raise BadInput(f"--seeds {item!r} is not an integer", "write e.g. 0,1,2") from None
-    return tuple(seeds)
+    return tuple(dict.fromkeys(seeds))  # 0,00: one seed, not two identical runs
 
 
 def open_sweep(request: SweepRequest, criteria: dict[str, type[Criterion]] | None = None) -> Opened:

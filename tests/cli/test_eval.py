@@ -177,6 +177,13 @@ def test_refusals(cli, mlp: Path, workdir: Path) -> None:
     lenet = write_zoo(workdir / "lenet.safetensors", "lenet5")
     args = ("eval", mlp, "--reference", lenet, "--data", "digits")
     run_refused(cli, workdir, args, 2, "lenet5")
+    run_refused(cli, workdir, ("eval", mlp, "--data", "digits", "--seq-len", "0"), 2, "at least 1")
+    run_refused(cli, workdir, ("eval", mlp, "--data", "digits", "--seq-len", "8"), 2, "classifier")
+    args = ("eval", mlp, "--reference", mlp, "--data", "digits", "--metric", "accuracy")
+    run_refused(cli, workdir, args, 2, "--reference compares outputs")
+    narrow = write_zoo(workdir / "narrow.safetensors", "mlp", {"widths": [32, 16, 10]})
+    args = ("eval", mlp, "--reference", narrow, "--data", "digits")
+    run_refused(cli, workdir, args, 2, "narrow.safetensors: --data digits: samples")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is there")

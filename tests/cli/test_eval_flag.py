@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import files_in, report_of, run_refused, write_llama, write_weights, write_zoo
+from conftest import (
+    files_in,
+    report_of,
+    run_refused,
+    write_calibrated_llama,
+    write_llama,
+    write_weights,
+    write_zoo,
+)
 from safetensors.torch import load, load_file, save_file
 
 DIGITS_MLP = {"widths": [64, 16, 10]}
@@ -106,14 +114,25 @@ def test_eval_refusals_leave_no_file(cli, mlp: Path, workdir: Path) -> None:
     assert files_in(workdir) == {"mlp.safetensors", "w.safetensors", "forty.safetensors"}
 
 
-def test_eval_on_a_calibrated_folder_prune_is_refused_with_the_eval_hint(
-    cli, workdir: Path
+@pytest.mark.parametrize(
+    "flags",
+    [("-m", "wanda"), ("-m", "magnitude", "--granularity", "neuron")],
+    ids=["wanda", "neuron"],
+)
+def test_folder_prune_block_by_block_eval_is_eval_of_both_folders(
+    cli, workdir: Path, flags: tuple[str, ...]
 ) -> None:
-    write_llama(workdir / "llama")
-    (workdir / "corpus.txt").write_text("the quick brown fox jumps over the lazy dog " * 50)
-    args = ("prune", "llama", "-m", "wanda", "-s", "0.5", "--data", "corpus.txt", "-o", "out")
-    result = run_refused(cli, workdir, (*args, "--eval", "corpus.txt"), 3, "--method wanda")
-    assert "prunecli eval llama" in result.stderr
+    folder = write_calibrated_llama(workdir)
+    text = (workdir / "corpus.txt").read_text()[:4000]
+    (workdir / "heldout.txt").write_text(text)
+    args = ("prune", folder, *flags, "-s", "0.5", "--data", "corpus.txt", "-o", "out", "--json")
+    result = cli(*args, "--samples", "4", "--seq-len", "16", "--eval", "heldout.txt")
+    assert result.exit_code == 0, result.stderr
+    entry = report_of(result)["quality"]["perplexity"]
+    for name, key in ((folder.name, "before"), ("out", "after")):
+        found = cli("eval", name, "--data", "heldout.txt", "--json")
+        assert entry[key] == pytest.approx(report_of(found)["quality"]["perplexity"]["value"])
+    assert entry["difference"] == entry["after"] - entry["before"] != 0
 
 
 def test_folder_magnitude_prune_eval_is_eval_perplexity_of_both_folders(cli, workdir: Path) -> None:
