@@ -169,7 +169,7 @@ def _kind(data: str) -> str:
     suffix = Path(data).suffix.lower()
     if suffix not in ID_SUFFIXES + TEXT_SUFFIXES:
         raise BadInput(
-            f"--data {data}: a transformer is calibrated on text (.txt, .jsonl) or token ids "
+            f"--data {data}: a transformer reads text (.txt, .jsonl) or token ids "
             "(.npz, .safetensors with input_ids)",
         )
     return suffix

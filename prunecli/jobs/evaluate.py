@@ -215,11 +215,12 @@ def _latency(
             )
         example = torch.randn((batch, *shape), generator=generator)
     else:
-        from prunecli.calibration.data import max_positions, vocab_size
+        from prunecli.calibration.data import check_sizes, max_positions, vocab_size
 
         config = model.hf_config or {}
         positions = max_positions(config)
         length = request.seq_len or min(_LATENCY_TOKENS, positions or _LATENCY_TOKENS)
+        check_sizes(1, length, positions)  # no longer than the model's positions
         vocab = vocab_size(config) or 2
         example = torch.randint(0, vocab, (batch, length), generator=generator)
         call = lm_logits if kind == "causal-lm" else _encoder_call

@@ -186,6 +186,17 @@ def test_refusals(cli, mlp: Path, workdir: Path) -> None:
     run_refused(cli, workdir, args, 2, "narrow.safetensors: --data digits: samples")
 
 
+def test_latency_of_a_causal_lm_times_seq_len_tokens_within_its_positions(
+    cli, workdir: Path
+) -> None:
+    folder = write_llama(workdir / "llama")  # 32 positions
+    args = ("eval", folder, "--latency", "--repeats", "3", "--batch-size", "2")
+    entry = quality(cli(*args, "--seq-len", "16", "--json"))["latency_ms"]
+    assert (entry["repeats"], entry["input"]) == (3, [2, 16])
+    assert 0 < entry["min"] <= entry["value"] <= entry["max"]
+    run_refused(cli, workdir, (*args, "--seq-len", "64"), 2, "32 positions")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is there")
 def test_latency_on_cuda_without_a_gpu_is_refused(cli, mlp: Path) -> None:
     assert_refused(cli("eval", mlp, "--latency", "--device", "cuda"), 2, "cuda")

@@ -186,7 +186,7 @@ def test_dry_run_checks_data_without_reading_it(cli, llama, tmp_path) -> None:
         ((), "needs calibration text: pass --data"),
         (("--data", tmp_path / "missing.npz"), "missing.npz does not exist"),
         (("--data", text), "has no tokenizer"),
-        (("--data", garbage.with_suffix(".csv")), "calibrated on text (.txt, .jsonl) or token ids"),
+        (("--data", garbage.with_suffix(".csv")), "reads text (.txt, .jsonl) or token ids"),
     ]
     garbage.with_suffix(".csv").write_text("1,2")
     for flags, fragment in cases:

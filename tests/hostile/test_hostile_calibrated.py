@@ -123,7 +123,7 @@ DATA_CASES = [
     ("list.jsonl", text("[1, 2]\n"), 2, 'line 1 has no "text" field holding a string'),
     ("num.jsonl", text('{"text": "the of"}\n{"text": 5}\n'), 2, 'line 2 has no "text" field'),
     ("bad.jsonl", text('{"text": \n'), 2, "line 1 is not valid JSON"),
-    ("ids.csv", text("1,2,3"), 2, "is calibrated on text (.txt, .jsonl) or token ids"),
+    ("ids.csv", text("1,2,3"), 2, "transformer reads text (.txt, .jsonl) or token ids"),
 ]  # fmt: skip
 
 
@@ -150,7 +150,7 @@ def test_special_data_paths(cli, workdir: Path, model: Path) -> None:
         ("folder.txt", "--data folder.txt is a folder"),
         ("loop.txt", "it is a loop of symbolic links"),
         ("pipe.txt", "it is a named pipe (FIFO)"),
-        ("/dev/zero", "is calibrated on text"),
+        ("/dev/zero", "transformer reads text"),
         ("zero.txt", "it is a character device"),
         ("-", "calibration data is read from a file, not from stdin"),
         ("missing.npz", "--data missing.npz does not exist"),
