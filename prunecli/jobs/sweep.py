@@ -116,6 +116,12 @@ def check_scope(criteria: dict[str, type[Criterion]], scope: str) -> None:
     from prunecli.jobs.validate import check_grouped
     from prunecli.pruning.allocation import SCOPES
 
+    if scope == "owl":
+        raise BadInput(
+            "--scope owl allocates by the outliers of calibration activations, for wanda and "
+            "sparsegpt on a Hugging Face folder, which sweep does not run",
+            f"choose one of: {', '.join(SCOPES)}",
+        )
     if scope not in SCOPES:
         raise BadInput(f"unknown scope {scope!r}", f"choose one of: {', '.join(SCOPES)}")
     for criterion in criteria.values():

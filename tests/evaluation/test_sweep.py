@@ -118,6 +118,7 @@ def test_the_table_shows_mean_and_spread_per_method_and_sparsity(cli, mlp: Path)
         (("--methods", "magnitude", "--sparsities", "0.5", "-o", "mlp.safetensors"), 2, "input"),
         (("--methods", "magnitude", "--sparsities", "0.5", "-o", "old.json"), 2, "exists"),
         (("--methods", "magnitude", "--sparsities", "0.5", "--seeds", "a"), 2, "integer"),
+        (("--methods", "magnitude", "--sparsities", "0.5", "--scope", "owl"), 2, "wanda"),
     ],
 )
 def test_bad_input_is_refused_before_any_work(cli, mlp: Path, args, code, fragment) -> None:  # noqa: ANN001
