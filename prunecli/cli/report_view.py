@@ -111,12 +111,17 @@ def quality_value(entry: dict[str, Any]) -> str:
     return f"{value:.6g}"
 
 
+# metric keys as people read them; others read with their underscores as spaces
+METRIC_LABELS = {"latency_ms": "latency", "top1_agreement": "top-1 agreement"}
+
+
 def quality_lines(report: Report) -> list[str]:
     """``eval``'s figures, one line each, with the protocol that produced them."""
     entries = list((report.quality or {}).values())
     lines = []
     for index, entry in enumerate(entries):
-        line = f"{entry['metric'].replace('_', ' ')}: {quality_value(entry)}"
+        label = METRIC_LABELS.get(entry["metric"], entry["metric"].replace("_", " "))
+        line = f"{label}: {quality_value(entry)}"
         following = entries[index + 1]["protocol"] if index + 1 < len(entries) else None
         if entry["protocol"] != following:  # figures of one protocol state it once, last
             line += f" — {entry['protocol']}"

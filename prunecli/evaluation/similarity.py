@@ -82,7 +82,11 @@ def similarity_entries(
 ) -> list[dict[str, Any]]:
     """The quality entries of a comparison of two models of ``kind``."""
     what = "logits" if kind == "classifier" else "attention-masked mean last hidden states"
-    unit = "next-token predictions at every position" if kind == "causal-lm" else "samples"
+    unit = (
+        f"next-token predictions at every position of {samples} samples"
+        if kind == "causal-lm"
+        else f"{samples} samples"
+    )
     common = {"reference": reference, "data": source, "samples": samples}
     entries = [
         {
@@ -99,7 +103,7 @@ def similarity_entries(
                 "metric": "top1_agreement",
                 "value": agreement,
                 **common,
-                "protocol": f"fraction of the {unit} of {samples} samples of {source} where "
+                "protocol": f"fraction of the {unit} of {source} where "
                 "the two models' top-1 (argmax) predictions are equal",
             }
         )
