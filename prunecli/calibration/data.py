@@ -66,6 +66,15 @@ def vocab_size(config: dict[str, Any]) -> int | None:
     return vocab_size(nested) if isinstance(nested, dict) else None
 
 
+def too_few_tokens(source: str | Path, held: int, seq_len: int) -> BadInput:
+    """The refusal of text with fewer than one window of ``seq_len`` tokens."""
+    return BadInput(
+        f"--data {source} holds {held:,} token{'' if held == 1 else 's'}; a window of "
+        f"--seq-len {seq_len} needs at least {seq_len:,}",
+        "give more text, or a smaller --seq-len",
+    )
+
+
 def load_calibration(
     data: str,
     folder: Path,
@@ -81,11 +90,7 @@ def load_calibration(
     stream = token_stream(data, folder, trust_remote_code)
     check_vocabulary(stream, config, data)
     if stream.numel() < seq_len:
-        raise BadInput(
-            f"--data {data} holds {stream.numel():,} tokens; a window of --seq-len {seq_len} "
-            f"needs at least {seq_len:,}",
-            "give more text, or a smaller --seq-len",
-        )
+        raise too_few_tokens(data, stream.numel(), seq_len)
     if samples > stream.numel() - seq_len + 1:
         raise BadInput(
             f"--data {data} holds {stream.numel():,} tokens: room for "

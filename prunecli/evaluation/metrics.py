@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunecli.calibration.data import too_few_tokens
 from prunecli.data.labelled import Dataset, set_mode
 from prunecli.errors import BadInput
 from prunecli.training.evaluation import evaluate
@@ -58,11 +59,7 @@ def split_windows(stream: torch.Tensor, seq_len: int, source: str) -> torch.Tens
     fill a window is left out."""
     count = stream.numel() // seq_len
     if count < 1:
-        raise BadInput(
-            f"--data {source} holds {stream.numel():,} tokens; a window of --seq-len {seq_len} "
-            f"needs at least {seq_len:,}",
-            "give more text, or a smaller --seq-len",
-        )
+        raise too_few_tokens(source, stream.numel(), seq_len)
     return stream[: count * seq_len].view(count, seq_len).to(torch.int64)
 
 
