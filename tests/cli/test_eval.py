@@ -120,26 +120,27 @@ def test_a_classifier_compared_with_itself_agrees_fully(cli, mlp: Path) -> None:
     assert found["top1_agreement"]["samples"] == 360
 
 
-def test_a_pruned_classifier_agrees_less_with_its_dense_model(cli, mlp: Path) -> None:
-    assert (
-        cli(
-            "prune",
-            mlp,
-            "--method",
-            "magnitude",
-            "--sparsity",
-            "0.9",
-            "-o",
-            "pruned.safetensors",
-            "-q",
-        ).exit_code
-        == 0
-    )
+def _logits_on_the_test_split(path: Path | str) -> torch.Tensor:
+    module = build_arch("mlp", DIGITS_MLP).module
+    module.load_state_dict(load_file(str(path)))
+    with torch.no_grad():
+        return module.eval()(load_data("digits").x_test)
+
+
+def test_a_pruned_classifier_agrees_with_its_dense_model_as_torch_computes_it(
+    cli, mlp: Path
+) -> None:
+    args = ("prune", mlp, "--method", "magnitude", "--sparsity", "0.9", "-o", "pruned.safetensors")
+    assert cli(*args, "-q").exit_code == 0
     found = quality(
         cli("eval", "pruned.safetensors", "--reference", mlp, "--data", "digits", "--json")
     )
-    assert found["cosine_similarity"]["value"] < 0.999
-    assert found["top1_agreement"]["value"] < 1.0
+    ours, theirs = _logits_on_the_test_split("pruned.safetensors"), _logits_on_the_test_split(mlp)
+    cosine = float(F.cosine_similarity(ours, theirs, dim=1).double().mean())
+    agreement = float((ours.argmax(1) == theirs.argmax(1)).double().mean())
+    assert found["cosine_similarity"]["value"] == pytest.approx(cosine, abs=1e-6)
+    assert found["top1_agreement"]["value"] == pytest.approx(agreement, abs=1e-12)
+    assert cosine < 0.999 and agreement < 1.0
 
 
 def test_a_causal_lm_compared_with_itself_agrees_fully(cli, workdir: Path) -> None:
@@ -216,7 +217,6 @@ def test_an_encoder_is_compared_by_its_pooled_hidden_state(cli, workdir: Path) -
     transformers = pytest.importorskip("transformers")
     from conftest import write_tokenizer
 
-    torch.manual_seed(0)
     config = transformers.BertConfig(
         vocab_size=32,
         hidden_size=16,
@@ -225,11 +225,22 @@ def test_an_encoder_is_compared_by_its_pooled_hidden_state(cli, workdir: Path) -
         intermediate_size=32,
         max_position_embeddings=16,
     )
-    transformers.BertModel(config).save_pretrained(workdir / "bert")
-    write_tokenizer(workdir / "bert", 32)
-    _ids_file(workdir / "ids.npz", 2, 24)  # 48 tokens: 3 windows of 16
+    models = {}
+    for seed, name in ((0, "bert"), (1, "other")):  # same shapes, other weights
+        torch.manual_seed(seed)
+        models[name] = transformers.BertModel(config).eval()
+        models[name].save_pretrained(workdir / name)
+        write_tokenizer(workdir / name, 32)
+    ids = _ids_file(workdir / "ids.npz", 2, 24)  # 48 tokens: 3 windows of 16
     found = quality(cli("eval", "bert", "--reference", "bert", "--data", "ids.npz", "--json"))
     assert found["cosine_similarity"]["value"] == pytest.approx(1.0, abs=1e-6)
     assert found["cosine_similarity"]["samples"] == 3
     assert "top1_agreement" not in found  # an encoder predicts no tokens
+    windows = torch.from_numpy(ids.reshape(3, 16))
+    with torch.no_grad():  # the mean of the last hidden state over each window's tokens
+        pooled = [models[name](input_ids=windows).last_hidden_state.mean(1) for name in models]
+    cosine = float(F.cosine_similarity(*pooled, dim=1).double().mean())
+    found = quality(cli("eval", "other", "--reference", "bert", "--data", "ids.npz", "--json"))
+    assert found["cosine_similarity"]["value"] == pytest.approx(cosine, abs=1e-6)
+    assert cosine < 0.99
     run_refused(cli, workdir, ("eval", "bert", "--data", "ids.npz"), 3, "--reference")
