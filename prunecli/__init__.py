@@ -19,7 +19,7 @@ _API = ("inspect", "prune", "score", "show")
 
 
 def __getattr__(name: str) -> Any:
-    """The Python API on first access (PEP 562): prunecli/api.py imports the jobs."""
+    """The Python API on first access (PEP 562): prunecli/api/ imports the jobs."""
     if name in _API:
         from prunecli import api
 

@@ -1,5 +1,5 @@
 """The checks on what `prune` and `score` are asked, made before anything is loaded, for the
-command line (cli/prune_run.py, cli/score.py) and the Python API (api.py) alike, with the same
+command line (cli/prune_run.py, cli/score.py) and the Python API (api/) alike, with the same
 messages: the settings, the outputs, and the one table of method options: a method takes what
 its criterion class declares (``Criterion.options``), and every other method option is refused
 (exit 2)."""

@@ -1,6 +1,6 @@
 """A model the caller already holds (an ``nn.Module`` or a dict of tensors) as a LoadedModel.
 
-The Python API (prunecli/api.py) prunes these in place: the LoadedModel's tensors are the
+The Python API (prunecli/api/) prunes these in place: the LoadedModel's tensors are the
 module's own (its ``state_dict`` shares their storage), so zeroing one zeroes the weight.
 """
 
