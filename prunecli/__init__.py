@@ -1,6 +1,7 @@
 """prunecli: prune saved neural-network models, or a live ``torch.nn.Module`` from Python.
 
-``prunecli.prune``, ``prunecli.score``, ``prunecli.inspect`` and ``prunecli.show`` (docs/python.md)
+``prunecli.prune``, ``prunecli.score``, ``prunecli.inspect``, ``prunecli.evaluate``,
+``prunecli.sweep`` and ``prunecli.show`` (docs/python.md)
 are imported on first use, so importing any part of prunecli stays cheap.
 """
 
@@ -11,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 from prunecli.version import __version__
 
 if TYPE_CHECKING:
-    from prunecli.api import inspect, prune, score, show
+    from prunecli.api import evaluate, inspect, prune, score, show, sweep
 
-__all__ = ["__version__", "inspect", "prune", "score", "show"]
+__all__ = ["__version__", "evaluate", "inspect", "prune", "score", "show", "sweep"]
 
-_API = ("inspect", "prune", "score", "show")
+_API = ("evaluate", "inspect", "prune", "score", "show", "sweep")
 
 
 def __getattr__(name: str) -> Any:

@@ -297,6 +297,7 @@ def test_the_examples_of_docs_python_md_run(workdir: Path, capsys: pytest.Captur
     assert "synflow:   90.00% sparse" in printed and "magnitude: 90.00% sparse" in printed
     assert "pruned by magnitude (global, 1 round, seed 0)" in printed  # prunecli.show
     assert "half.safetensors" in printed and (workdir / "half.safetensors").is_file()
+    assert "synflow copy: accuracy" in printed and "snip at 90%: accuracy" in printed
     model = namespace["model"]
     assert isinstance(model, torch.nn.Module)
     masks = [m.weight_mask for m in model if isinstance(m, torch.nn.Linear)]

@@ -6,5 +6,6 @@ model, and sweep methods over sparsities (docs/python.md).
 """
 
 from prunecli.api.commands import inspect, prune, score, show
+from prunecli.api.evaluate import evaluate, sweep
 
-__all__ = ["inspect", "prune", "score", "show"]
+__all__ = ["evaluate", "inspect", "prune", "score", "show", "sweep"]

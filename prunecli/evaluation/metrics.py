@@ -34,8 +34,11 @@ def classifier_quality(
     x, y, split = eval_split(data)
     module.to(device)
     loss, accuracy = evaluate(module, x, y, batch_size or DEFAULT_BATCH_SIZE, device)
+    samples = (
+        f"{len(y)} samples of the test split of" if split == "test" else f"all {len(y)} samples of"
+    )
     protocol = (
-        f"{len(y)} samples of the {split} split of {data.name}, eval mode, no gradients; "
+        f"{samples} {data.name}, eval mode, no gradients; "
         "top-1 accuracy of the logits, mean cross-entropy (natural log) of their softmax"
     )
     common = {"data": data.name, "split": split, "samples": int(len(y)), "protocol": protocol}

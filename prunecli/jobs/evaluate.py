@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from prunecli.data.labelled import Dataset
 from prunecli.errors import BadInput, Unsupported
 from prunecli.evaluation.latency import DEFAULT_REPEATS, latency_entry, time_forward
 from prunecli.evaluation.metrics import (
@@ -34,7 +35,10 @@ _LATENCY_TOKENS = 128  # tokens per sequence of a timed pass, when --seq-len is 
 
 @dataclass
 class EvalRequest:
-    data: str | None = None
+    """What to evaluate on and how; ``data`` is what ``--data`` names, or (the Python API)
+    a Dataset for a classifier or a tensor of token ids for a transformer."""
+
+    data: str | Dataset | torch.Tensor | None = None
     metric: str | None = None
     reference: str | None = None
     latency: bool = False
@@ -44,6 +48,13 @@ class EvalRequest:
     device: str = "cpu"
     input_shape: tuple[int, ...] | None = None
     trust_remote_code: bool = False
+
+    @property
+    def data_name(self) -> str:
+        """The data as the figures' protocols name it."""
+        if isinstance(self.data, torch.Tensor):
+            return "token ids"
+        return self.data.name if isinstance(self.data, Dataset) else str(self.data)
 
 
 def check_request(request: EvalRequest) -> None:
@@ -144,14 +155,21 @@ def measure_quality(
         data = _labelled(model, request)
         return classifier_quality(module, data, request.batch_size, request.device)
     windows = _windows(model, request)
-    return [perplexity(module, windows, request.data, request.batch_size, request.device)]
+    return [perplexity(module, windows, request.data_name, request.batch_size, request.device)]
 
 
 def _labelled(model: LoadedModel, request: EvalRequest) -> Any:
     from prunecli.data.labelled import check_fits
     from prunecli.data.sources import load_data
 
-    dataset = load_data(str(request.data))
+    if isinstance(request.data, torch.Tensor):
+        raise BadInput(
+            "data= as a tensor is token ids, for a transformer; a classifier is evaluated on "
+            "labelled data",
+            "pass (x, y), (x, y, x_test, y_test), a Dataset or a data set's name",
+        )
+    data = request.data
+    dataset = data if isinstance(data, Dataset) else load_data(str(data))
     shape = model.arch.input_shape if model.arch else None
     check_fits(dataset, model.module, shape, request.batch_size)
     return dataset
@@ -160,6 +178,7 @@ def _labelled(model: LoadedModel, request: EvalRequest) -> Any:
 def _windows(model: LoadedModel, request: EvalRequest) -> torch.Tensor:
     """Non-overlapping windows of ``--seq-len`` tokens of the ``--data`` text or ids."""
     from prunecli.calibration.data import (
+        TEXT_SUFFIXES,
         check_data,
         check_sizes,
         check_vocabulary,
@@ -168,12 +187,35 @@ def _windows(model: LoadedModel, request: EvalRequest) -> torch.Tensor:
     )
 
     config = model.hf_config or {}
-    folder, data = Path(model.source), str(request.data)
     seq_len = check_sizes(1, request.seq_len, max_positions(config))
-    check_data(data, folder)
-    stream = token_stream(data, folder, request.trust_remote_code)
-    check_vocabulary(stream, config, data)
-    return split_windows(stream, seq_len, data)
+    if isinstance(request.data, torch.Tensor):  # token ids from the Python API
+        stream = _token_ids(request.data)
+    elif isinstance(request.data, Dataset):
+        raise BadInput(
+            f"a transformer reads text or token ids, not labelled data ({request.data.name})",
+            "pass a .txt or .jsonl file, token ids (.npz, .safetensors), or a tensor of them",
+        )
+    elif model.format == "module" and Path(str(request.data)).suffix.lower() in TEXT_SUFFIXES:
+        raise BadInput(
+            f"data={request.data!r} is text, and a model in memory has no tokenizer files",
+            "pass its token ids (a tensor or .npz), or evaluate the saved folder",
+        )
+    else:
+        folder, data = Path(model.source), str(request.data)
+        check_data(data, folder)
+        stream = token_stream(data, folder, request.trust_remote_code)
+    check_vocabulary(stream, config, request.data_name)
+    return split_windows(stream, seq_len, request.data_name)
+
+
+def _token_ids(ids: torch.Tensor) -> torch.Tensor:
+    """A tensor of token ids (any shape) as one stream, in order."""
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+        raise BadInput(
+            f"data= as a tensor holds token ids, integers; got {ids.dtype}",
+            "pass e.g. tokenizer(text, return_tensors='pt').input_ids",
+        )
+    return ids.detach().reshape(-1).to("cpu", torch.int64)
 
 
 def _similarity(
@@ -198,7 +240,7 @@ def _similarity(
         model.module, reference.module, inputs, module_outputs(kind), batch, request.device
     )
     return similarity_entries(
-        cosine, agreement, len(inputs), str(request.data), reference.source, kind
+        cosine, agreement, len(inputs), request.data_name, reference.source, kind
     )
 
 

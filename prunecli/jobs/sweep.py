@@ -44,7 +44,7 @@ class SweepRequest:
     methods: tuple[str, ...]
     sparsities: tuple[float, ...]
     seeds: tuple[int, ...]
-    data: str
+    data: str | Dataset  # what --data names, or (the Python API) the data itself
     retrain: TrainSettings | None = None
     scope: str = "global"
     eval_batch_size: int | None = None
@@ -144,17 +144,22 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(seeds))  # 0,00: one seed, not two identical runs
 
 
-def open_sweep(request: SweepRequest, criteria: dict[str, type[Criterion]] | None = None) -> Opened:
+def open_sweep(
+    request: SweepRequest,
+    criteria: dict[str, type[Criterion]] | None = None,
+    loaded: tuple[LoadedModel, list[str]] | None = None,
+) -> Opened:
     """Load the model and data and resolve every method's inputs (refusing what cannot run).
     ``criteria``: the methods' classes when already known (a worker gets them pickled by
-    reference, so it imports those criteria only, not every built-in one)."""
+    reference, so it imports those criteria only, not every built-in one); ``loaded``: the
+    model and its prunable names when already open (the Python API's module)."""
     from prunecli.data.labelled import check_fits
     from prunecli.data.sources import load_data
     from prunecli.jobs.session import open_model, resolve_inputs
 
     if criteria is None:
         criteria = parse_methods(",".join(request.methods))
-    model, names = open_model(
+    model, names = loaded or open_model(
         request.model,
         request.arch,
         request.arch_kwargs,
@@ -168,7 +173,7 @@ def open_sweep(request: SweepRequest, criteria: dict[str, type[Criterion]] | Non
             "sweep evaluates classifiers (accuracy on labelled data); this is a transformers model",
             "prune and `prunecli eval` it with --data text instead",
         )
-    data = load_data(request.data)
+    data = request.data if isinstance(request.data, Dataset) else load_data(request.data)
     shape = model.arch.input_shape if model.arch else None
     batch = request.retrain.batch_size if request.retrain else request.eval_batch_size
     check_fits(data, module, shape, batch)

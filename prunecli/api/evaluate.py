@@ -1,0 +1,223 @@
+"""``evaluate`` and ``sweep``: the commands `eval` and `sweep` on a live ``torch.nn.Module`` or a
+saved model (docs/python.md, docs/evaluation.md).
+
+``evaluate`` returns the Report `prunecli eval` renders (its figures in ``report.quality``);
+``sweep`` returns the ``prunecli.sweep/1`` document. Neither changes the model: a module's
+weights, train/eval modes and device are as they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from prunecli.api.steps import (
+    data_arg,
+    device_of,
+    is_path,
+    modes_kept,
+    no_stdout,
+    open_model_like,
+    patterns,
+    shape_text,
+)
+from prunecli.errors import BadInput
+
+if TYPE_CHECKING:
+    from prunecli.api.steps import DataLike, ModelLike
+    from prunecli.jobs.report import Report
+    from prunecli.models.loaded import LoadedModel
+
+
+def evaluate(
+    model: ModelLike,
+    data: DataLike | torch.Tensor | None = None,
+    *,
+    metric: str | None = None,
+    reference: ModelLike | None = None,
+    latency: bool = False,
+    batch_size: int | None = None,
+    repeats: int = 20,
+    seq_len: int | None = None,
+    device: str | None = None,
+    input_shape: Sequence[int] | str | None = None,
+    arch: str | None = None,
+    arch_kwargs: str | None = None,
+    trust_remote_code: bool = False,
+) -> Report:
+    """The figures of `prunecli eval`: a classifier's accuracy and mean cross-entropy on
+    ``data``'s test split (all of it when it has none), a causal LM's perplexity over windows of
+    ``seq_len`` tokens, with ``reference`` the mean cosine of the two models' outputs and their
+    top-1 agreement, with ``latency`` the timed forward passes; in ``report.quality``, keyed by
+    metric, each with its protocol.
+
+    ``data`` is what ``--data`` names, a Dataset, ``(x, y)`` or ``(x, y, x_test, y_test)``, or
+    for a transformer a tensor of token ids. ``device`` defaults to where the model's weights
+    are; the model is left on its device, in its modes."""
+    from prunecli.jobs.evaluate import EvalRequest, check_request, evaluate_model
+    from prunecli.jobs.session import check_device, parse_input_shape
+
+    tokens = isinstance(data, torch.Tensor)
+    request = EvalRequest(
+        data=data if tokens else data_arg(data),
+        metric=metric,
+        reference=None if reference is None else "reference",
+        latency=latency,
+        batch_size=_positive("batch_size", batch_size),
+        repeats=repeats,
+        seq_len=seq_len,
+        input_shape=parse_input_shape(shape_text(input_shape)),
+        trust_remote_code=trust_remote_code,
+    )
+    check_request(request)
+    opened = (arch, arch_kwargs, (), (), trust_remote_code)
+    loaded, names = open_model_like(model, True, *opened, check=False)
+    loaded.require_graph("eval")
+    dense = None
+    if reference is not None:
+        dense, _ = open_model_like(reference, True, *opened, check=False)
+        dense.require_graph("eval reference=")
+    request.reference = dense.source if dense is not None else None
+    request.device = check_device(device_of(device, loaded))
+    with _left_as_they_were(loaded, dense):
+        return evaluate_model(loaded, names, request, dense)
+
+
+def sweep(
+    model: ModelLike,
+    methods: Sequence[str] | str,
+    sparsities: Sequence[float | str] | str,
+    data: DataLike,
+    *,
+    seeds: Sequence[int] | str = (0,),
+    retrain_steps: int = 0,
+    lr: float = 1e-3,
+    optimizer: str = "adam",
+    batch_size: int | None = None,
+    scope: str = "global",
+    jobs: int = 1,
+    output: str | os.PathLike | None = None,
+    plot: str | os.PathLike | None = None,
+    force: bool = False,
+    include: Sequence[str] | str | None = (),
+    exclude: Sequence[str] | str | None = (),
+    input_shape: Sequence[int] | str | None = None,
+    arch: str | None = None,
+    arch_kwargs: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """`prunecli sweep`: ``model`` pruned with each method to each sparsity (once per seed),
+    each from a fresh copy, retrained ``retrain_steps`` with the mask fixed, evaluated on
+    ``data``'s test split; the ``prunecli.sweep/1`` document (every run, the summary over
+    seeds). ``output`` also writes it as JSON, ``plot`` draws it (.png, .svg, .pdf). ``jobs`` > 1
+    runs in processes that load ``model`` themselves, so it takes a path; the model itself is
+    never changed. Runs on the CPU."""
+    from prunecli.evaluation.plots import check_plot_path, require_matplotlib, sparsity_curve
+    from prunecli.evaluation.sweep import series
+    from prunecli.io.paths import Target, check_outputs
+    from prunecli.jobs.sweep import (
+        SweepRequest,
+        check_scope,
+        open_sweep,
+        parse_methods,
+        parse_seeds,
+        parse_sparsities,
+        run_sweep,
+        write_document,
+    )
+    from prunecli.jobs.validate import read_paths
+    from prunecli.training.settings import TrainSettings
+
+    criteria = parse_methods(_listed(methods))
+    check_scope(criteria, scope)
+    levels, seed_list = parse_sparsities(_listed(sparsities)), parse_seeds(_listed(seeds))
+    dataset = data_arg(data)
+    if dataset is None:
+        raise BadInput("sweep evaluates on labelled data: pass data=", "e.g. data='digits'")
+    retrain = None
+    if retrain_steps:
+        batch = _positive("batch_size", batch_size) or 100
+        retrain = TrainSettings(steps=retrain_steps, batch_size=batch, lr=lr, optimizer=optimizer)
+        retrain.check()
+    if not isinstance(jobs, int) or jobs < 1:
+        raise BadInput(f"jobs= must be a whole number of processes, 1 or more (got {jobs!r})")
+    if jobs > 1 and not is_path(model):
+        raise BadInput(
+            f"jobs={jobs} runs processes that load the model from its file; this is a "
+            f"{type(model).__name__}",
+            "pass the model's path, or jobs=1",
+        )
+    targets = [Target(no_stdout(output))] if output is not None else []
+    if plot is not None:
+        check_plot_path(os.fspath(plot))
+        require_matplotlib()
+        targets.append(Target(os.fspath(plot), "--plot"))
+    source = os.fspath(model) if is_path(model) else None
+    check_outputs(read_paths(source, dataset), targets, force)
+    include, exclude = patterns(include, exclude)
+    loaded = open_model_like(model, True, arch, arch_kwargs, include, exclude, False)
+    _on_the_cpu(loaded[0])
+    request = SweepRequest(
+        model=loaded[0].source,
+        methods=tuple(criteria),
+        sparsities=levels,
+        seeds=seed_list,
+        data=dataset,
+        retrain=retrain,
+        scope=scope,
+        arch=arch,
+        arch_kwargs=arch_kwargs,
+        include=include,
+        exclude=exclude,
+        input_shape=shape_text(input_shape),
+        jobs=jobs,
+    )
+    with modes_kept(loaded[0].module):
+        document = run_sweep(request, open_sweep(request, criteria, loaded), progress)
+    if output is not None:
+        write_document(document, os.fspath(output))
+    if plot is not None:
+        sparsity_curve(series(document["summary"]), os.fspath(plot), metric="test accuracy")
+    return document
+
+
+def _listed(value: Sequence[Any] | str) -> str:
+    """A list argument as the CLI's comma-separated text (its checks, its messages)."""
+    if isinstance(value, str):
+        return value
+    return ",".join(str(item) for item in value)
+
+
+def _positive(name: str, value: int | None) -> int | None:
+    if value is not None and (not isinstance(value, int) or value < 1):
+        raise BadInput(f"{name}= must be a whole number, 1 or more (got {value!r})")
+    return value
+
+
+def _on_the_cpu(loaded: LoadedModel) -> None:
+    for tensor in loaded.tensors.values():
+        if tensor.device.type != "cpu":
+            raise BadInput(
+                f"sweep runs on the CPU; this model's weights are on {tensor.device}",
+                "pass model.cpu() or the saved file",
+            )
+
+
+@contextlib.contextmanager
+def _left_as_they_were(*models: LoadedModel | None) -> Iterator[None]:
+    """Each module's modes and device as they were (the evaluation moves it to the device)."""
+    modules = [m.module for m in models if m is not None and m.module is not None]
+    devices = [next((p.device for p in m.parameters()), None) for m in modules]
+    with contextlib.ExitStack() as stack:
+        for module in modules:
+            stack.enter_context(modes_kept(module))
+        try:
+            yield
+        finally:
+            for module, device in zip(modules, devices, strict=True):
+                if device is not None:
+                    module.to(device)
