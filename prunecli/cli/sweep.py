@@ -76,11 +76,34 @@ def sweep_command(
         ),
     ] = None,
     scope: opt.Scope = "global",
+    calibration: Annotated[
+        str | None,
+        typer.Option(
+            "--calibration",
+            help="A transformers folder: the text wanda and sparsegpt calibrate on "
+            "(default: --data).",
+            show_default=False,
+            rich_help_panel=opt.DATA,
+        ),
+    ] = None,
+    samples: opt.Samples = None,
+    seq_len: Annotated[
+        int | None,
+        typer.Option(
+            "--seq-len",
+            help="A transformers folder: tokens per calibration and evaluation window "
+            "(default min(2048, the model's positions)).",
+            show_default=False,
+            rich_help_panel=opt.DATA,
+        ),
+    ] = None,
+    device: opt.Device = "cpu",
     lr: to.Lr = to.DEFAULT_LR,
     optimizer: to.Optimizer = to.DEFAULT_OPTIMIZER,
     batch_size: opt.BatchSize = None,
     arch: opt.Arch = None,
     arch_kwargs: opt.ArchKwargs = None,
+    trust_remote_code: opt.TrustRemoteCode = False,
     include: opt.Include = None,
     exclude: opt.Exclude = None,
     input_shape: opt.InputShape = None,
@@ -104,9 +127,9 @@ def sweep_command(
 
       prunecli sweep init.safetensors --methods synflow,random --sparsities 0.9,0.99 --data mnist1d --jobs 4
     """
+    from prunecli.cli.prune_calibrated import refuse_flags
     from prunecli.errors import BadInput
-    from prunecli.evaluation.plots import check_plot_path, require_matplotlib
-    from prunecli.io.paths import Target, check_outputs
+    from prunecli.jobs.session import check_device
     from prunecli.jobs.sweep import (
         SweepRequest,
         check_scope,
@@ -115,14 +138,55 @@ def sweep_command(
         parse_seeds,
         parse_sparsities,
         run_sweep,
-        write_document,
     )
-    from prunecli.jobs.validate import read_paths
+    from prunecli.jobs.sweep_lm import (
+        LMSweepRequest,
+        check_lm_sweep,
+        is_language_model_folder,
+        run_lm_sweep,
+    )
 
     criteria = parse_methods(methods)
-    check_scope(criteria, scope)
     levels = parse_sparsities(sparsities)
     seed_list = parse_seeds(seeds)
+    if is_language_model_folder(model):
+        refuse_flags(
+            {"--retrain-steps": retrain_steps, "--jobs": jobs > 1, "--arch": arch,
+             "--arch-kwargs": arch_kwargs, "--input-shape": input_shape},
+            f"{model} is a transformers folder, pruned and measured by perplexity one run at "
+            "a time",
+        )  # fmt: skip
+        if data is None:
+            raise BadInput("sweep measures perplexity on text: pass --data", "e.g. heldout.txt")
+        request = LMSweepRequest(
+            model=model,
+            methods=tuple(criteria),
+            sparsities=levels,
+            seeds=seed_list,
+            data=data,
+            calibration=calibration,
+            samples=samples,
+            seq_len=seq_len,
+            batch_size=batch_size,
+            scope=scope,
+            include=tuple(include or ()),
+            exclude=tuple(exclude or ()),
+            device=check_device(device),
+            trust_remote_code=trust_remote_code,
+        )
+        _outputs(model, (data, calibration), output, plot, force)
+        check_lm_sweep(request, criteria)
+        out = Output(json_mode, quiet, data_to_stderr=output == "-")
+        with out.progress("sweep", len(criteria) * len(levels) * len(seed_list)) as tick:
+            document = run_lm_sweep(request, criteria, tick)
+        _finish(out, document, output, plot)
+        return
+    refuse_flags(
+        {"--calibration": calibration, "--samples": samples, "--seq-len": seq_len,
+         "--device": device != "cpu"},
+        f"{model} is a classifier, swept on the CPU by accuracy",
+    )  # fmt: skip
+    check_scope(criteria, scope)
     if data is None:
         raise BadInput("sweep evaluates on labelled data: pass --data", "e.g. --data digits")
     retrain = None
@@ -142,13 +206,7 @@ def sweep_command(
                 "device": "cpu",
             },
         ).settings()
-    if plot is not None:
-        check_plot_path(plot)
-        require_matplotlib()
-    targets = [Target(output)] if output else []
-    if plot is not None:
-        targets.append(Target(plot, "--plot"))
-    check_outputs(read_paths(model, data), targets, force)
+    _outputs(model, (data,), output, plot, force)
     request = SweepRequest(
         model=model,
         methods=tuple(criteria),
@@ -162,33 +220,64 @@ def sweep_command(
         include=tuple(include or ()),
         exclude=tuple(exclude or ()),
         input_shape=input_shape,
+        trust_remote_code=trust_remote_code,
         jobs=jobs,
     )
     out = Output(json_mode, quiet, data_to_stderr=output == "-")
     opened = open_sweep(request)
     with out.progress("sweep", len(criteria) * len(levels) * len(seed_list)) as tick:
         document = run_sweep(request, opened, tick)
+    _finish(out, document, output, plot)
+
+
+def _outputs(
+    model: str, reads: tuple[str | None, ...], output: str | None, plot: str | None, force: bool
+) -> None:
+    """Refuse, before any work, a plot that cannot be drawn and outputs that could lose data."""
+    from prunecli.evaluation.plots import check_plot_path, require_matplotlib
+    from prunecli.io.paths import Target, check_outputs
+    from prunecli.jobs.validate import read_paths
+
+    if plot is not None:
+        check_plot_path(plot)
+        require_matplotlib()
+    targets = [Target(output)] if output else []
+    if plot is not None:
+        targets.append(Target(plot, "--plot"))
+    data, *more = reads
+    extra = {"calibration": more[0]} if more and more[0] else {}
+    check_outputs(read_paths(model, data, **extra), targets, force)
+
+
+def _finish(out: Output, document: dict[str, Any], output: str | None, plot: str | None) -> None:
+    """Write the document and the plot, then show the table (or the JSON)."""
+    from prunecli.jobs.sweep import write_document
+
     if output is not None:
         write_document(document, output)
     if plot is not None:
         from prunecli.evaluation.plots import sparsity_curve
         from prunecli.evaluation.sweep import series
 
-        sparsity_curve(series(document["summary"]), plot, metric="test accuracy")
+        label = "perplexity" if document["metric"] == "perplexity" else "test accuracy"
+        sparsity_curve(series(document["summary"]), plot, metric=label)
     out.document(document, lambda console: render_sweep(console, document))
 
 
 def render_sweep(console: Console, document: dict[str, Any]) -> None:
-    """Rows: methods; columns: sparsities; cells: accuracy mean ± std over the seeds."""
+    """Rows: methods; columns: sparsities; cells: the metric's mean ± std over the seeds
+    (accuracy in %, perplexity as it is)."""
     settings = document["settings"]
     seeds = len(settings["seeds"])
     steps = settings["retrain_steps"]
-    dense = document["dense"]["accuracy"]
+    accuracy = document["metric"] == "accuracy"
+    dense = document["dense"][document["metric"]]
+    what = "test accuracy (%)" if accuracy else "perplexity"
+    retrained = f"after {steps} retraining steps" if steps else "no retraining"
     console.print(
-        f"{document['model']} on {document['data']}: test accuracy (%), "
-        f"mean ± std over {seeds} seed{'s' if seeds != 1 else ''}, "
-        + (f"after {steps} retraining steps" if steps else "no retraining")
-        + f" (dense: {dense:.2%})",
+        f"{document['model']} on {document['data']}: {what}, mean ± std over {seeds} "
+        f"seed{'s' if seeds != 1 else ''}, {retrained} "
+        f"(dense: {f'{dense:.2%}' if accuracy else f'{dense:.4g}'})",
         markup=False,
         highlight=False,
     )
@@ -202,8 +291,12 @@ def render_sweep(console: Console, document: dict[str, Any]) -> None:
         row = [method]
         for sparsity in settings["sparsities"]:
             found = cells.get((method, sparsity))
-            row.append(
-                "" if found is None else f"{found['mean'] * 100:.1f} ± {found['std'] * 100:.1f}"
-            )
+            row.append("" if found is None else _cell(found, accuracy))
         table.add_row(*row)
     console.print(table)
+
+
+def _cell(found: dict[str, Any], accuracy: bool) -> str:
+    if accuracy:
+        return f"{found['mean'] * 100:.1f} ± {found['std'] * 100:.1f}"
+    return f"{found['mean']:.4g} ± {found['std']:.2g}"

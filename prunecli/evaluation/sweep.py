@@ -138,15 +138,18 @@ def run_task(
 
 
 def summarize(
-    runs: Sequence[dict[str, Any]], methods: Sequence[str], sparsities: Sequence[float]
+    runs: Sequence[dict[str, Any]],
+    methods: Sequence[str],
+    sparsities: Sequence[float],
+    metric: str = METRIC,
 ) -> list[dict[str, Any]]:
     """Per (method, sparsity), in the order asked: mean, population std, min and max of the
-    accuracy over the seeds."""
+    ``metric`` (accuracy; perplexity for a language model) over the seeds."""
     rows = []
     for method in methods:
         for sparsity in sparsities:
             values = [
-                run[METRIC]
+                run[metric]
                 for run in runs
                 if run["method"] == method and run["sparsity"] == sparsity
             ]

@@ -154,7 +154,7 @@ def measure_quality(
     if metric == "accuracy":
         data = _labelled(model, request)
         return classifier_quality(module, data, request.batch_size, request.device)
-    windows = _windows(model, request)
+    windows = token_windows(model, request)
     return [perplexity(module, windows, request.data_name, request.batch_size, request.device)]
 
 
@@ -175,7 +175,7 @@ def _labelled(model: LoadedModel, request: EvalRequest) -> Any:
     return dataset
 
 
-def _windows(model: LoadedModel, request: EvalRequest) -> torch.Tensor:
+def token_windows(model: LoadedModel, request: EvalRequest) -> torch.Tensor:
     """Non-overlapping windows of ``--seq-len`` tokens of the ``--data`` text or ids."""
     from prunecli.calibration.data import (
         TEXT_SUFFIXES,
@@ -234,7 +234,7 @@ def _similarity(
         inputs = eval_split(dataset)[0]
         batch = request.batch_size or DEFAULT_BATCH_SIZE
     else:
-        inputs = _windows(model, request)
+        inputs = token_windows(model, request)
         batch = request.batch_size or DEFAULT_LM_BATCH
     cosine, agreement = similarity(
         model.module, reference.module, inputs, module_outputs(kind), batch, request.device

@@ -100,26 +100,28 @@ def parse_methods(text: str) -> dict[str, type[Criterion]]:
                 f"--methods {name} trains the model; sweep compares per-weight criteria",
                 f"use `prunecli prune --method {name} --data ... --steps N` for it",
             )
-        if "calibration" in criterion.needs:
-            raise Unsupported(
-                f"--methods {name} prunes a Hugging Face folder block by block; sweep "
-                "evaluates classifiers",
-                f"use `prunecli prune ./folder/ --method {name} --data corpus.txt`",
-            )
         criteria[name] = criterion
     return criteria
 
 
 def check_scope(criteria: dict[str, type[Criterion]], scope: str) -> None:
-    """``--scope`` as `prune` checks it, for every method."""
+    """The methods and ``--scope`` of a classifier's sweep, as `prune` checks them."""
     from prunecli.jobs.settings import PruneSettings
     from prunecli.jobs.validate import check_grouped
     from prunecli.pruning.allocation import SCOPES
 
+    for name, criterion in criteria.items():
+        if "calibration" in criterion.needs:
+            raise Unsupported(
+                f"--methods {name} prunes a Hugging Face folder block by block; this sweep "
+                "is of a classifier",
+                "sweep a causal language model's folder with it: prunecli sweep ./folder/ "
+                f"--methods magnitude,{name} --data heldout.txt",
+            )
     if scope == "owl":
         raise BadInput(
             "--scope owl allocates by the outliers of calibration activations, for wanda and "
-            "sparsegpt on a Hugging Face folder, which sweep does not run",
+            "sparsegpt on a Hugging Face folder; this sweep is of a classifier",
             f"choose one of: {', '.join(SCOPES)}",
         )
     if scope not in SCOPES:
