@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 import prunecli
 from prunecli.errors import BadInput, Unsupported
-from tests.conftest import report_of, write_llama, write_method_inputs
+from tests.conftest import report_of, write_calibrated_llama, write_llama, write_method_inputs
 from tests.test_api import module_of, weights
 
 
@@ -34,6 +34,11 @@ def arrays(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
 def logits(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():  # the MLP has neither dropout nor batch norm: train mode is eval mode
         return module(x)
+
+
+def without_times(document: dict) -> dict:
+    runs = [{k: v for k, v in run.items() if k != "seconds"} for run in document["runs"]]
+    return {**document, "runs": runs, "seconds": None}
 
 
 def test_a_module_is_evaluated_as_torch_computes_it_and_left_as_it_was(inputs: Path) -> None:
@@ -132,17 +137,30 @@ def test_a_sweep_of_a_path_is_the_cli_sweep_and_writes_its_files(cli, inputs: Pa
         "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
-    theirs = json.loads(result.stdout)
-
-    def without_times(document: dict) -> dict:
-        runs = [{k: v for k, v in run.items() if k != "seconds"} for run in document["runs"]]
-        return {**document, "runs": runs, "seconds": None}
-
-    assert without_times(doc) == without_times(theirs)
+    assert without_times(doc) == without_times(json.loads(result.stdout))
     assert json.loads(Path("s.json").read_text())["runs"] == doc["runs"]
     assert Path("s.svg").read_bytes().lstrip().startswith(b"<?xml")
     with pytest.raises(BadInput, match="already exists"):
         prunecli.sweep("init.safetensors", "magnitude", [0.5], "data.npz", output="s.json")
+
+
+def test_a_causal_lm_folder_is_swept_as_the_cli_sweeps_it(cli, workdir: Path) -> None:
+    write_calibrated_llama(workdir)
+    (workdir / "corpus.txt").write_text((workdir / "corpus.txt").read_text()[:2000])
+    windows = {"samples": 4, "seq_len": 16}
+    doc = prunecli.sweep("llama", "magnitude,wanda", [0.6], "corpus.txt", seeds=(3,), **windows)
+    result = cli(
+        "sweep", "llama", "--methods", "magnitude,wanda", "--sparsities", "0.6", "--seeds", "3",
+        "--data", "corpus.txt", "--samples", "4", "--seq-len", "16", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert without_times(doc) == without_times(json.loads(result.stdout))
+    assert doc["metric"] == "perplexity" and len(doc["runs"]) == 2
+    with pytest.raises(BadInput, match="retrain_steps= does not apply"):
+        prunecli.sweep("llama", "magnitude", [0.5], "corpus.txt", retrain_steps=5)
+    with pytest.raises(BadInput, match="seq_len= does not apply"):
+        prunecli.sweep(module_of(write_method_inputs(workdir) / "init.safetensors"),
+                       "magnitude", [0.5], "data.npz", seq_len=16)  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -108,6 +108,11 @@ def sweep(
     input_shape: Sequence[int] | str | None = None,
     arch: str | None = None,
     arch_kwargs: str | None = None,
+    calibration: str | os.PathLike | None = None,
+    samples: int | None = None,
+    seq_len: int | None = None,
+    device: str = "cpu",
+    trust_remote_code: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """`prunecli sweep`: ``model`` pruned with each method to each sparsity (once per seed),
@@ -115,33 +120,109 @@ def sweep(
     ``data``'s test split; the ``prunecli.sweep/1`` document (every run, the summary over
     seeds). ``output`` also writes it as JSON, ``plot`` draws it (.png, .svg, .pdf). ``jobs`` > 1
     runs in processes that load ``model`` themselves, so it takes a path; the model itself is
-    never changed. Runs on the CPU."""
-    from prunecli.evaluation.plots import check_plot_path, require_matplotlib, sparsity_curve
-    from prunecli.evaluation.sweep import series
-    from prunecli.io.paths import Target, check_outputs
+    never changed. A classifier's sweep runs on the CPU.
+
+    A causal LM's folder (a path) is swept by perplexity on the text ``data``, each run as
+    `prunecli prune` writes it (wanda and sparsegpt calibrated on ``calibration``, default
+    ``data``, with ``samples`` windows of ``seq_len`` tokens), on ``device``."""
+    from prunecli.jobs.session import check_device
     from prunecli.jobs.sweep import (
-        SweepRequest,
-        check_scope,
-        open_sweep,
+        check_sweep_outputs,
         parse_methods,
         parse_seeds,
         parse_sparsities,
+        write_sweep,
+    )
+    from prunecli.jobs.sweep_lm import (
+        LMSweepRequest,
+        check_lm_sweep,
+        is_language_model_folder,
+        run_lm_sweep,
+    )
+    from prunecli.jobs.validate import read_paths
+
+    criteria = parse_methods(_listed(methods))
+    levels, seed_list = parse_sparsities(_listed(sparsities)), parse_seeds(_listed(seeds))
+    output = None if output is None else no_stdout(output)
+    plot = None if plot is None else os.fspath(plot)
+    include, exclude = patterns(include, exclude)
+    if is_path(model) and is_language_model_folder(os.fspath(model)):
+        _refuse_given(
+            {"retrain_steps": retrain_steps, "jobs": jobs != 1, "arch": arch,
+             "arch_kwargs": arch_kwargs, "input_shape": input_shape},
+            f"{os.fspath(model)} is a transformers folder, pruned and measured by perplexity "
+            "one run at a time",
+        )  # fmt: skip
+        if not isinstance(data, str | os.PathLike):
+            raise BadInput("a causal LM is swept on text: data= takes the path of a .txt or .jsonl")
+        request = LMSweepRequest(
+            model=os.fspath(model),
+            methods=tuple(criteria),
+            sparsities=levels,
+            seeds=seed_list,
+            data=os.fspath(data),
+            calibration=None if calibration is None else os.fspath(calibration),
+            samples=samples,
+            seq_len=seq_len,
+            batch_size=_positive("batch_size", batch_size),
+            scope=scope,
+            include=include,
+            exclude=exclude,
+            device=check_device(device),
+            trust_remote_code=trust_remote_code,
+        )
+        reads = read_paths(request.model, request.data, calibration=request.calibration)
+        check_sweep_outputs(reads, output, plot, force)
+        check_lm_sweep(request, criteria)
+        document = run_lm_sweep(request, criteria, progress)
+    else:
+        _refuse_given(
+            {"calibration": calibration, "samples": samples, "seq_len": seq_len,
+             "device": device != "cpu"},
+            "this sweep is of a classifier, by accuracy on the CPU",
+        )  # fmt: skip
+        retrain = (retrain_steps, lr, optimizer, _positive("batch_size", batch_size))
+        checked = (output, plot, force)
+        document = _sweep_classifier(
+            model, criteria, levels, seed_list, data, retrain, scope, jobs, checked,
+            (include, exclude, input_shape, arch, arch_kwargs), progress,
+        )  # fmt: skip
+    write_sweep(document, output, plot)
+    return document
+
+
+def _sweep_classifier(
+    model: ModelLike,
+    criteria: dict[str, Any],
+    levels: tuple[float, ...],
+    seed_list: tuple[int, ...],
+    data: DataLike,
+    retraining: tuple[int, float, str, int | None],
+    scope: str,
+    jobs: int,
+    outputs: tuple[str | None, str | None, bool],
+    selection: tuple[Any, ...],
+    progress: Callable[[int, int], None] | None,
+) -> dict[str, Any]:
+    """The runs of a classifier's sweep (the document), everything checked before the first."""
+    from prunecli.jobs.sweep import (
+        SweepRequest,
+        check_scope,
+        check_sweep_outputs,
+        open_sweep,
         run_sweep,
-        write_document,
     )
     from prunecli.jobs.validate import read_paths
     from prunecli.training.settings import TrainSettings
 
-    criteria = parse_methods(_listed(methods))
     check_scope(criteria, scope)
-    levels, seed_list = parse_sparsities(_listed(sparsities)), parse_seeds(_listed(seeds))
     dataset = data_arg(data)
     if dataset is None:
         raise BadInput("sweep evaluates on labelled data: pass data=", "e.g. data='digits'")
+    steps, lr, optimizer, batch = retraining
     retrain = None
-    if retrain_steps:
-        batch = _positive("batch_size", batch_size) or 100
-        retrain = TrainSettings(steps=retrain_steps, batch_size=batch, lr=lr, optimizer=optimizer)
+    if steps:
+        retrain = TrainSettings(steps=steps, batch_size=batch or 100, lr=lr, optimizer=optimizer)
         retrain.check()
     if not isinstance(jobs, int) or jobs < 1:
         raise BadInput(f"jobs= must be a whole number of processes, 1 or more (got {jobs!r})")
@@ -151,14 +232,9 @@ def sweep(
             f"{type(model).__name__}",
             "pass the model's path, or jobs=1",
         )
-    targets = [Target(no_stdout(output))] if output is not None else []
-    if plot is not None:
-        check_plot_path(os.fspath(plot))
-        require_matplotlib()
-        targets.append(Target(os.fspath(plot), "--plot"))
     source = os.fspath(model) if is_path(model) else None
-    check_outputs(read_paths(source, dataset), targets, force)
-    include, exclude = patterns(include, exclude)
+    check_sweep_outputs(read_paths(source, dataset), *outputs)
+    include, exclude, input_shape, arch, arch_kwargs = selection
     loaded = open_model_like(model, True, arch, arch_kwargs, include, exclude, False)
     _on_the_cpu(loaded[0])
     request = SweepRequest(
@@ -177,12 +253,14 @@ def sweep(
         jobs=jobs,
     )
     with modes_kept(loaded[0].module):
-        document = run_sweep(request, open_sweep(request, criteria, loaded), progress)
-    if output is not None:
-        write_document(document, os.fspath(output))
-    if plot is not None:
-        sparsity_curve(series(document["summary"]), os.fspath(plot), metric="test accuracy")
-    return document
+        return run_sweep(request, open_sweep(request, criteria, loaded), progress)
+
+
+def _refuse_given(values: dict[str, Any], why: str) -> None:
+    """BadInput naming the first keyword of ``values`` given (not None, 0 or False)."""
+    for name, value in values.items():
+        if value not in (None, 0, False):
+            raise BadInput(f"{why}; {name}= does not apply", f"drop {name}=")
 
 
 def _listed(value: Sequence[Any] | str) -> str:

@@ -133,6 +133,7 @@ def sweep_command(
     from prunecli.jobs.sweep import (
         SweepRequest,
         check_scope,
+        check_sweep_outputs,
         open_sweep,
         parse_methods,
         parse_seeds,
@@ -145,6 +146,7 @@ def sweep_command(
         is_language_model_folder,
         run_lm_sweep,
     )
+    from prunecli.jobs.validate import read_paths
 
     criteria = parse_methods(methods)
     levels = parse_sparsities(sparsities)
@@ -174,7 +176,8 @@ def sweep_command(
             device=check_device(device),
             trust_remote_code=trust_remote_code,
         )
-        _outputs(model, (data, calibration), output, plot, force)
+        reads = read_paths(model, data, calibration=calibration)
+        check_sweep_outputs(reads, output, plot, force)
         check_lm_sweep(request, criteria)
         out = Output(json_mode, quiet, data_to_stderr=output == "-")
         with out.progress("sweep", len(criteria) * len(levels) * len(seed_list)) as tick:
@@ -206,7 +209,7 @@ def sweep_command(
                 "device": "cpu",
             },
         ).settings()
-    _outputs(model, (data,), output, plot, force)
+    check_sweep_outputs(read_paths(model, data), output, plot, force)
     request = SweepRequest(
         model=model,
         methods=tuple(criteria),
@@ -230,37 +233,11 @@ def sweep_command(
     _finish(out, document, output, plot)
 
 
-def _outputs(
-    model: str, reads: tuple[str | None, ...], output: str | None, plot: str | None, force: bool
-) -> None:
-    """Refuse, before any work, a plot that cannot be drawn and outputs that could lose data."""
-    from prunecli.evaluation.plots import check_plot_path, require_matplotlib
-    from prunecli.io.paths import Target, check_outputs
-    from prunecli.jobs.validate import read_paths
-
-    if plot is not None:
-        check_plot_path(plot)
-        require_matplotlib()
-    targets = [Target(output)] if output else []
-    if plot is not None:
-        targets.append(Target(plot, "--plot"))
-    data, *more = reads
-    extra = {"calibration": more[0]} if more and more[0] else {}
-    check_outputs(read_paths(model, data, **extra), targets, force)
-
-
 def _finish(out: Output, document: dict[str, Any], output: str | None, plot: str | None) -> None:
     """Write the document and the plot, then show the table (or the JSON)."""
-    from prunecli.jobs.sweep import write_document
+    from prunecli.jobs.sweep import write_sweep
 
-    if output is not None:
-        write_document(document, output)
-    if plot is not None:
-        from prunecli.evaluation.plots import sparsity_curve
-        from prunecli.evaluation.sweep import series
-
-        label = "perplexity" if document["metric"] == "perplexity" else "test accuracy"
-        sparsity_curve(series(document["summary"]), plot, metric=label)
+    write_sweep(document, output, plot)
     out.document(document, lambda console: render_sweep(console, document))
 
 

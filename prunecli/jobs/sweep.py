@@ -241,12 +241,36 @@ def _settings(request: SweepRequest, opened: Opened) -> dict[str, Any]:
     }
 
 
-def write_document(document: dict[str, Any], output: str) -> None:
-    """The document as JSON, written atomically (``-`` is stdout)."""
+def check_sweep_outputs(
+    reads: list[tuple[str, str | None]], output: str | None, plot: str | None, force: bool
+) -> None:
+    """Refuse, before any work, a plot that cannot be drawn and outputs that would overwrite
+    what the sweep reads or, without ``force``, what exists."""
+    from prunecli.evaluation.plots import check_plot_path, require_matplotlib
+    from prunecli.io.paths import Target, check_outputs
+
+    targets = [Target(output)] if output is not None else []
+    if plot is not None:
+        check_plot_path(plot)
+        require_matplotlib()
+        targets.append(Target(plot, "--plot"))
+    check_outputs(reads, targets, force)
+
+
+def write_sweep(document: dict[str, Any], output: str | None, plot: str | None) -> None:
+    """The document as JSON (atomically; ``-`` is stdout) and its picture: the metric against
+    sparsity, one line per method."""
     from prunecli.io.atomic import atomic_output
 
-    with atomic_output(output) as stream:
-        stream.write((json.dumps(document, indent=2) + "\n").encode())
+    if output is not None:
+        with atomic_output(output) as stream:
+            stream.write((json.dumps(document, indent=2) + "\n").encode())
+    if plot is not None:
+        from prunecli.evaluation.plots import sparsity_curve
+        from prunecli.evaluation.sweep import series
+
+        label = "test accuracy" if document["metric"] == "accuracy" else document["metric"]
+        sparsity_curve(series(document["summary"]), plot, metric=label)
 
 
 # --- parallel runs -----------------------------------------------------------------------
