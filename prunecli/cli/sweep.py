@@ -121,11 +121,17 @@ def sweep_command(
     same arguments. The table shows the test accuracy, mean ± std over the seeds; -o writes
     every run as JSON (prunecli.sweep/1).
 
+    MODEL a causal LM's Hugging Face folder: magnitude, random, wanda and sparsegpt compared
+    by perplexity on the text --data, each run as `prunecli prune` writes it (wanda and
+    sparsegpt calibrated on --calibration, default --data) and `prunecli eval` measures it.
+
     Examples:
 
       prunecli sweep model.safetensors --methods magnitude,random,snip,synflow --sparsities 0.5,0.8,0.9,0.95,0.98 --data digits --retrain-steps 500 --seeds 0,1 -o sweep.json --plot sweep.png
 
       prunecli sweep init.safetensors --methods synflow,random --sparsities 0.9,0.99 --data mnist1d --jobs 4
+
+      prunecli sweep ./llama/ --methods magnitude,wanda,sparsegpt --sparsities 0.5,0.7 --data heldout.txt --calibration train.txt
     """
     from prunecli.cli.prune_calibrated import refuse_flags
     from prunecli.errors import BadInput
