@@ -260,7 +260,7 @@ def render_sweep(console: Console, document: dict[str, Any]) -> None:
     console.print(
         f"{document['model']} on {document['data']}: {what}, mean ± std over {seeds} "
         f"seed{'s' if seeds != 1 else ''}, {retrained} "
-        f"(dense: {f'{dense:.2%}' if accuracy else f'{dense:.4g}'})",
+        f"(dense: {f'{dense:.2%}' if accuracy else f'{dense:.2f}'})",
         markup=False,
         highlight=False,
     )
@@ -282,4 +282,4 @@ def render_sweep(console: Console, document: dict[str, Any]) -> None:
 def _cell(found: dict[str, Any], accuracy: bool) -> str:
     if accuracy:
         return f"{found['mean'] * 100:.1f} ± {found['std'] * 100:.1f}"
-    return f"{found['mean']:.4g} ± {found['std']:.2g}"
+    return f"{found['mean']:.2f} ± {found['std']:.2f}"

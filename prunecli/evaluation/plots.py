@@ -52,10 +52,12 @@ def sparsity_curve(
     metric: str = "test accuracy",
     title: str | None = None,
     percent: bool | None = None,
+    dense: float | None = None,
 ) -> None:
     """Draw ``metric`` against sparsity, one line per method with its spread, and write it to
     ``path`` (format by suffix, written atomically). ``percent``: the metric is a fraction
-    shown as a percentage (default: when ``metric`` names an accuracy)."""
+    shown as a percentage (default: when ``metric`` names an accuracy); ``dense``: the unpruned
+    model's figure, a dashed horizontal line."""
     from prunecli.io.atomic import atomic_output
 
     fmt = check_plot_path(path)
@@ -63,7 +65,7 @@ def sparsity_curve(
         for point in points:
             _check_sparsity(point[0], method)
     data = render_sparsity_curve(
-        series, fmt, metric, title or f"{metric} against sparsity", percent
+        series, fmt, metric, title or f"{metric} against sparsity", percent, dense=dense
     )
     with atomic_output(str(path)) as stream:
         stream.write(data)
@@ -76,9 +78,10 @@ def render_sparsity_curve(
     title: str = "test accuracy against sparsity",
     percent: bool | None = None,
     annotate: bool = False,
+    dense: float | None = None,
 ) -> bytes:
     """The bytes of :func:`sparsity_curve`'s picture in ``fmt``; ``annotate`` writes each
-    point's value beside it."""
+    point's value beside it; ``dense`` draws the unpruned model's figure as a dashed line."""
     require_matplotlib()
     from matplotlib import rc_context
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -108,6 +111,9 @@ def render_sparsity_curve(
                     text = f"{y:.1%}" if percent else f"{y:.4g}"
                     axes.annotate(text, (x, y), textcoords="offset points", xytext=(0, 6),
                                   ha="center", fontsize=8)  # fmt: skip
+        if dense is not None and math.isfinite(dense):
+            line = axes.axhline(dense, color="0.4", linestyle="--", linewidth=1, label="dense")
+            line.set_gid("dense")
         if densities:
             low, high = min(densities), max(densities)
             if low == high:
@@ -128,7 +134,7 @@ def render_sparsity_curve(
         axes.set_title(title)
         axes.grid(True, alpha=0.3)
         axes.margins(y=0.12)  # room for the annotations
-        if sum(1 for points in series.values() if points) > 1:
+        if sum(1 for points in series.values() if points) > 1 or dense is not None:
             axes.legend(title="method")
         buffer = io.BytesIO()
         figure.savefig(buffer, format=fmt, metadata=_metadata(fmt))

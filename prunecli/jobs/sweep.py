@@ -269,8 +269,10 @@ def write_sweep(document: dict[str, Any], output: str | None, plot: str | None) 
         from prunecli.evaluation.plots import sparsity_curve
         from prunecli.evaluation.sweep import series
 
-        label = "test accuracy" if document["metric"] == "accuracy" else document["metric"]
-        sparsity_curve(series(document["summary"]), plot, metric=label)
+        metric = document["metric"]
+        label = "test accuracy" if metric == "accuracy" else metric
+        dense = document["dense"][metric]
+        sparsity_curve(series(document["summary"]), plot, metric=label, dense=dense)
 
 
 # --- parallel runs -----------------------------------------------------------------------

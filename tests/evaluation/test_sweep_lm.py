@@ -53,6 +53,7 @@ def test_a_run_equals_prune_and_eval_run_apart(cli, llama: Path) -> None:
     groups = line_groups(Path("s.svg").read_bytes())
     assert set(groups) == {"method-magnitude", "method-wanda"}
     assert all(len(vertices(group)) == 2 for group in groups.values())
+    assert b'id="dense"' in Path("s.svg").read_bytes()  # the dense model's dashed line
     assert not list(Path(".").glob("**/prunecli-sweep-*"))  # no run folder left behind
 
 
