@@ -288,6 +288,7 @@ BatchSize = Annotated[
     int | None,
     typer.Option(
         "--batch-size",
+        min=1,
         max=MAX_BATCH_SIZE,
         help="Examples per batch (default 128 for scoring, 100 for training).",
         show_default=False,

@@ -79,7 +79,13 @@ def check_lm_sweep(request: LMSweepRequest, criteria: dict[str, type[Criterion]]
             "drop --calibration",
         )
     if calibrated:
-        check_data(request.calibration_text, folder)
+        try:
+            check_data(request.calibration_text, folder)
+        except BadInput as error:  # its messages name --data, the option it checks in prune
+            if request.calibration is None:
+                raise
+            message = error.message.replace("--data", "--calibration", 1)
+            raise BadInput(message, error.hint) from None
     for name in criteria:  # each method's plan, checked once (the sparsity changes nothing)
         settings = prune_settings(
             name, False, request.sparsities[0], request.scope, "exponential", None, 0

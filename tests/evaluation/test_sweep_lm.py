@@ -68,6 +68,8 @@ def test_a_run_equals_prune_and_eval_run_apart(cli, llama: Path) -> None:
         (("--methods", "magnitude", "--scope", "owl"), 2, "does not take it"),
         (("--methods", "wanda", "--calibration", "nothing.txt"), 2, "nothing.txt"),
         (("--methods", "magnitude", "-o", "corpus.txt"), 2, "input"),
+        (("--methods", "sparsegpt", "--calibration", "-"), 2, "--calibration - : calibration"),
+        (("--methods", "magnitude", "--batch-size", "0"), 2, "--batch-size"),
     ],
 )
 def test_bad_input_is_refused_before_any_work(cli, llama: Path, args, code, fragment) -> None:  # noqa: ANN001
