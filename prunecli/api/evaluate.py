@@ -174,7 +174,8 @@ def sweep(
         reads = read_paths(request.model, request.data, calibration=request.calibration)
         check_sweep_outputs(reads, output, plot, force)
         check_lm_sweep(request, criteria)
-        document = run_lm_sweep(request, criteria, progress)
+        runs = None if progress is None else (lambda done, total, info=None: progress(done, total))
+        document = run_lm_sweep(request, criteria, runs)
     else:
         _refuse_given(
             {"calibration": calibration, "samples": samples, "seq_len": seq_len,

@@ -132,10 +132,11 @@ def _calibration_options(request: LMSweepRequest) -> dict[str, Any]:
 def run_lm_sweep(
     request: LMSweepRequest,
     criteria: dict[str, type[Criterion]],
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[..., None] | None = None,
 ) -> dict[str, Any]:
     """Every run, in the order asked, with the dense figure and the summary: the
-    ``prunecli.sweep/1`` document with ``metric: perplexity``."""
+    ``prunecli.sweep/1`` document with ``metric: perplexity``. ``progress(runs done, runs,
+    info)``: ``info["label"]`` names the run, and the block a calibrated one is at."""
     from prunecli.evaluation.sweep import SCHEMA, summarize
 
     started = time.perf_counter()
@@ -150,7 +151,19 @@ def run_lm_sweep(
                 for seed in request.seeds:
                     run_started = time.perf_counter()
                     folder = str(Path(scratch) / f"run-{len(runs)}")
-                    report = _prune(request, criteria[method], method, sparsity, seed, folder)
+                    label = f"{method} {sparsity:g} (seed {seed})"
+                    if progress:
+                        progress(len(runs), total, {"label": label})
+
+                    def at_block(done: int, blocks: int, name: str, label: str = label) -> None:
+                        if progress:
+                            progress(
+                                len(runs), total, {"label": f"{label}: {name} {done}/{blocks}"}
+                            )
+
+                    report = _prune(
+                        request, criteria[method], method, sparsity, seed, folder, at_block
+                    )
                     value, _ = _perplexity(folder, request, windows)
                     shutil.rmtree(folder)
                     runs.append(
@@ -198,6 +211,7 @@ def _prune(
     sparsity: float,
     seed: int,
     output: str,
+    at_block: Callable[[int, int, str], None] | None = None,
 ) -> Any:
     """`prunecli prune MODEL --method METHOD --sparsity S --seed SEED -o OUTPUT`'s report."""
     from prunecli.jobs.validate import prune_settings
@@ -220,7 +234,8 @@ def _prune(
             request.calibration_text,
             output,
             request.device,
-            trust_remote_code=request.trust_remote_code,
+            at_block,
+            request.trust_remote_code,
         )
     from prunecli.jobs.prune import prune_to_file
     from prunecli.jobs.session import open_model
