@@ -125,14 +125,14 @@ def test_a_sweep_of_a_path_is_the_cli_sweep_and_writes_its_files(cli, inputs: Pa
     doc = prunecli.sweep(
         "init.safetensors",
         "magnitude",
-        "0.5,0.8",
+        ["0.5", "2:4"],
         "data.npz",
         output="s.json",
         plot="s.svg",
         **args,
     )
     result = cli(
-        "sweep", "init.safetensors", "--methods", "magnitude", "--sparsities", "0.5,0.8",
+        "sweep", "init.safetensors", "--methods", "magnitude", "--sparsities", "0.5,2:4",
         "--data", "data.npz", "--seeds", "2", "--retrain-steps", "3", "--batch-size", "16",
         "--json",
     )  # fmt: skip

@@ -142,7 +142,8 @@ def sweep(
     from prunecli.jobs.validate import read_paths
 
     criteria = parse_methods(_listed(methods))
-    levels, seed_list = parse_sparsities(_listed(sparsities)), parse_seeds(_listed(seeds))
+    levels, nm = parse_sparsities(_listed(sparsities))
+    seed_list = parse_seeds(_listed(seeds))
     output = None if output is None else no_stdout(output)
     plot = None if plot is None else os.fspath(plot)
     include, exclude = patterns(include, exclude)
@@ -159,6 +160,7 @@ def sweep(
             model=os.fspath(model),
             methods=tuple(criteria),
             sparsities=levels,
+            patterns=nm,
             seeds=seed_list,
             data=os.fspath(data),
             calibration=None if calibration is None else os.fspath(calibration),
@@ -185,7 +187,7 @@ def sweep(
         retrain = (retrain_steps, lr, optimizer, _positive("batch_size", batch_size))
         checked = (output, plot, force)
         document = _sweep_classifier(
-            model, criteria, levels, seed_list, data, retrain, scope, jobs, checked,
+            model, criteria, (levels, nm), seed_list, data, retrain, scope, jobs, checked,
             (include, exclude, input_shape, arch, arch_kwargs), progress,
         )  # fmt: skip
     write_sweep(document, output, plot)
@@ -195,7 +197,7 @@ def sweep(
 def _sweep_classifier(
     model: ModelLike,
     criteria: dict[str, Any],
-    levels: tuple[float, ...],
+    levels: tuple[tuple[float, ...], tuple[Any, ...]],
     seed_list: tuple[int, ...],
     data: DataLike,
     retraining: tuple[int, float, str, int | None],
@@ -241,7 +243,8 @@ def _sweep_classifier(
     request = SweepRequest(
         model=loaded[0].source,
         methods=tuple(criteria),
-        sparsities=levels,
+        sparsities=levels[0],
+        patterns=levels[1],
         seeds=seed_list,
         data=dataset,
         retrain=retrain,

@@ -31,7 +31,8 @@ def sweep_command(
         str,
         typer.Option(
             "--sparsities",
-            help="Comma-separated sparsities in [0, 1) (or percentages), e.g. 0.5,0.9,0.98.",
+            help="Comma-separated sparsities in [0, 1) (or percentages) and N:M patterns, "
+            "e.g. 0.5,0.9,0.98 or 0.5,0.7,2:4.",
             rich_help_panel=SWEEP,
         ),
     ],
@@ -155,8 +156,9 @@ def sweep_command(
     from prunecli.jobs.validate import read_paths
 
     criteria = parse_methods(methods)
-    levels = parse_sparsities(sparsities)
+    levels, patterns = parse_sparsities(sparsities)
     seed_list = parse_seeds(seeds)
+    runs = len(criteria) * (len(levels) + len(patterns)) * len(seed_list)
     if is_language_model_folder(model):
         refuse_flags(
             {"--retrain-steps": retrain_steps, "--jobs": jobs > 1, "--arch": arch,
@@ -170,6 +172,7 @@ def sweep_command(
             model=model,
             methods=tuple(criteria),
             sparsities=levels,
+            patterns=patterns,
             seeds=seed_list,
             data=data,
             calibration=calibration,
@@ -186,7 +189,7 @@ def sweep_command(
         check_sweep_outputs(reads, output, plot, force)
         check_lm_sweep(request, criteria)
         out = Output(json_mode, quiet, data_to_stderr=output == "-")
-        with out.progress("sweep", len(criteria) * len(levels) * len(seed_list)) as tick:
+        with out.progress("sweep", runs) as tick:
             document = run_lm_sweep(request, criteria, tick)
         _finish(out, document, output, plot)
         return
@@ -220,6 +223,7 @@ def sweep_command(
         model=model,
         methods=tuple(criteria),
         sparsities=levels,
+        patterns=patterns,
         seeds=seed_list,
         data=data,
         retrain=retrain,
@@ -234,7 +238,7 @@ def sweep_command(
     )
     out = Output(json_mode, quiet, data_to_stderr=output == "-")
     opened = open_sweep(request)
-    with out.progress("sweep", len(criteria) * len(levels) * len(seed_list)) as tick:
+    with out.progress("sweep", runs) as tick:
         document = run_sweep(request, opened, tick)
     _finish(out, document, output, plot)
 
@@ -267,13 +271,17 @@ def render_sweep(console: Console, document: dict[str, Any]) -> None:
     table = Table(show_edge=False)
     width = max(map(len, settings["methods"]))
     table.add_column("method", no_wrap=True, min_width=width)
-    for sparsity in settings["sparsities"]:
-        table.add_column(f"{sparsity:.4g}", justify="right")
-    cells = {(row["method"], row["sparsity"]): row for row in document["summary"]}
+    patterns = settings.get("patterns", [])
+    levels = [(s, None) for s in settings["sparsities"]] + [(0.0, p) for p in patterns]
+    for sparsity, pattern in levels:
+        table.add_column(pattern or f"{sparsity:.4g}", justify="right")
+    cells = {
+        (row["method"], row.get("pattern") or row["sparsity"]): row for row in document["summary"]
+    }
     for method in settings["methods"]:
         row = [method]
-        for sparsity in settings["sparsities"]:
-            found = cells.get((method, sparsity))
+        for sparsity, pattern in levels:
+            found = cells.get((method, pattern or sparsity))
             row.append("" if found is None else _cell(found, accuracy))
         table.add_row(*row)
     console.print(table)

@@ -22,6 +22,7 @@ from prunecli.evaluation.metrics import classifier_quality
 from prunecli.models.loaded import LoadedModel, copy_module
 from prunecli.pruning.criterion import Criterion, Inputs, ScoreContext
 from prunecli.pruning.loop import FixedScores, check_scores, prune_model
+from prunecli.structure.nm import Pattern
 from prunecli.training.loop import train
 from prunecli.training.settings import TrainingDiverged, TrainSettings
 
@@ -29,14 +30,33 @@ SCHEMA = "prunecli.sweep/1"
 METRIC = "accuracy"
 
 
+#: what a run prunes to: a sparsity, or an N:M pattern (``2:4``: its sparsity, within groups)
+Level = float | Pattern
+
+
+def level_parts(level: Level) -> tuple[float, Pattern | None]:
+    """(the sparsity, the pattern or None) of a level."""
+    return (level.sparsity, level) if isinstance(level, Pattern) else (level, None)
+
+
+def level_key(level: Level) -> tuple[float, str | None]:
+    """How runs and summary rows name a level: ``(0.5, None)``, ``(0.5, "2:4")``."""
+    sparsity, pattern = level_parts(level)
+    return sparsity, None if pattern is None else str(pattern)
+
+
+def run_key(run: Mapping[str, Any]) -> tuple[float, str | None]:
+    return run["sparsity"], run.get("pattern")
+
+
 @dataclass(frozen=True)
 class Task:
-    """One unit of work: ``method`` at ``seed`` for each of ``sparsities`` (one scoring for a
-    one-shot criterion, else one per sparsity)."""
+    """One unit of work: ``method`` at ``seed`` for each of ``sparsities`` (the levels: one
+    scoring for a one-shot criterion, else one per level)."""
 
     method: str
     seed: int
-    sparsities: tuple[float, ...]
+    sparsities: tuple[Level, ...]
 
 
 @dataclass(frozen=True)
@@ -54,7 +74,7 @@ def reuses_scores(criterion: type[Criterion]) -> bool:
 
 
 def plan_tasks(
-    criteria: Mapping[str, type[Criterion]], sparsities: Sequence[float], seeds: Sequence[int]
+    criteria: Mapping[str, type[Criterion]], sparsities: Sequence[Level], seeds: Sequence[int]
 ) -> list[Task]:
     """The tasks of a sweep, methods × seeds (× sparsities for the methods that cannot reuse)."""
     tasks = []
@@ -101,11 +121,19 @@ def run_task(
         scorer = FixedScores({name: scores[name].detach().clone() for name in names})
         scoring = time.perf_counter() - started
     runs = []
-    for sparsity in task.sparsities:
+    for level in task.sparsities:
         started = time.perf_counter()
         copy = fresh_copy(model)
+        sparsity, pattern = level_parts(level)
         result = prune_model(
-            copy, names, scorer, sparsity, settings.scope, seed=task.seed, inputs=inputs
+            copy,
+            names,
+            scorer,
+            sparsity,
+            settings.scope,
+            seed=task.seed,
+            inputs=inputs,
+            pattern=pattern,
         )
         steps, diverged = 0, False
         if settings.retrain is not None:
@@ -122,6 +150,7 @@ def run_task(
         run = {
             "method": task.method,
             "sparsity": sparsity,
+            "pattern": level_key(level)[1],
             "seed": task.seed,
             "achieved_sparsity": result.achieved_sparsity,
             "retrain_steps": steps,
@@ -140,25 +169,25 @@ def run_task(
 def summarize(
     runs: Sequence[dict[str, Any]],
     methods: Sequence[str],
-    sparsities: Sequence[float],
+    sparsities: Sequence[Level],
     metric: str = METRIC,
 ) -> list[dict[str, Any]]:
-    """Per (method, sparsity), in the order asked: mean, population std, min and max of the
+    """Per (method, level), in the order asked: mean, population std, min and max of the
     ``metric`` (accuracy; perplexity for a language model) over the seeds."""
     rows = []
     for method in methods:
-        for sparsity in sparsities:
+        for level in sparsities:
+            key = level_key(level)
             values = [
-                run[metric]
-                for run in runs
-                if run["method"] == method and run["sparsity"] == sparsity
+                run[metric] for run in runs if run["method"] == method and run_key(run) == key
             ]
             if not values:
                 continue
             rows.append(
                 {
                     "method": method,
-                    "sparsity": sparsity,
+                    "sparsity": key[0],
+                    "pattern": key[1],
                     "mean": statistics.fmean(values),
                     "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
                     "min": min(values),
@@ -172,23 +201,22 @@ def summarize(
 def order_runs(
     runs: Sequence[dict[str, Any]],
     methods: Sequence[str],
-    sparsities: Sequence[float],
+    sparsities: Sequence[Level],
     seeds: Sequence[int],
 ) -> list[dict[str, Any]]:
-    """Runs in the order asked (method, sparsity, seed), whatever order they finished in."""
-    rank = {
-        (m, s, seed): i
-        for i, (m, s, seed) in enumerate(
-            (m, s, seed) for m in methods for s in sparsities for seed in seeds
-        )
-    }
-    return sorted(runs, key=lambda run: rank[(run["method"], run["sparsity"], run["seed"])])
+    """Runs in the order asked (method, level, seed), whatever order they finished in."""
+    order = [(m, level_key(level), seed) for m in methods for level in sparsities for seed in seeds]
+    rank = {key: i for i, key in enumerate(order)}
+    return sorted(runs, key=lambda run: rank[(run["method"], run_key(run), run["seed"])])
 
 
 def series(summary: Sequence[dict[str, Any]]) -> dict[str, list[tuple[float, float, float, float]]]:
-    """The summary as plots.sparsity_curve's series: (sparsity, mean, min, max) per method."""
+    """The summary as plots.sparsity_curve's series: (sparsity, mean, min, max) per method; the
+    N:M patterns' rows are left out (a 2:4 run would sit on the 0.5 of an unstructured one)."""
     out: dict[str, list[tuple[float, float, float, float]]] = {}
     for row in summary:
+        if row.get("pattern"):
+            continue
         out.setdefault(row["method"], []).append(
             (row["sparsity"], row["mean"], row["min"], row["max"])
         )

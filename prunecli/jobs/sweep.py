@@ -21,6 +21,7 @@ from prunecli.errors import BadInput, Unsupported
 from prunecli.evaluation.sweep import (
     METRIC,
     SCHEMA,
+    Level,
     SweepSettings,
     Task,
     dense_quality,
@@ -33,6 +34,7 @@ from prunecli.evaluation.sweep import (
 from prunecli.models.loaded import LoadedModel
 from prunecli.pruning.criterion import Criterion, Inputs
 from prunecli.pruning.loop import parse_sparsity
+from prunecli.structure.nm import Pattern
 from prunecli.training.settings import TrainSettings
 
 
@@ -45,6 +47,7 @@ class SweepRequest:
     sparsities: tuple[float, ...]
     seeds: tuple[int, ...]
     data: str | Dataset  # what --data names, or (the Python API) the data itself
+    patterns: tuple[Pattern, ...] = ()  # N:M levels beside the sparsities
     retrain: TrainSettings | None = None
     scope: str = "global"
     eval_batch_size: int | None = None
@@ -56,6 +59,10 @@ class SweepRequest:
     trust_remote_code: bool = False
     jobs: int = 1
     options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def levels(self) -> tuple[Level, ...]:
+        return (*self.sparsities, *self.patterns)
 
 
 @dataclass
@@ -130,10 +137,36 @@ def check_scope(criteria: dict[str, type[Criterion]], scope: str) -> None:
         check_grouped(criterion, PruneSettings(0.5, scope))
 
 
-def parse_sparsities(text: str) -> tuple[float, ...]:
-    """``0.5,0.9,95%`` → ascending sparsities, each in [0, 1)."""
-    values = [parse_sparsity(item, "--sparsities") for item in _items(text, "--sparsities")]
-    return tuple(sorted(set(values)))
+def parse_sparsities(text: str) -> tuple[tuple[float, ...], tuple[Pattern, ...]]:
+    """``0.5,0.9,95%,2:4`` → (ascending sparsities, each in [0, 1); the N:M patterns, in the
+    order given)."""
+    from prunecli.structure.nm import parse_pattern
+
+    items = _items(text, "--sparsities")
+    patterns = tuple(dict.fromkeys(parse_pattern(item) for item in items if ":" in item))
+    values = [parse_sparsity(item, "--sparsities") for item in items if ":" not in item]
+    return tuple(sorted(set(values))), patterns
+
+
+def check_levels(
+    criteria: dict[str, type[Criterion]],
+    scope: str,
+    patterns: tuple[Pattern, ...],
+    shapes: dict[str, tuple[int, ...]] | None = None,
+) -> None:
+    """Each N:M pattern as `prune --pattern` checks it, for every method (and, given the
+    prunable ``shapes``, against every layer), before any run."""
+    from prunecli.jobs.validate import check_grouped, prune_settings
+    from prunecli.structure.nm import check_shapes
+
+    for pattern in patterns:
+        for name, criterion in criteria.items():
+            settings = prune_settings(
+                name, False, None, scope, "exponential", None, 0, str(pattern)
+            )
+            check_grouped(criterion, settings)
+        if shapes is not None:
+            check_shapes(shapes, pattern)
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -170,6 +203,8 @@ def open_sweep(
         trust_remote_code=request.trust_remote_code,
     )
     module = model.require_graph("sweep")
+    shapes = {name: tuple(model.tensors[name].shape) for name in names}
+    check_levels(criteria, request.scope, request.patterns, shapes)
     if model.hf_config is not None:
         raise Unsupported(
             "sweep evaluates classifiers (accuracy on labelled data); this is a transformers model",
@@ -194,8 +229,8 @@ def run_sweep(
     """Every run of the sweep, in order, with its summary: the ``prunecli.sweep/1`` document."""
     started = time.perf_counter()
     settings = SweepSettings(request.scope, request.retrain, request.eval_batch_size)
-    tasks = plan_tasks(opened.criteria, request.sparsities, request.seeds)
-    total = len(request.methods) * len(request.sparsities) * len(request.seeds)
+    tasks = plan_tasks(opened.criteria, request.levels, request.seeds)
+    total = len(request.methods) * len(request.levels) * len(request.seeds)
     runs: list[dict[str, Any]] = []
 
     def done(run: dict[str, Any]) -> None:
@@ -210,7 +245,7 @@ def run_sweep(
     else:
         for task in tasks:
             opened.run(task, settings, done)
-    runs = order_runs(runs, request.methods, request.sparsities, request.seeds)
+    runs = order_runs(runs, request.methods, request.levels, request.seeds)
     return {
         "schema": SCHEMA,
         "model": request.model,
@@ -219,7 +254,7 @@ def run_sweep(
         "settings": _settings(request, opened),
         "dense": dense_quality(opened.model, opened.data, request.eval_batch_size),
         "runs": runs,
-        "summary": summarize(runs, request.methods, request.sparsities),
+        "summary": summarize(runs, request.methods, request.levels),
         "seconds": time.perf_counter() - started,
     }
 
@@ -229,6 +264,7 @@ def _settings(request: SweepRequest, opened: Opened) -> dict[str, Any]:
     return {
         "methods": list(request.methods),
         "sparsities": list(request.sparsities),
+        "patterns": [str(pattern) for pattern in request.patterns],
         "seeds": list(request.seeds),
         "scope": request.scope,
         "retrain_steps": retrain.steps if retrain else 0,

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from prunecli.errors import BadInput, Unsupported
+from prunecli.evaluation.sweep import Level, level_key, level_parts
 from prunecli.jobs.evaluate import EvalRequest
 from prunecli.pruning.criterion import Criterion
+from prunecli.structure.nm import Pattern
 
 LM_METHODS = ("magnitude", "random", "wanda", "sparsegpt")
 METRIC = "perplexity"
@@ -35,6 +37,7 @@ class LMSweepRequest:
     sparsities: tuple[float, ...]
     seeds: tuple[int, ...]
     data: str  # the text perplexity is measured on
+    patterns: tuple[Pattern, ...] = ()  # N:M levels beside the sparsities
     calibration: str | None = None  # wanda's and sparsegpt's text (default: data)
     samples: int | None = None
     seq_len: int | None = None
@@ -44,6 +47,10 @@ class LMSweepRequest:
     exclude: tuple[str, ...] = ()
     device: str = "cpu"
     trust_remote_code: bool = False
+
+    @property
+    def levels(self) -> tuple[Level, ...]:
+        return (*self.sparsities, *self.patterns)
 
     @property
     def calibration_text(self) -> str:
@@ -59,8 +66,9 @@ def is_language_model_folder(source: str) -> bool:
 def check_lm_sweep(request: LMSweepRequest, criteria: dict[str, type[Criterion]]) -> None:
     """Refuse, before any run, what one of the runs could not do."""
     from prunecli.calibration.data import check_data
+    from prunecli.io.checkpoint import open_checkpoint
     from prunecli.jobs.calibrated import plan_calibrated
-    from prunecli.jobs.validate import check_grouped, prune_settings
+    from prunecli.jobs.validate import check_grouped
 
     for name in criteria:
         if name not in LM_METHODS:
@@ -86,10 +94,10 @@ def check_lm_sweep(request: LMSweepRequest, criteria: dict[str, type[Criterion]]
                 raise
             message = error.message.replace("--data", "--calibration", 1)
             raise BadInput(message, error.hint) from None
-    for name in criteria:  # each method's plan, checked once (the sparsity changes nothing)
-        settings = prune_settings(
-            name, False, request.sparsities[0], request.scope, "exponential", None, 0
-        )
+    # each method's plan, once for a sparsity and once per N:M pattern (the value changes nothing)
+    levels = [*request.sparsities[:1], *request.patterns]
+    for name, level in ((name, level) for name in criteria for level in levels):
+        settings = _settings(request, name, level, 0)
         if name not in calibrated:
             if request.scope == "owl":
                 raise BadInput(
@@ -107,6 +115,29 @@ def check_lm_sweep(request: LMSweepRequest, criteria: dict[str, type[Criterion]]
                 request.include,
                 request.exclude,
             )
+
+    uncalibrated = {name: c for name, c in criteria.items() if name not in calibrated}
+    if request.patterns and uncalibrated:  # the layers magnitude and random would prune
+        from prunecli.jobs.stream import lazy_model
+        from prunecli.jobs.sweep import check_levels
+        from prunecli.pruning.prunable import select_prunable
+
+        lazy = lazy_model(open_checkpoint(request.model))
+        names = select_prunable(lazy, request.include, request.exclude)
+        shapes = {name: tuple(lazy.tensors[name].shape) for name in names}
+        check_levels(uncalibrated, request.scope, request.patterns, shapes)
+
+
+def _settings(request: LMSweepRequest, method: str, level: Level, seed: int) -> Any:
+    """`prune`'s settings for ``method`` at ``level`` (a sparsity or an N:M pattern)."""
+    from prunecli.jobs.validate import prune_settings
+
+    sparsity, pattern = level_parts(level)
+    if pattern is not None:
+        return prune_settings(
+            method, False, None, request.scope, "exponential", None, seed, str(pattern)
+        )
+    return prune_settings(method, False, sparsity, request.scope, "exponential", None, seed)
 
 
 def _check_causal(request: LMSweepRequest) -> None:
@@ -140,18 +171,19 @@ def run_lm_sweep(
     from prunecli.evaluation.sweep import SCHEMA, summarize
 
     started = time.perf_counter()
-    total = len(request.methods) * len(request.sparsities) * len(request.seeds)
+    total = len(request.methods) * len(request.levels) * len(request.seeds)
     if progress:
         progress(0, total)
     dense, (entry, windows) = _perplexity(request.model, request)
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="prunecli-sweep-") as scratch:
         for method in request.methods:
-            for sparsity in request.sparsities:
+            for level in request.levels:
+                sparsity, pattern = level_key(level)
                 for seed in request.seeds:
                     run_started = time.perf_counter()
                     folder = str(Path(scratch) / f"run-{len(runs)}")
-                    label = f"{method} {sparsity:g} (seed {seed})"
+                    label = f"{method} {pattern or f'{sparsity:g}'} (seed {seed})"
                     if progress:
                         progress(len(runs), total, {"label": label})
 
@@ -162,7 +194,7 @@ def run_lm_sweep(
                             )
 
                     report = _prune(
-                        request, criteria[method], method, sparsity, seed, folder, at_block
+                        request, criteria[method], method, level, seed, folder, at_block
                     )
                     value, _ = _perplexity(folder, request, windows)
                     shutil.rmtree(folder)
@@ -170,6 +202,7 @@ def run_lm_sweep(
                         {
                             "method": method,
                             "sparsity": sparsity,
+                            "pattern": pattern,
                             "seed": seed,
                             "achieved_sparsity": report.sparsity,
                             METRIC: value,
@@ -186,6 +219,7 @@ def run_lm_sweep(
         "settings": {
             "methods": list(request.methods),
             "sparsities": list(request.sparsities),
+            "patterns": [str(p) for p in request.patterns],
             "seeds": list(request.seeds),
             "scope": request.scope,
             "retrain_steps": 0,
@@ -199,7 +233,7 @@ def run_lm_sweep(
         },
         "dense": {METRIC: dense},
         "runs": runs,
-        "summary": summarize(runs, request.methods, request.sparsities, METRIC),
+        "summary": summarize(runs, request.methods, request.levels, METRIC),
         "seconds": time.perf_counter() - started,
     }
 
@@ -208,15 +242,14 @@ def _prune(
     request: LMSweepRequest,
     criterion: type[Criterion],
     method: str,
-    sparsity: float,
+    level: Level,
     seed: int,
     output: str,
     at_block: Callable[[int, int, str], None] | None = None,
 ) -> Any:
-    """`prunecli prune MODEL --method METHOD --sparsity S --seed SEED -o OUTPUT`'s report."""
-    from prunecli.jobs.validate import prune_settings
-
-    settings = prune_settings(method, False, sparsity, request.scope, "exponential", None, seed)
+    """`prunecli prune MODEL --method METHOD --sparsity S|--pattern N:M --seed SEED -o OUTPUT`'s
+    report."""
+    settings = _settings(request, method, level, seed)
     if "calibration" in criterion.needs:
         from prunecli.jobs.calibrated import calibrated_prune_to_file, plan_calibrated
 

@@ -106,6 +106,31 @@ def test_the_table_shows_mean_and_spread_per_method_and_sparsity(cli, mlp: Path)
     assert "magnitude" in result.stdout and "0.9" in result.stdout and " ± " in result.stdout
 
 
+def test_an_nm_pattern_run_equals_prune_with_the_pattern_and_stays_off_the_plot(
+    cli, mlp: Path
+) -> None:
+    doc = sweep(
+        cli, "--methods", "magnitude,snip", "--sparsities", "0.5,2:4", "--seeds", "1",
+        "--plot", "nm.svg",
+    )  # fmt: skip
+    assert doc["settings"]["patterns"] == ["2:4"] and doc["settings"]["sparsities"] == [0.5]
+    assert [(r["method"], r["pattern"]) for r in doc["runs"]] == [
+        ("magnitude", None), ("magnitude", "2:4"), ("snip", None), ("snip", "2:4"),
+    ]  # fmt: skip
+    (run,) = [r for r in doc["runs"] if (r["method"], r["pattern"]) == ("snip", "2:4")]
+    pruned = cli(
+        "prune", mlp, "--method", "snip", "--pattern", "2:4", "--seed", "1", "--data", "digits",
+        "-o", "nm.safetensors", "-q",
+    )  # fmt: skip
+    assert pruned.exit_code == 0, pruned.stderr
+    quality = report_of(cli("eval", "nm.safetensors", "--data", "digits", "--json"))["quality"]
+    assert run["accuracy"] == pytest.approx(quality["accuracy"]["value"], abs=1e-12)
+    assert run["sparsity"] == 0.5 and run["achieved_sparsity"] == pytest.approx(0.5)
+    assert [(r["pattern"], r["seeds"]) for r in doc["summary"]] == [(None, 1), ("2:4", 1)] * 2
+    groups = line_groups(Path("nm.svg").read_bytes())
+    assert all(len(vertices(group)) == 1 for group in groups.values())  # 0.5 only
+
+
 @pytest.mark.parametrize(
     ("args", "code", "fragment"),
     [
@@ -119,6 +144,10 @@ def test_the_table_shows_mean_and_spread_per_method_and_sparsity(cli, mlp: Path)
         (("--methods", "magnitude", "--sparsities", "0.5", "-o", "old.json"), 2, "exists"),
         (("--methods", "magnitude", "--sparsities", "0.5", "--seeds", "a"), 2, "integer"),
         (("--methods", "magnitude", "--sparsities", "0.5", "--scope", "owl"), 2, "wanda"),
+        (("--methods", "magnitude", "--sparsities", "2:4:8"), 2, "is not N:M"),
+        (("--methods", "magnitude", "--sparsities", "2:4", "--scope", "layer"), 2, "--scope layer"),
+        (("--methods", "magnitude,npb", "--sparsities", "0.5,2:4"), 2, "npb chooses its own"),
+        (("--methods", "magnitude", "--sparsities", "3:7"), 2, "not a multiple of 7"),
     ],
 )
 def test_bad_input_is_refused_before_any_work(cli, mlp: Path, args, code, fragment) -> None:  # noqa: ANN001

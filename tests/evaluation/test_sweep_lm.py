@@ -4,6 +4,7 @@ the refusals, before any work."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -30,25 +31,30 @@ def perplexity_of(cli, folder: str) -> float:  # noqa: ANN001
 
 def test_a_run_equals_prune_and_eval_run_apart(cli, llama: Path) -> None:
     result = cli(
-        "sweep", "llama", "--methods", "magnitude,wanda", "--sparsities", "0.5,0.75",
+        "sweep", "llama", "--methods", "magnitude,wanda", "--sparsities", "0.5,0.75,2:4",
         "--seeds", "1", "--data", "corpus.txt", *CALIBRATION, "-o", "s.json", "--plot", "s.svg",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert "perplexity, mean ± std over 1 seed" in result.stdout and "wanda" in result.stdout
     doc = json.loads(Path("s.json").read_text())
-    assert (doc["schema"], doc["metric"], len(doc["runs"])) == ("prunecli.sweep/1", "perplexity", 4)
+    assert (doc["schema"], doc["metric"], len(doc["runs"])) == ("prunecli.sweep/1", "perplexity", 6)
     assert doc["settings"]["calibration"] == "corpus.txt" and doc["settings"]["samples"] == 4
     assert doc["dense"]["perplexity"] == pytest.approx(perplexity_of(cli, "llama"), rel=1e-12)
-    runs = {(run["method"], run["sparsity"]): run for run in doc["runs"]}
-    for method, extra in (("wanda", ("--data", "corpus.txt", *CALIBRATION)), ("magnitude", ())):
+    runs = {(run["method"], run["pattern"] or run["sparsity"]): run for run in doc["runs"]}
+    calibrated = ("--data", "corpus.txt", *CALIBRATION)
+    for method, level, extra in (
+        ("wanda", ("--sparsity", "0.75"), calibrated),
+        ("magnitude", ("--sparsity", "0.75"), ()),
+        ("wanda", ("--pattern", "2:4"), calibrated),
+    ):
         pruned = cli(
-            "prune", "llama", "--method", method, "--sparsity", "0.75", "--seed", "1", *extra,
-            "-o", method, "-q",
+            "prune", "llama", "--method", method, *level, "--seed", "1", *extra, "-o", "out", "-q",
         )  # fmt: skip
         assert pruned.exit_code == 0, pruned.stderr
-        run = runs[(method, 0.75)]
-        assert run["perplexity"] == pytest.approx(perplexity_of(cli, method), rel=1e-12)
-        assert run["achieved_sparsity"] == pytest.approx(0.75, abs=1e-3)
+        run = runs[(method, 0.75 if level[1] == "0.75" else "2:4")]
+        assert run["perplexity"] == pytest.approx(perplexity_of(cli, "out"), rel=1e-12)
+        assert run["achieved_sparsity"] == pytest.approx(float(level[1] == "0.75") * 0.25 + 0.5)
+        shutil.rmtree("out")
     assert runs[("wanda", 0.75)]["perplexity"] != runs[("wanda", 0.5)]["perplexity"]
     groups = line_groups(Path("s.svg").read_bytes())
     assert set(groups) == {"method-magnitude", "method-wanda"}
@@ -70,6 +76,8 @@ def test_a_run_equals_prune_and_eval_run_apart(cli, llama: Path) -> None:
         (("--methods", "magnitude", "-o", "corpus.txt"), 2, "input"),
         (("--methods", "sparsegpt", "--calibration", "-"), 2, "--calibration - : calibration"),
         (("--methods", "magnitude", "--batch-size", "0"), 2, "--batch-size"),
+        (("--methods", "wanda", "--sparsities", "0.5,3:5"), 2, "not a multiple of 5"),
+        (("--methods", "magnitude", "--sparsities", "3:5"), 2, "not a multiple of 5"),
     ],
 )
 def test_bad_input_is_refused_before_any_work(cli, llama: Path, args, code, fragment) -> None:  # noqa: ANN001
