@@ -5,7 +5,7 @@ A small Llama-shaped model is trained here on the English text that ships with P
 (``pydoc_data.topics``, the last 10% held out; bench_llm.py's model and tokenizer), then one
 command compares the criteria, calibrating on the training text and measuring the held-out text:
 
-  prunecli sweep dense/ --methods magnitude,wanda,sparsegpt --sparsities 0.5,0.6,0.7,0.8 \\
+  prunecli sweep dense/ --methods magnitude,wanda,sparsegpt --sparsities 0.5,0.6,0.7,0.8,2:4,4:8 \\
     --data heldout.txt --calibration train.txt --samples 64 --seq-len 128 --batch-size 16 \\
     -o sweep-lm.json --plot sweep-lm.png
 
@@ -42,7 +42,7 @@ from bench_llm import SEQ, corpus, perplexity, train_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = "magnitude,wanda,sparsegpt"
-SPARSITIES = "0.5,0.6,0.7,0.8"
+SPARSITIES = "0.5,0.6,0.7,0.8,2:4,4:8"
 
 
 def prunecli(*args: str) -> float:
@@ -83,8 +83,9 @@ def main() -> int:
         "-o", str(report), "--plot", str(plot), "--force",
     )  # fmt: skip
     document = json.loads(report.read_text())
-    cells = {(row["method"], row["sparsity"]): row["mean"] for row in document["summary"]}
+    cells = {(r["method"], r["pattern"] or r["sparsity"]): r["mean"] for r in document["summary"]}
     sparsities = document["settings"]["sparsities"]
+    levels = [*sparsities, *document["settings"]["patterns"]]
 
     method, sparsity = args.check.split(":")
     sparsity = float(sparsity)
@@ -101,20 +102,21 @@ def main() -> int:
     print(f"\n{document['model']}: held-out perplexity ({SEQ}-token windows), "
           f"dense {document['dense']['perplexity']:.2f}; calibration {args.samples} windows of "
           f"the training text\n")  # fmt: skip
-    print("| method | " + " | ".join(f"{s:g}" for s in sparsities) + " |")
-    print("|---|" + "---:|" * len(sparsities))
+    print("| method | " + " | ".join(str(level) for level in levels) + " |")
+    print("|---|" + "---:|" * len(levels))
     for name in METHODS.split(","):
-        print(f"| {name} | " + " | ".join(f"{cells[(name, s)]:.2f}" for s in sparsities) + " |")
+        print(f"| {name} | " + " | ".join(f"{cells[(name, v)]:.2f}" for v in levels) + " |")
     print(f"\nsweep: {len(document['runs'])} runs in {sweep_wall:.0f} s (one process)")
     print(f"check: {method} at {sparsity:g} through `prune` + transformers alone: "
           f"{independent:.4f}, the sweep's {swept:.4f} (relative difference {agreement:.1e})")  # fmt: skip
     if args.apart:
         wall = 0.0
         for name in METHODS.split(","):
-            for level in sparsities:
+            for level in levels:
                 extra = ["--data", str(train), *windows] if name != "magnitude" else []
+                option = "--pattern" if isinstance(level, str) else "--sparsity"
                 wall += prunecli(
-                    "prune", str(dense), "--method", name, "--sparsity", str(level), *extra,
+                    "prune", str(dense), "--method", name, option, str(level), *extra,
                     "-o", str(apart), "-q", "--force",
                 )  # fmt: skip
                 wall += prunecli(
