@@ -10,6 +10,7 @@ wanda, sparsegpt), the folder, its blocks and the calibration sizes, the text.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 import time
@@ -176,41 +177,18 @@ def run_lm_sweep(
         progress(0, total)
     dense, (entry, windows) = _perplexity(request.model, request)
     runs: list[dict[str, Any]] = []
+
+    def tell(info: dict[str, Any] | None = None) -> None:
+        if progress:
+            progress(len(runs), total, *([info] if info else []))
+
     with tempfile.TemporaryDirectory(prefix="prunecli-sweep-") as scratch:
-        for method in request.methods:
-            for level in request.levels:
-                sparsity, pattern = level_key(level)
-                for seed in request.seeds:
-                    run_started = time.perf_counter()
-                    folder = str(Path(scratch) / f"run-{len(runs)}")
-                    label = f"{method} {pattern or f'{sparsity:g}'} (seed {seed})"
-                    if progress:
-                        progress(len(runs), total, {"label": label})
-
-                    def at_block(done: int, blocks: int, name: str, label: str = label) -> None:
-                        if progress:
-                            progress(
-                                len(runs), total, {"label": f"{label}: {name} {done}/{blocks}"}
-                            )
-
-                    report = _prune(
-                        request, criteria[method], method, level, seed, folder, at_block
-                    )
-                    value, _ = _perplexity(folder, request, windows)
-                    shutil.rmtree(folder)
-                    runs.append(
-                        {
-                            "method": method,
-                            "sparsity": sparsity,
-                            "pattern": pattern,
-                            "seed": seed,
-                            "achieved_sparsity": report.sparsity,
-                            METRIC: value,
-                            "seconds": time.perf_counter() - run_started,
-                        }
-                    )
-                    if progress:
-                        progress(len(runs), total)
+        for method, level, seed in itertools.product(
+            request.methods, request.levels, request.seeds
+        ):
+            folder = str(Path(scratch) / f"run-{len(runs)}")
+            runs.append(_run(request, criteria[method], method, level, seed, folder, windows, tell))
+            tell()
     return {
         "schema": SCHEMA,
         "model": request.model,
@@ -234,6 +212,39 @@ def run_lm_sweep(
         "dense": {METRIC: dense},
         "runs": runs,
         "summary": summarize(runs, request.methods, request.levels, METRIC),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _run(
+    request: LMSweepRequest,
+    criterion: type[Criterion],
+    method: str,
+    level: Level,
+    seed: int,
+    folder: str,
+    windows: Any,
+    tell: Callable[[dict[str, Any]], None],
+) -> dict[str, Any]:
+    """One run: pruned into ``folder``, measured on ``windows``, the folder deleted."""
+    started = time.perf_counter()
+    sparsity, pattern = level_key(level)
+    label = f"{method} {pattern or f'{sparsity:g}'} (seed {seed})"
+    tell({"label": label})
+
+    def at_block(done: int, blocks: int, name: str) -> None:
+        tell({"label": f"{label}: {name} {done}/{blocks}"})
+
+    report = _prune(request, criterion, method, level, seed, folder, at_block)
+    value, _ = _perplexity(folder, request, windows)
+    shutil.rmtree(folder)
+    return {
+        "method": method,
+        "sparsity": sparsity,
+        "pattern": pattern,
+        "seed": seed,
+        "achieved_sparsity": report.sparsity,
+        METRIC: value,
         "seconds": time.perf_counter() - started,
     }
 
