@@ -36,7 +36,16 @@ def sweep_command(
             rich_help_panel=SWEEP,
         ),
     ],
-    data: opt.Data = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="Labelled data (.npz/.safetensors with x,y; image folder; module:callable; "
+            "mnist1d; digits); for a transformers folder, the text perplexity is measured on.",
+            show_default=False,
+            rich_help_panel=opt.DATA,
+        ),
+    ] = None,
     seeds: Annotated[
         str,
         typer.Option(
@@ -71,7 +80,8 @@ def sweep_command(
         str | None,
         typer.Option(
             "--plot",
-            help="Draw accuracy against sparsity, one line per method: .png, .svg or .pdf.",
+            help="Draw the metric (accuracy, perplexity) against sparsity, one line per method: "
+            ".png, .svg or .pdf.",
             show_default=False,
             rich_help_panel=opt.OUTPUT,
         ),
@@ -87,7 +97,16 @@ def sweep_command(
             rich_help_panel=opt.DATA,
         ),
     ] = None,
-    samples: opt.Samples = None,
+    samples: Annotated[
+        int | None,
+        typer.Option(
+            "--samples",
+            help="A transformers folder: calibration windows for wanda and sparsegpt "
+            "(default 128).",
+            show_default=False,
+            rich_help_panel=opt.DATA,
+        ),
+    ] = None,
     seq_len: Annotated[
         int | None,
         typer.Option(
@@ -101,7 +120,18 @@ def sweep_command(
     device: opt.Device = "cpu",
     lr: to.Lr = to.DEFAULT_LR,
     optimizer: to.Optimizer = to.DEFAULT_OPTIMIZER,
-    batch_size: opt.BatchSize = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            min=1,
+            max=opt.MAX_BATCH_SIZE,
+            help="Examples per batch (default 128 for scoring, 100 for retraining); a "
+            "transformers folder: windows per evaluation pass (default 1).",
+            show_default=False,
+            rich_help_panel=opt.DATA,
+        ),
+    ] = None,
     arch: opt.Arch = None,
     arch_kwargs: opt.ArchKwargs = None,
     trust_remote_code: opt.TrustRemoteCode = False,
