@@ -58,7 +58,12 @@ def evaluate(
     ``data`` is what ``--data`` names, a Dataset, ``(x, y)`` or ``(x, y, x_test, y_test)``, or
     for a transformer a tensor of token ids. ``device`` defaults to where the model's weights
     are; the model is left on its device, in its modes."""
-    from prunecli.jobs.evaluate import EvalRequest, check_request, evaluate_model
+    from prunecli.jobs.evaluate import (
+        EvalRequest,
+        check_request,
+        evaluate_model,
+        require_runnable,
+    )
     from prunecli.jobs.session import check_device, parse_input_shape
 
     tokens = isinstance(data, torch.Tensor)
@@ -76,11 +81,11 @@ def evaluate(
     check_request(request)
     opened = (arch, arch_kwargs, (), (), trust_remote_code)
     loaded, names = open_model_like(model, True, *opened, check=False)
-    loaded.require_graph("eval")
+    require_runnable(loaded, "eval")
     dense = None
     if reference is not None:
         dense, _ = open_model_like(reference, True, *opened, check=False)
-        dense.require_graph("eval reference=")
+        require_runnable(dense, "eval reference=")
     request.reference = dense.source if dense is not None else None
     request.device = check_device(device_of(device, loaded))
     with _left_as_they_were(loaded, dense):

@@ -105,7 +105,12 @@ def eval_command(
       prunecli eval vgg16-slim.safetensors --latency --batch-size 32
     """
     from prunecli.io.paths import check_outputs
-    from prunecli.jobs.evaluate import EvalRequest, check_request, evaluate_model
+    from prunecli.jobs.evaluate import (
+        EvalRequest,
+        check_request,
+        evaluate_model,
+        require_runnable,
+    )
     from prunecli.jobs.session import check_device, open_model, parse_input_shape
     from prunecli.jobs.validate import read_paths
 
@@ -128,12 +133,12 @@ def eval_command(
     loaded, names = open_model(
         model, arch, arch_kwargs, check_weights=False, trust_remote_code=trust_remote_code
     )
-    loaded.require_graph("eval")
+    require_runnable(loaded, "eval")
     dense = None
     if reference is not None:
         dense, _ = open_model(
             reference, arch, arch_kwargs, check_weights=False, trust_remote_code=trust_remote_code
         )
-        dense.require_graph("eval --reference")
+        require_runnable(dense, "eval --reference")
     report = evaluate_model(loaded, names, request, dense)
     out.report(report, report_file)

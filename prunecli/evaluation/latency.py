@@ -43,8 +43,11 @@ def time_forward(
     return times
 
 
-def latency_entry(times: list[float], batch_size: int, device: str, shape: list[int]) -> dict:
-    """The quality entry of a latency measurement, in milliseconds per forward pass."""
+def latency_entry(
+    times: list[float], batch_size: int, device: str, shape: list[int], runtime: str = "torch"
+) -> dict:
+    """The quality entry of a latency measurement, in milliseconds per forward pass;
+    ``runtime``: what ran it (``torch``, or ``onnxruntime`` for an ONNX model)."""
     ms = sorted(t * 1000 for t in times)
     quartiles = statistics.quantiles(ms, n=4, method="inclusive") if len(ms) > 1 else [ms[0]] * 3
     return {
@@ -58,8 +61,11 @@ def latency_entry(times: list[float], batch_size: int, device: str, shape: list[
         "batch_size": batch_size,
         "input": shape,
         "device": device,
+        "runtime": runtime,
         "protocol": (
-            f"median of {len(ms)} timed forward passes of a batch {shape} on {device} after "
-            f"{WARMUP} untimed ones; eval mode, no gradients, {torch.get_num_threads()} CPU threads"
+            f"median of {len(ms)} timed forward passes of a batch {shape} on {device}"
+            + (" by onnxruntime (CPUExecutionProvider)" if runtime == "onnxruntime" else "")
+            + f" after {WARMUP} untimed ones; eval mode, no gradients, "
+            f"{torch.get_num_threads()} CPU threads"
         ),
     }

@@ -119,7 +119,7 @@ def evaluate_model(
 ) -> Report:
     """The report of ``model`` with its ``quality`` block and cost."""
     started = time.perf_counter()
-    model.require_graph("eval")
+    require_runnable(model, "eval")
     kind = model_kind(model)
     metric = choose_metric(kind, request)
     if kind == "classifier" and request.seq_len is not None:
@@ -129,7 +129,12 @@ def evaluate_model(
         )
     if reference is not None:
         check_same_architecture(model, reference, kind)
-    shape = request.input_shape or (model.arch.input_shape if model.arch else None)
+    shape = request.input_shape or _declared_shape(model)
+    report = build_report("eval", model, names, input_shape=shape, topology=False)
+    add_cost(report, model, shape, trust_remote_code=request.trust_remote_code)
+    for runnable in (model, reference):  # an ONNX model runs in onnxruntime from here on
+        if runnable is not None and runnable.format == "onnx":
+            _attach_onnx_runtime(runnable, request)
     entries: list[dict[str, Any]] = []
     if metric in ("accuracy", "perplexity"):
         entries += measure_quality(model, request, metric)
@@ -137,11 +142,47 @@ def evaluate_model(
         entries += _similarity(model, reference, kind, request)
     if request.latency:
         entries.append(_latency(model, kind, request, shape))
-    report = build_report("eval", model, names, input_shape=shape, topology=False)
-    add_cost(report, model, shape, trust_remote_code=request.trust_remote_code)
     report.quality = {entry["metric"]: entry for entry in entries}
     report.seconds = time.perf_counter() - started
     return report
+
+
+def require_runnable(model: LoadedModel, what: str) -> None:
+    """Refuse a model eval cannot run: one without a PyTorch graph, unless it is ONNX (run by
+    onnxruntime, which must then be installed)."""
+    if model.format == "onnx":
+        from prunecli.io.onnx import require
+
+        require("onnxruntime")
+        return
+    model.require_graph(what)
+
+
+def _attach_onnx_runtime(model: LoadedModel, request: EvalRequest) -> None:
+    from prunecli.evaluation.onnx_runtime import OnnxRuntimeModule
+
+    if request.device != "cpu":
+        raise BadInput(
+            f"--device {request.device}: an ONNX model ({model.source}) is run by onnxruntime on "
+            "the CPU here",
+            "drop --device",
+        )
+    model.module = OnnxRuntimeModule(model.source, model.onnx)
+
+
+def _declared_shape(model: LoadedModel) -> tuple[int, ...] | None:
+    """One sample's input shape as the model declares it: its architecture's, or an ONNX
+    graph's input without the batch (when every dimension is fixed)."""
+    if model.arch is not None:
+        return model.arch.input_shape
+    if model.format == "onnx":
+        from prunecli.io.onnx import graph_values
+
+        (first, *_) = graph_values(model.onnx)["inputs"] or [{"shape": []}]
+        dims = first["shape"][1:]
+        if dims and all(type(d) is int and d > 0 for d in dims):
+            return tuple(dims)
+    return None
 
 
 def measure_quality(
@@ -267,7 +308,8 @@ def _latency(
         example = torch.randint(0, vocab, (batch, length), generator=generator)
         call = lm_logits if kind == "causal-lm" else _encoder_call
     times = time_forward(model.module, example, request.repeats, request.device, call)
-    return latency_entry(times, batch, request.device, list(example.shape))
+    runtime = "onnxruntime" if model.format == "onnx" else "torch"
+    return latency_entry(times, batch, request.device, list(example.shape), runtime)
 
 
 def _encoder_call(module: Any, ids: torch.Tensor) -> Any:
@@ -283,7 +325,7 @@ def check_same_architecture(model: LoadedModel, reference: LoadedModel, kind: st
     if kind == "classifier":
         ours = model.arch.name if model.arch else None
         theirs = reference.arch.name if reference.arch else None
-        if ours != theirs:
+        if ours != theirs and "onnx" not in (model.format, reference.format):  # ONNX: by outputs
             raise BadInput(
                 f"--reference {reference.source} is a {theirs}, not a {ours} like {model.source}",
                 "compare a pruned model with the dense model it came from",
