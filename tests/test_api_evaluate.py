@@ -170,6 +170,8 @@ def test_a_causal_lm_folder_is_swept_as_the_cli_sweeps_it(cli, workdir: Path) ->
         ("evaluate", {}, "eval needs data to evaluate on"),
         ("evaluate", {"data": "digits", "batch_size": 0}, "batch_size= must be a whole number"),
         ("evaluate", {"data": "digits", "metric": "bogus"}, "--metric 'bogus' is not known"),
+        ("evaluate", {"latency": True, "repeats": "5"}, "repeats= must be a whole number"),
+        ("evaluate", {"data": "digits", "seq_len": 0}, "seq_len= must be a whole number"),
         ("sweep", {"jobs": 2}, "jobs=2 runs processes that load the model from its file"),
         ("sweep", {"methods": "magnitude,bogus"}, "unknown method 'bogus'"),
         ("sweep", {"sparsities": [0.5, 1.0]}, "--sparsities 1.0 is outside [0, 1)"),

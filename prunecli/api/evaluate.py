@@ -73,8 +73,8 @@ def evaluate(
         reference=None if reference is None else "reference",
         latency=latency,
         batch_size=_positive("batch_size", batch_size),
-        repeats=repeats,
-        seq_len=seq_len,
+        repeats=_positive("repeats", repeats) or 0,
+        seq_len=_positive("seq_len", seq_len),
         input_shape=parse_input_shape(shape_text(input_shape)),
         trust_remote_code=trust_remote_code,
     )
