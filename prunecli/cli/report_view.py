@@ -104,10 +104,16 @@ def quality_value(entry: dict[str, Any]) -> str:
     if metric in ("accuracy", "top1_agreement"):
         return percent(value)
     if metric == "latency_ms":
-        return (
+        text = (
             f"{value:.3f} ms median (min {entry['min']:.3f}, quartiles {entry['q1']:.3f}–"
             f"{entry['q3']:.3f}, max {entry['max']:.3f})"
         )
+        if entry.get("speedup") is not None:
+            text += (
+                f"; the reference {entry['reference']['value']:.3f} ms: "
+                f"{entry['speedup']:.2f}× speed-up"
+            )
+        return text
     return f"{value:.6g}"
 
 

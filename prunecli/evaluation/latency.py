@@ -43,6 +43,52 @@ def time_forward(
     return times
 
 
+def time_pair(
+    module: nn.Module,
+    reference: nn.Module,
+    example: torch.Tensor,
+    repeats: int,
+    device: str = "cpu",
+    call: Any = None,
+) -> tuple[list[float], list[float]]:
+    """:func:`time_forward` of two modules side by side: after ``WARMUP`` untimed passes of
+    each, ``repeats`` rounds of one timed pass of each, alternating which goes first, so drift
+    of the machine's load reaches both alike. (seconds of ``module``, seconds of ``reference``)."""
+    run = call or (lambda m, x: m(x))
+    for each in (module, reference):
+        each.to(device)
+        set_mode(each, False)
+    example = example.to(device)
+    times: tuple[list[float], list[float]] = ([], [])
+    with torch.no_grad():
+        for _ in range(WARMUP):
+            run(module, example)
+            run(reference, example)
+        _synchronize(device)
+        for round_ in range(repeats):
+            order = (0, 1) if round_ % 2 == 0 else (1, 0)
+            for which in order:
+                started = time.perf_counter()
+                run((module, reference)[which], example)
+                _synchronize(device)
+                times[which].append(time.perf_counter() - started)
+    return times
+
+
+def with_reference(entry: dict, times: list[float], source: str) -> dict:
+    """``entry`` (:func:`latency_entry`) with the reference's timings, timed interleaved with
+    it, and the speed-up: the reference's median over this model's."""
+    ms = sorted(t * 1000 for t in times)
+    median = statistics.median(ms)
+    entry["reference"] = {"source": source, "value": median, "min": ms[0], "max": ms[-1]}
+    entry["speedup"] = median / entry["value"] if entry["value"] > 0 else None
+    entry["protocol"] += (
+        f"; interleaved with as many passes of the reference {source}, alternating which runs "
+        "first; speed-up = the reference's median / this model's"
+    )
+    return entry
+
+
 def latency_entry(
     times: list[float], batch_size: int, device: str, shape: list[int], runtime: str = "torch"
 ) -> dict:

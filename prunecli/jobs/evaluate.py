@@ -12,7 +12,13 @@ import torch
 
 from prunecli.data.labelled import Dataset
 from prunecli.errors import BadInput, Unsupported
-from prunecli.evaluation.latency import DEFAULT_REPEATS, latency_entry, time_forward
+from prunecli.evaluation.latency import (
+    DEFAULT_REPEATS,
+    latency_entry,
+    time_forward,
+    time_pair,
+    with_reference,
+)
 from prunecli.evaluation.metrics import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_LM_BATCH,
@@ -63,7 +69,7 @@ def check_request(request: EvalRequest) -> None:
         raise BadInput(f"--metric {request.metric!r} is not known", f"use {', '.join(METRICS)}")
     if request.metric == "similarity" and request.reference is None:
         raise BadInput("--metric similarity compares with a reference: pass --reference DENSE")
-    if request.data is None and (request.metric or request.reference or not request.latency):
+    if request.data is None and (request.metric or not request.latency):
         raise BadInput(
             "eval needs data to evaluate on: pass --data",
             "labelled data (digits, mnist1d, x/y .npz) for a classifier; text (.txt, .jsonl) "
@@ -92,10 +98,10 @@ def choose_metric(kind: str, request: EvalRequest) -> str | None:
     """The quality metric to compute: ``--metric``, else the one that fits the model."""
     metric = request.metric
     if metric is None:
+        if request.data is None:
+            return None  # --latency only (with --reference: both timed)
         if request.reference is not None:
             return "similarity"
-        if request.data is None:
-            return None  # --latency only
         metric = {"classifier": "accuracy", "causal-lm": "perplexity"}.get(kind)
         if metric is None:
             raise Unsupported(
@@ -141,7 +147,7 @@ def evaluate_model(
     elif metric == "similarity":
         entries += _similarity(model, reference, kind, request)
     if request.latency:
-        entries.append(_latency(model, kind, request, shape))
+        entries.append(_latency(model, kind, request, shape, reference))
     report.quality = {entry["metric"]: entry for entry in entries}
     report.seconds = time.perf_counter() - started
     return report
@@ -286,8 +292,14 @@ def _similarity(
 
 
 def _latency(
-    model: LoadedModel, kind: str, request: EvalRequest, shape: tuple[int, ...] | None
+    model: LoadedModel,
+    kind: str,
+    request: EvalRequest,
+    shape: tuple[int, ...] | None,
+    reference: LoadedModel | None = None,
 ) -> dict[str, Any]:
+    """The latency entry of ``model``; with ``reference``, both timed side by side and the
+    speed-up."""
     batch = request.batch_size or 1
     generator = torch.Generator().manual_seed(0)
     call = None
@@ -307,9 +319,16 @@ def _latency(
         vocab = vocab_size(config) or 2
         example = torch.randint(0, vocab, (batch, length), generator=generator)
         call = lm_logits if kind == "causal-lm" else _encoder_call
-    times = time_forward(model.module, example, request.repeats, request.device, call)
     runtime = "onnxruntime" if model.format == "onnx" else "torch"
-    return latency_entry(times, batch, request.device, list(example.shape), runtime)
+    if reference is None:
+        times = time_forward(model.module, example, request.repeats, request.device, call)
+        return latency_entry(times, batch, request.device, list(example.shape), runtime)
+    assert model.module is not None and reference.module is not None
+    times, theirs = time_pair(
+        model.module, reference.module, example, request.repeats, request.device, call
+    )
+    entry = latency_entry(times, batch, request.device, list(example.shape), runtime)
+    return with_reference(entry, theirs, reference.source)
 
 
 def _encoder_call(module: Any, ids: torch.Tensor) -> Any:

@@ -199,6 +199,22 @@ def test_latency_of_a_causal_lm_times_seq_len_tokens_within_its_positions(
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is there")
+def test_latency_beside_a_reference_gives_both_medians_and_the_speedup(cli, mlp: Path) -> None:
+    args = ("prune", mlp, "--method", "magnitude", "--sparsity", "0.5", "-o", "half.safetensors")
+    assert cli(*args, "-q").exit_code == 0
+    found = quality(
+        cli("eval", "half.safetensors", "--latency", "--reference", mlp, "--repeats", "4", "--json")
+    )
+    assert list(found) == ["latency_ms"]  # no --data: timings only
+    entry = found["latency_ms"]
+    reference = entry["reference"]
+    assert entry["repeats"] == 4 and reference["source"] == str(mlp)
+    assert reference["min"] <= reference["value"] <= reference["max"]
+    assert entry["speedup"] == pytest.approx(reference["value"] / entry["value"])
+    assert "interleaved with as many passes of the reference" in entry["protocol"]
+    run_refused(cli, mlp.parent, ("eval", "half.safetensors", "--reference", mlp), 2, "--data")
+
+
 def test_latency_on_cuda_without_a_gpu_is_refused(cli, mlp: Path) -> None:
     assert_refused(cli("eval", mlp, "--latency", "--device", "cuda"), 2, "cuda")
 
