@@ -189,6 +189,17 @@ def sweep_command(
     levels, patterns = parse_sparsities(sparsities)
     seed_list = parse_seeds(seeds)
     runs = len(criteria) * (len(levels) + len(patterns)) * len(seed_list)
+    grid: dict[str, Any] = {  # what both kinds of sweep take
+        "model": model,
+        "methods": tuple(criteria),
+        "sparsities": levels,
+        "patterns": patterns,
+        "seeds": seed_list,
+        "scope": scope,
+        "include": tuple(include or ()),
+        "exclude": tuple(exclude or ()),
+        "trust_remote_code": trust_remote_code,
+    }
     if is_language_model_folder(model):
         refuse_flags(
             {"--retrain-steps": retrain_steps, "--jobs": jobs > 1, "--arch": arch,
@@ -199,21 +210,13 @@ def sweep_command(
         if data is None:
             raise BadInput("sweep measures perplexity on text: pass --data", "e.g. heldout.txt")
         request = LMSweepRequest(
-            model=model,
-            methods=tuple(criteria),
-            sparsities=levels,
-            patterns=patterns,
-            seeds=seed_list,
+            **grid,
             data=data,
             calibration=calibration,
             samples=samples,
             seq_len=seq_len,
             batch_size=batch_size,
-            scope=scope,
-            include=tuple(include or ()),
-            exclude=tuple(exclude or ()),
             device=check_device(device),
-            trust_remote_code=trust_remote_code,
         )
         reads = read_paths(model, data, calibration=calibration)
         check_sweep_outputs(reads, output, plot, force)
@@ -250,20 +253,12 @@ def sweep_command(
         ).settings()
     check_sweep_outputs(read_paths(model, data), output, plot, force)
     request = SweepRequest(
-        model=model,
-        methods=tuple(criteria),
-        sparsities=levels,
-        patterns=patterns,
-        seeds=seed_list,
+        **grid,
         data=data,
         retrain=retrain,
-        scope=scope,
         arch=arch,
         arch_kwargs=arch_kwargs,
-        include=tuple(include or ()),
-        exclude=tuple(exclude or ()),
         input_shape=input_shape,
-        trust_remote_code=trust_remote_code,
         jobs=jobs,
     )
     out = Output(json_mode, quiet, data_to_stderr=output == "-")
