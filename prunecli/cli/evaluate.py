@@ -140,5 +140,7 @@ def eval_command(
             reference, arch, arch_kwargs, check_weights=False, trust_remote_code=trust_remote_code
         )
         require_runnable(dense, "eval --reference")
-    report = evaluate_model(loaded, names, request, dense)
+    with out.progress("evaluating", 0) as tick:
+        request.progress = tick
+        report = evaluate_model(loaded, names, request, dense)
     out.report(report, report_file)

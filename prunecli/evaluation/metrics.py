@@ -5,6 +5,7 @@ report's ``quality`` block (docs/evaluation.md states every protocol)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -72,8 +73,10 @@ def perplexity(
     source: str,
     batch_size: int | None = None,
     device: str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """exp(mean negative log-likelihood) of tokens 2..L of every window (Wanda, SparseGPT)."""
+    """exp(mean negative log-likelihood) of tokens 2..L of every window (Wanda, SparseGPT);
+    ``progress(windows done, windows)`` after each batch."""
     count, seq_len = windows.shape
     if seq_len < 2:
         raise BadInput("--seq-len must be at least 2 for perplexity (a token is predicted)")
@@ -93,6 +96,8 @@ def perplexity(
                 )
                 total += float(nll)
                 tokens += targets.numel()
+                if progress is not None:
+                    progress(min(start + step, count), count)
     finally:
         set_mode(module, was_training)
     mean = total / tokens

@@ -4,7 +4,8 @@ measured latency, in the report's ``quality`` block (docs/evaluation.md)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,8 @@ class EvalRequest:
     device: str = "cpu"
     input_shape: tuple[int, ...] | None = None
     trust_remote_code: bool = False
+    # (done, total) over a long measurement (perplexity's windows); the CLI's progress bar
+    progress: Callable[[int, int], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def data_name(self) -> str:
@@ -202,7 +205,16 @@ def measure_quality(
         data = _labelled(model, request)
         return classifier_quality(module, data, request.batch_size, request.device)
     windows = token_windows(model, request)
-    return [perplexity(module, windows, request.data_name, request.batch_size, request.device)]
+    return [
+        perplexity(
+            module,
+            windows,
+            request.data_name,
+            request.batch_size,
+            request.device,
+            request.progress,
+        )
+    ]
 
 
 def _labelled(model: LoadedModel, request: EvalRequest) -> Any:

@@ -173,15 +173,18 @@ def run_lm_sweep(
 
     started = time.perf_counter()
     total = len(request.methods) * len(request.levels) * len(request.seeds)
-    if progress:
-        progress(0, total)
-    dense, (entry, windows) = _perplexity(request.model, request)
     runs: list[dict[str, Any]] = []
 
     def tell(info: dict[str, Any] | None = None) -> None:
         if progress:
             progress(len(runs), total, *([info] if info else []))
 
+    tell()
+
+    def at_window(done: int, windows: int) -> None:
+        tell({"label": f"dense: perplexity {done}/{windows}"})
+
+    dense, (entry, windows) = _perplexity(request.model, request, None, at_window)
     with tempfile.TemporaryDirectory(prefix="prunecli-sweep-") as scratch:
         for method, level, seed in itertools.product(
             request.methods, request.levels, request.seeds
@@ -236,7 +239,11 @@ def _run(
         tell({"label": f"{label}: {name} {done}/{blocks}"})
 
     report = _prune(request, criterion, method, level, seed, folder, at_block)
-    value, _ = _perplexity(folder, request, windows)
+
+    def at_window(done: int, total: int) -> None:
+        tell({"label": f"{label}: perplexity {done}/{total}"})
+
+    value, _ = _perplexity(folder, request, windows, at_window)
     shutil.rmtree(folder)
     return {
         "method": method,
@@ -293,7 +300,12 @@ def _prune(
     return prune_to_file(loaded, names, criterion(), settings, output)
 
 
-def _perplexity(folder: str, request: LMSweepRequest, windows: Any = None) -> tuple[float, Any]:
+def _perplexity(
+    folder: str,
+    request: LMSweepRequest,
+    windows: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[float, Any]:
     """`prunecli eval FOLDER --data TEXT --seq-len L`'s perplexity, on ``windows`` (the text's
     token windows, cut once for every run; None: cut them here); (value, the entry)."""
     from prunecli.evaluation.metrics import perplexity
@@ -311,5 +323,7 @@ def _perplexity(folder: str, request: LMSweepRequest, windows: Any = None) -> tu
     if windows is None:
         windows = token_windows(model, evaluation)
     module = model.require_graph("sweep")
-    entry = perplexity(module, windows, evaluation.data_name, request.batch_size, request.device)
+    entry = perplexity(
+        module, windows, evaluation.data_name, request.batch_size, request.device, progress
+    )
     return entry["value"], (entry, windows)
