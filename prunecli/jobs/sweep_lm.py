@@ -78,7 +78,8 @@ def check_lm_sweep(request: LMSweepRequest, criteria: dict[str, type[Criterion]]
                 f"--method {name} does not run on one here",
                 f"drop {name} from --methods",
             )
-    _check_causal(request)
+    checkpoint = open_checkpoint(request.model)  # headers and config.json, read once
+    _check_causal(request, checkpoint.config or {})
     folder = Path(request.model)
     check_data(request.data, folder)
     calibrated = [name for name in criteria if "calibration" in criteria[name].needs]
@@ -123,7 +124,7 @@ def check_lm_sweep(request: LMSweepRequest, criteria: dict[str, type[Criterion]]
         from prunecli.jobs.sweep import check_levels
         from prunecli.pruning.prunable import select_prunable
 
-        lazy = lazy_model(open_checkpoint(request.model))
+        lazy = lazy_model(checkpoint)
         names = select_prunable(lazy, request.include, request.exclude)
         shapes = {name: tuple(lazy.tensors[name].shape) for name in names}
         check_levels(uncalibrated, request.scope, request.patterns, shapes)
@@ -141,10 +142,7 @@ def _settings(request: LMSweepRequest, method: str, level: Level, seed: int) -> 
     return prune_settings(method, False, sparsity, request.scope, "exponential", None, seed)
 
 
-def _check_causal(request: LMSweepRequest) -> None:
-    from prunecli.io.checkpoint import open_checkpoint
-
-    config = open_checkpoint(request.model).config or {}
+def _check_causal(request: LMSweepRequest, config: dict[str, Any]) -> None:
     names = config.get("architectures")
     causal = isinstance(names, list) and any(
         isinstance(n, str) and n.endswith(("ForCausalLM", "LMHeadModel")) for n in names
